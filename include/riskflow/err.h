@@ -1,0 +1,48 @@
+/*
+ * err.h — riskflow's error codes.
+ *
+ * Owns the one table of RF_E* codes. Every internal function returns 0 or one of these
+ * (negative) values; rf_strerror() names them. A library's own error type is translated
+ * into one of these once, at the module boundary, and goes no further.
+ * The DLQ reasons for undecodable input are a subset (RF_E_TRUNCATED .. RF_E_MALFORMED):
+ * rf_err_reason() gives the short, stable token used in DLQ headers and metrics.
+ */
+#ifndef RISKFLOW_ERR_H
+#define RISKFLOW_ERR_H
+
+/* X(name, value, reason-token, message) */
+#define RF_ERRORS(X)                                                                    \
+    X(OK, 0, "ok", "success")                                                           \
+    X(NOMEM, -1, "nomem", "out of memory")                                              \
+    X(INVAL, -2, "invalid", "invalid argument")                                         \
+    X(TRUNCATED, -3, "truncated", "truncated message")                                  \
+    X(BADMAGIC, -4, "bad_magic", "wrong magic byte (not Confluent-framed Avro)")        \
+    X(UNKNOWN_SCHEMA, -5, "unknown_schema", "unknown schema id")                        \
+    X(OVERSIZE, -6, "oversize", "message over the size cap")                            \
+    X(MALFORMED, -7, "malformed", "malformed Avro (not a valid record of the schema)") \
+    X(NOSPACE, -8, "nospace", "output buffer too small")                                \
+    X(IO, -9, "io", "I/O error")                                                        \
+    X(TIMEOUT, -10, "timeout", "timed out")                                             \
+    X(CONN, -11, "conn", "connection failed or lost")                                   \
+    X(REDIS, -12, "redis", "Redis error reply")                                         \
+    X(KAFKA, -13, "kafka", "Kafka error")                                               \
+    X(CONF, -14, "conf", "configuration error")                                         \
+    X(MODEL, -15, "model", "model error")                                               \
+    X(SCHEMA, -16, "schema", "schema error")                                            \
+    X(BUSY, -17, "busy", "resource busy, try again")                                    \
+    X(CLOSED, -18, "closed", "closed or shutting down")                                 \
+    X(NOTFOUND, -19, "notfound", "not found")
+
+enum rf_err {
+#define RF_ERR_ENUM(name, val, tok, msg) RF_E_##name = (val),
+    RF_ERRORS(RF_ERR_ENUM)
+#undef RF_ERR_ENUM
+};
+
+/* Human-readable message for an RF_E* code (any int: unknown codes get a generic text). */
+const char *rf_strerror(int err);
+
+/* Short token for an RF_E* code, stable across releases: used as the DLQ reason. */
+const char *rf_err_reason(int err);
+
+#endif

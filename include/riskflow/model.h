@@ -1,0 +1,54 @@
+/*
+ * model.h — the fraud model: a logistic regression loaded from JSON, scored in batches.
+ *
+ * Owns the model's parameters and a scratch matrix sized for one batch, so scoring allocates
+ * nothing. Loaded once (off the hot path); scored on the loop thread. Dense math goes
+ * through OpenBLAS (dgemv over the batch); the caller sets OpenBLAS to one thread.
+ *
+ * File format (deploy/models/*.json, written by tools/train/train_fraud.py):
+ *   {
+ *     "format": "riskflow.logistic.v1",
+ *     "name": "fraud",
+ *     "version": "fraud-lr-…",                 stamped on every output
+ *     "features": ["amount", …],               names from the catalogue in features.h
+ *     "scaler": {"mean": [...], "scale": [...]},   z_i = (x_i - mean_i) / scale_i
+ *     "coefficients": [...],
+ *     "intercept": b,
+ *     "threshold": t                           suggested alert threshold (config wins)
+ *   }
+ *   score = 1 / (1 + exp(-(b + Σ coef_i z_i)))  — scikit-learn's predict_proba[:, 1] for a
+ *   StandardScaler + LogisticRegression pipeline. Contribution of feature i = coef_i z_i.
+ */
+#ifndef RISKFLOW_MODEL_H
+#define RISKFLOW_MODEL_H
+
+#include "riskflow/event.h"
+
+#define RF_MODEL_BATCH_MAX 256 /* rows per rf_model_score_batch call */
+
+typedef struct rf_model_s rf_model_t;
+
+/* Load and validate a model file. NULL with a message in errstr on any error (unknown
+ * feature name, length mismatch, scale of 0, non-finite numbers, more than RF_FEATURES_MAX
+ * features). The caller owns the result (rf_model_destroy). */
+rf_model_t *rf_model_load(const char *path, char *errstr, size_t errstr_size);
+
+/* Accepts NULL. */
+void rf_model_destroy(rf_model_t *model);
+
+/* Borrowed strings/arrays: valid until rf_model_destroy. */
+const char *rf_model_version(const rf_model_t *model);
+int rf_model_n_features(const rf_model_t *model);
+const int *rf_model_feature_ids(const rf_model_t *model); /* catalogue ids, model order */
+const char *rf_model_feature_name(const rf_model_t *model, int i);
+double rf_model_threshold(const rf_model_t *model);
+
+/* Score n rows (n <= RF_MODEL_BATCH_MAX). x: n × n_features, row-major, raw values in model
+ * order. out: n probabilities. Returns 0 or RF_E_INVAL. */
+int rf_model_score_batch(rf_model_t *model, const double *x, int n, double *out);
+
+/* The k (<= RF_REASONS_MAX) largest positive contributions of one row, descending; names
+ * borrowed from the model. Returns how many were written (fewer when fewer are positive). */
+int rf_model_reasons(const rf_model_t *model, const double *x_row, struct rf_reason *out, int k);
+
+#endif
