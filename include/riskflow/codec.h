@@ -2,7 +2,7 @@
  * codec.h — Avro on the wire: the schema registry, the payment decoder, the output encoders.
  *
  * Owns the local schema registry (schemas/registry.txt: "<id> <file>" lines, parsed with
- * avro-c) and the schema-specific codecs compiled for schemas/*.avsc. avro-c parses schemas
+ * avro-c) and the schema-specific codecs compiled for the .avsc files under schemas/. avro-c parses schemas
  * and is the test oracle; the hot path uses our bounds-checked decoder/encoders, which
  * allocate nothing (design.md §10: ~35 ns instead of ~440 ns per payment).
  *

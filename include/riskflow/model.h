@@ -5,7 +5,7 @@
  * nothing. Loaded once (off the hot path); scored on the loop thread. Dense math goes
  * through OpenBLAS (dgemv over the batch); the caller sets OpenBLAS to one thread.
  *
- * File format (deploy/models/*.json, written by tools/train/train_fraud.py):
+ * File format (JSON under deploy/models/, written by tools/train/train_fraud.py):
  *   {
  *     "format": "riskflow.logistic.v1",
  *     "name": "fraud",

@@ -1,0 +1,34 @@
+/*
+ * daemon.h — riskflowd's life cycle: build everything, run the loop, stop in order.
+ *
+ * Owns the libuv loop and every long-lived object: schemas, model, store, Kafka clients,
+ * pipeline, signals, timers and (with --demo) the in-process mock cluster and generator.
+ * Start order: schemas → model → store → producer → consumer → pipeline → queue watches →
+ * subscribe. Stop order on SIGTERM/SIGINT: stop taking messages → wait for every in-flight
+ * event (bounded by shutdown.timeout.ms) → commit stored offsets synchronously → close the
+ * consumer → flush the producer → close handles → uv_loop_close() == 0.
+ * Never exits the process: it returns an exit code to main().
+ */
+#ifndef RISKFLOW_DAEMON_H
+#define RISKFLOW_DAEMON_H
+
+#include <stddef.h>
+
+#include "riskflow/conf.h"
+
+/* sysexits.h values, so systemd and scripts can tell the cases apart. */
+#define RF_EXIT_OK 0
+#define RF_EXIT_FAILURE 1      /* a runtime failure (fatal Kafka error, shutdown timed out) */
+#define RF_EXIT_USAGE 64       /* EX_USAGE */
+#define RF_EXIT_UNAVAILABLE 69 /* EX_UNAVAILABLE: could not start (e.g. Kafka client) */
+#define RF_EXIT_CONFIG 78      /* EX_CONFIG */
+
+/* Load what the config names (schemas, model) without starting anything: --check-config.
+ * 0, or RF_E_CONF with the reason in errstr. */
+int rf_daemon_check(const struct rf_conf *conf, char *errstr, size_t errstr_size);
+
+/* Run until stopped; returns a RF_EXIT_* code. demo: run against the in-process mock cluster
+ * with the synthetic generator and print a summary at the end. */
+int rf_daemon_run(const struct rf_conf *conf, int demo);
+
+#endif

@@ -1,0 +1,58 @@
+/*
+ * kafka.h — librdkafka clients built from our config and bound to the libuv loop.
+ *
+ * Owns the translation of struct rf_conf into rd_kafka_conf_t (our defaults first, then every
+ * kafka.* pass-through key, then the settings the guarantees depend on, which the user cannot
+ * override), and the queue watch that wakes the loop: rd_kafka_queue_io_event_enable() writes
+ * to a pipe when a queue goes from empty to non-empty, and a uv_poll on the pipe's read end
+ * calls back on the loop thread. No thread of our own polls Kafka.
+ * The watch fires only on that empty -> non-empty edge: the callback must drain the queue
+ * until it is empty (or remember to come back), or events stall (design.md §10).
+ */
+#ifndef RISKFLOW_KAFKA_H
+#define RISKFLOW_KAFKA_H
+
+#include <librdkafka/rdkafka.h>
+#include <uv.h>
+
+#include "riskflow/conf.h"
+
+/* Consumer: group member, manual offset store (stored only when complete), auto commit of
+ * stored offsets, cooperative-sticky assignment, logs and errors routed to the consumer queue.
+ * opaque is passed to rebalance_cb, error_cb and log_cb. bootstrap overrides
+ * kafka.bootstrap.servers when not NULL (the demo's mock cluster). NULL + errstr on error. */
+rd_kafka_t *rf_kafka_consumer_new(const struct rf_conf *conf, const char *bootstrap,
+                                  const char *group_id,
+                                  void (*rebalance_cb)(rd_kafka_t *, rd_kafka_resp_err_t,
+                                                       rd_kafka_topic_partition_list_t *, void *),
+                                  void *opaque, char *errstr, size_t errstr_size);
+
+/* Producer: idempotent, acks=all, linger 5 ms, Nagle off, delivery reports on the main queue.
+ * opaque is passed to dr_msg_cb and error_cb. */
+rd_kafka_t *rf_kafka_producer_new(const struct rf_conf *conf, const char *bootstrap,
+                                  void (*dr_msg_cb)(rd_kafka_t *, const rd_kafka_message_t *,
+                                                    void *),
+                                  void *opaque, char *errstr, size_t errstr_size);
+
+/* Error and log callbacks both clients use: they forward to the daemon's log (on the thread
+ * that serves the queue, i.e. the loop). */
+void rf_kafka_error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque);
+void rf_kafka_log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf);
+
+struct rf_kafka_watch {
+    uv_poll_t poll;
+    int fds[2];
+    void (*cb)(void *arg);
+    void *arg;
+    void (*close_cb)(void *arg);
+};
+
+/* Start watching rkqu (borrowed; it must outlive the watch). 0 or RF_E_IO. */
+int rf_kafka_watch_init(uv_loop_t *loop, struct rf_kafka_watch *w, rd_kafka_queue_t *rkqu,
+                        void (*cb)(void *arg), void *arg);
+
+/* Stop watching; close_cb(arg) once the handle is closed (the pipe is closed then). Disable
+ * the queue's io event before calling this. */
+void rf_kafka_watch_close(struct rf_kafka_watch *w, void (*close_cb)(void *arg));
+
+#endif

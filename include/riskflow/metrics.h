@@ -1,0 +1,52 @@
+/*
+ * metrics.h — counters and latency histograms owned by the daemon.
+ *
+ * Plain structs, loop thread only, no allocation: a histogram is a fixed array of
+ * log-linear buckets (8 sub-buckets per power of two, from 1 µs to ~1 h), good to ~9% on a
+ * quantile, which is what p50/p99 need. The /metrics endpoint, STATUS= and the summary all
+ * read these.
+ */
+#ifndef RISKFLOW_METRICS_H
+#define RISKFLOW_METRICS_H
+
+#include <stdint.h>
+
+#include "riskflow/err.h"
+
+#define RF_HIST_SUB 8
+#define RF_HIST_POW 32
+#define RF_HIST_BUCKETS (RF_HIST_SUB * RF_HIST_POW)
+
+struct rf_hist {
+    uint64_t count;
+    uint64_t sum_us;
+    uint64_t max_us;
+    uint64_t buckets[RF_HIST_BUCKETS];
+};
+
+void rf_hist_add(struct rf_hist *h, uint64_t us);
+/* The q-quantile (0..1) in microseconds: the upper edge of its bucket; 0 when empty. */
+uint64_t rf_hist_quantile(const struct rf_hist *h, double q);
+
+/* DLQ reasons are the decode errors, indexed by -RF_E_* (err.h). */
+#define RF_DLQ_REASONS 20
+
+struct rf_metrics {
+    uint64_t events_in;        /* messages taken from the consumer */
+    uint64_t scored;           /* payments whose outputs and state are complete */
+    uint64_t alerts;           /* alerts acknowledged */
+    uint64_t dead_lettered;    /* DLQ records acknowledged */
+    uint64_t dlq_by_reason[RF_DLQ_REASONS];
+    uint64_t replays;          /* events already applied to the state (redelivery) */
+    uint64_t produce_retries;  /* outputs produced again after a failed delivery */
+    uint64_t store_fetches;    /* Redis round trips to read states */
+    uint64_t store_flushes;    /* Redis flushes (pipelined SETs) completed */
+    uint64_t store_errors;     /* Redis commands that failed (then retried) */
+    uint64_t store_corrupt;    /* stored values that did not parse (state restarted) */
+    uint64_t offsets_stored;   /* rd_kafka_offsets_store calls */
+    uint64_t first_in_ns;      /* uv_hrtime() of the first message taken */
+    struct rf_hist latency;    /* consumed -> complete, per event */
+    struct rf_hist batch_size;
+};
+
+#endif

@@ -1,0 +1,436 @@
+/*
+ * conf.c — THE property table and everything driven by it.
+ *
+ * One row per key: name, type, where it lives in struct rf_conf, default, bounds, allowed
+ * values and the sentence that documents it. Parsing, defaults, validation, --dump-config and
+ * the generated reference all read this table, so a key cannot exist in one and not the
+ * others. Runs before the loop starts; allocation is fine here.
+ */
+#include "riskflow/conf.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "riskflow/err.h"
+
+enum prop_type { T_STR, T_INT, T_DBL, T_ENUM };
+
+struct prop {
+    const char *name;
+    enum prop_type type;
+    size_t offset;
+    const char *def; /* default as text: parsed like user input */
+    double min, max; /* T_INT, T_DBL */
+    const char *values; /* T_ENUM: "a|b|c" */
+    const char *desc;
+};
+
+#define OFF(field) offsetof(struct rf_conf, field)
+#define STR(name, field, def, desc) {name, T_STR, OFF(field), def, 0, 0, NULL, desc}
+#define INT(name, field, def, min, max, desc) {name, T_INT, OFF(field), def, min, max, NULL, desc}
+#define DBL(name, field, def, min, max, desc) {name, T_DBL, OFF(field), def, min, max, NULL, desc}
+#define ENUM(name, field, def, values, desc) {name, T_ENUM, OFF(field), def, 0, 0, values, desc}
+
+static const struct prop props[] = {
+    STR("input.topics", input_topics, "txn.payments",
+        "Comma-separated input topics. A topic may carry its framing: `topic:plain` or "
+        "`topic:confluent`; without a suffix it uses input.framing."),
+    ENUM("input.framing", input_framing, "confluent", "confluent|plain",
+         "Default wire framing of input messages: Confluent (magic byte 0 + 4-byte schema id "
+         "+ Avro) or plain Avro."),
+    INT("input.schema.id", input_schema_id, "0", 0, 2147483647,
+        "Schema id of payments: plain-framed messages are read with it and Confluent-framed "
+        "ones must carry it. 0: the id of riskflow.Payment in schemas.dir/registry.txt."),
+    INT("input.max.message.bytes", input_max_bytes, "65536", 16, 16777216,
+        "Size cap: a larger input message is dead-lettered with reason `oversize` before any "
+        "decoding."),
+    STR("output.scores.topic", scores_topic, "fraud.scores",
+        "Topic for one riskflow.FraudScore per scored payment (keyed by customer id)."),
+    STR("output.alerts.topic", alerts_topic, "fraud.alerts",
+        "Topic for riskflow.FraudAlert records: scores at or above the threshold."),
+    STR("output.dlq.topic", dlq_topic, "riskflow.dlq",
+        "Dead-letter topic: the original bytes, with reason and source topic/partition/offset "
+        "in headers (rf.reason, rf.error, rf.source.topic, rf.source.partition, "
+        "rf.source.offset)."),
+    ENUM("output.framing", output_framing, "confluent", "confluent|plain",
+         "Wire framing of score and alert records."),
+    STR("schemas.dir", schemas_dir, "schemas",
+        "Directory holding registry.txt (`<id> <file>` lines) and the .avsc files."),
+    ENUM("store.backend", store_backend, "redis", "redis|memory",
+         "Feature store: `redis` (shared, durable) or `memory` (in-process, for the demo and "
+         "tests; state is lost at exit)."),
+    STR("redis.host", redis_host, "127.0.0.1", "Redis host (IPv4/IPv6 address or name)."),
+    INT("redis.port", redis_port, "6379", 1, 65535, "Redis port."),
+    INT("redis.connect.timeout.ms", redis_connect_timeout_ms, "2000", 10, 600000,
+        "Give up one connection attempt after this long (then back off and retry)."),
+    INT("redis.command.timeout.ms", redis_command_timeout_ms, "2000", 10, 600000,
+        "A command without a reply after this long fails with a timeout; the connection is "
+        "dropped and re-established, and the work is retried."),
+    STR("redis.key.prefix", redis_key_prefix, "rf",
+        "Prefix of every Redis key; customer state lives at `<prefix>:cust:{<customer id>}`."),
+    INT("store.cache.max.entries", store_cache_max, "200000", 16, 100000000,
+        "Local cache of customer states. Above this, clean least-recently-used entries are "
+        "evicted (with store.backend=memory nothing is ever evicted)."),
+    INT("pipeline.batch.max", batch_max, "64", 1, 256,
+        "Events taken from the consumer per micro-batch (one Redis round trip, one model call)."),
+    INT("pipeline.max.inflight", max_inflight, "8192", 64, 1048576,
+        "Events consumed but not yet complete (outputs acknowledged and state flushed). At the "
+        "limit riskflowd stops taking messages (and pauses its partitions if that lasts)."),
+    STR("model.fraud.path", fraud_model_path, "deploy/models/fraud_lr.json",
+        "The fraud model (riskflow.logistic.v1 JSON, see include/riskflow/model.h)."),
+    DBL("fraud.alert.threshold", fraud_threshold, "-1", -1, 1,
+        "Alert when score >= this. Negative: use the threshold stored in the model file."),
+    INT("shutdown.timeout.ms", shutdown_timeout_ms, "30000", 0, 3600000,
+        "On SIGTERM/SIGINT, how long to wait for in-flight events before giving up on them "
+        "(their offsets are then not committed, so they are redelivered)."),
+    ENUM("log.level", log_level, "info", "error|warn|notice|info|debug", "Log level."),
+    INT("stats.interval.ms", stats_interval_ms, "10000", 0, 86400000,
+        "Log a line of counters this often (0: never)."),
+    ENUM("alerts.print", alerts_print, "none", "none|stdout",
+         "Also print each alert to stdout as it is acknowledged by the broker."),
+    INT("demo.events", demo_events, "20000", 1, 10000000,
+        "--demo: synthetic payments to generate (plus a few poison messages)."),
+    INT("demo.customers", demo_customers, "2000", 1, 1000000, "--demo: customers in the stream."),
+    INT("demo.rate", demo_rate, "20000", 0, 10000000,
+        "--demo: payments per second the generator produces (0: as fast as it can)."),
+    INT("demo.seed", demo_seed, "42", 0, 2147483647, "--demo: generator seed."),
+};
+
+#define N_PROPS (sizeof props / sizeof props[0])
+
+static void errf(char *errstr, size_t size, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(errstr, size, fmt, ap);
+    va_end(ap);
+}
+
+static const struct prop *find_prop(const char *name) {
+    for (size_t i = 0; i < N_PROPS; i++)
+        if (strcmp(props[i].name, name) == 0)
+            return &props[i];
+    return NULL;
+}
+
+static int enum_allows(const char *values, const char *v) {
+    size_t n = strlen(v);
+    for (const char *p = values; *p;) {
+        const char *bar = strchr(p, '|');
+        size_t len = bar ? (size_t)(bar - p) : strlen(p);
+        if (len == n && strncmp(p, v, n) == 0)
+            return 1;
+        if (!bar)
+            break;
+        p = bar + 1;
+    }
+    return 0;
+}
+
+static int set_prop(struct rf_conf *conf, const struct prop *pr, const char *value,
+                    const char *where, char *errstr, size_t size) {
+    char *base = (char *)conf + pr->offset;
+    char *end;
+    switch (pr->type) {
+    case T_ENUM:
+        if (!enum_allows(pr->values, value)) {
+            errf(errstr, size, "%s: %s: '%s' is not one of %s", where, pr->name, value,
+                 pr->values);
+            return RF_E_CONF;
+        }
+        /* fall through */
+    case T_STR: {
+        if (pr->type == T_STR && *value == '\0') {
+            errf(errstr, size, "%s: %s: empty value", where, pr->name);
+            return RF_E_CONF;
+        }
+        char *copy = strdup(value);
+        if (!copy) {
+            errf(errstr, size, "%s: out of memory", where);
+            return RF_E_NOMEM;
+        }
+        char **slot = (char **)(void *)base;
+        free(*slot);
+        *slot = copy;
+        return 0;
+    }
+    case T_INT: {
+        errno = 0;
+        long long v = strtoll(value, &end, 10);
+        if (errno || end == value || *end != '\0') {
+            errf(errstr, size, "%s: %s: '%s' is not an integer", where, pr->name, value);
+            return RF_E_CONF;
+        }
+        if ((double)v < pr->min || (double)v > pr->max) {
+            errf(errstr, size, "%s: %s: %lld is out of range [%.0f, %.0f]", where, pr->name, v,
+                 pr->min, pr->max);
+            return RF_E_CONF;
+        }
+        *(int *)(void *)base = (int)v;
+        return 0;
+    }
+    case T_DBL: {
+        errno = 0;
+        double v = strtod(value, &end);
+        if (errno || end == value || *end != '\0' || !isfinite(v)) {
+            errf(errstr, size, "%s: %s: '%s' is not a number", where, pr->name, value);
+            return RF_E_CONF;
+        }
+        if (v < pr->min || v > pr->max) {
+            errf(errstr, size, "%s: %s: %g is out of range [%g, %g]", where, pr->name, v,
+                 pr->min, pr->max);
+            return RF_E_CONF;
+        }
+        *(double *)(void *)base = v;
+        return 0;
+    }
+    }
+    return RF_E_INVAL;
+}
+
+static int set_kafka(struct rf_conf *conf, const char *key, const char *value, const char *where,
+                     char *errstr, size_t size) {
+    if (*key == '\0') {
+        errf(errstr, size, "%s: 'kafka.' needs a librdkafka property name after it", where);
+        return RF_E_CONF;
+    }
+    for (int i = 0; i < conf->n_kafka; i++) {
+        if (strcmp(conf->kafka[i].key, key) == 0) {
+            char *v = strdup(value);
+            if (!v)
+                goto nomem;
+            free(conf->kafka[i].value);
+            conf->kafka[i].value = v;
+            return 0;
+        }
+    }
+    struct rf_conf_kv *kv = realloc(conf->kafka, sizeof *kv * (size_t)(conf->n_kafka + 1));
+    if (!kv)
+        goto nomem;
+    conf->kafka = kv;
+    kv[conf->n_kafka].key = strdup(key);
+    kv[conf->n_kafka].value = strdup(value);
+    if (!kv[conf->n_kafka].key || !kv[conf->n_kafka].value) {
+        free(kv[conf->n_kafka].key);
+        free(kv[conf->n_kafka].value);
+        goto nomem;
+    }
+    conf->n_kafka++;
+    return 0;
+nomem:
+    errf(errstr, size, "%s: out of memory", where);
+    return RF_E_NOMEM;
+}
+
+int rf_conf_set(struct rf_conf *conf, const char *key, const char *value, const char *where,
+                char *errstr, size_t size) {
+    if (strncmp(key, "kafka.", 6) == 0)
+        return set_kafka(conf, key + 6, value, where, errstr, size);
+    const struct prop *pr = find_prop(key);
+    if (!pr) {
+        errf(errstr, size, "%s: unknown key '%s' (see riskflowd --dump-config)", where, key);
+        return RF_E_CONF;
+    }
+    return set_prop(conf, pr, value, where, errstr, size);
+}
+
+struct rf_conf *rf_conf_new(char *errstr, size_t size) {
+    struct rf_conf *conf = calloc(1, sizeof *conf);
+    if (!conf) {
+        errf(errstr, size, "out of memory");
+        return NULL;
+    }
+    for (size_t i = 0; i < N_PROPS; i++) {
+        if (set_prop(conf, &props[i], props[i].def, "default", errstr, size) != 0) {
+            rf_conf_destroy(conf);
+            return NULL;
+        }
+    }
+    return conf;
+}
+
+void rf_conf_destroy(struct rf_conf *conf) {
+    if (!conf)
+        return;
+    for (size_t i = 0; i < N_PROPS; i++) {
+        if (props[i].type == T_STR || props[i].type == T_ENUM)
+            free(*(char **)(void *)((char *)conf + props[i].offset));
+    }
+    for (int i = 0; i < conf->n_kafka; i++) {
+        free(conf->kafka[i].key);
+        free(conf->kafka[i].value);
+    }
+    free(conf->kafka);
+    free(conf);
+}
+
+static char *trim(char *s) {
+    while (isspace((unsigned char)*s))
+        s++;
+    char *e = s + strlen(s);
+    while (e > s && isspace((unsigned char)e[-1]))
+        *--e = '\0';
+    return s;
+}
+
+int rf_conf_load_file(struct rf_conf *conf, const char *path, char *errstr, size_t size) {
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        errf(errstr, size, "%s: cannot open: %s", path, strerror(errno));
+        return RF_E_IO;
+    }
+    char line[4096];
+    char where[1024];
+    int lineno = 0;
+    int rc = 0;
+    while (fgets(line, sizeof line, f)) {
+        lineno++;
+        snprintf(where, sizeof where, "%s:%d", path, lineno);
+        if (!strchr(line, '\n') && !feof(f)) {
+            errf(errstr, size, "%s: line too long", where);
+            rc = RF_E_CONF;
+            break;
+        }
+        char *s = trim(line);
+        if (*s == '\0' || *s == '#')
+            continue;
+        char *eq = strchr(s, '=');
+        if (!eq) {
+            errf(errstr, size, "%s: expected key=value", where);
+            rc = RF_E_CONF;
+            break;
+        }
+        *eq = '\0';
+        char *key = trim(s);
+        char *value = trim(eq + 1);
+        if (*key == '\0') {
+            errf(errstr, size, "%s: empty key", where);
+            rc = RF_E_CONF;
+            break;
+        }
+        if ((rc = rf_conf_set(conf, key, value, where, errstr, size)) != 0)
+            break;
+    }
+    if (rc == 0 && ferror(f)) {
+        errf(errstr, size, "%s: read error", path);
+        rc = RF_E_IO;
+    }
+    fclose(f);
+    return rc;
+}
+
+int rf_conf_set_kv(struct rf_conf *conf, const char *kv, char *errstr, size_t size) {
+    const char *eq = strchr(kv, '=');
+    if (!eq || eq == kv) {
+        errf(errstr, size, "-X %s: expected key=value", kv);
+        return RF_E_CONF;
+    }
+    char key[256];
+    size_t klen = (size_t)(eq - kv);
+    if (klen >= sizeof key) {
+        errf(errstr, size, "-X: key too long");
+        return RF_E_CONF;
+    }
+    memcpy(key, kv, klen);
+    key[klen] = '\0';
+    return rf_conf_set(conf, key, eq + 1, "-X", errstr, size);
+}
+
+const char *rf_conf_kafka_get(const struct rf_conf *conf, const char *key) {
+    for (int i = 0; i < conf->n_kafka; i++)
+        if (strcmp(conf->kafka[i].key, key) == 0)
+            return conf->kafka[i].value;
+    return NULL;
+}
+
+int rf_conf_validate(const struct rf_conf *conf, int demo, char *errstr, size_t size) {
+    if (!demo && !rf_conf_kafka_get(conf, "bootstrap.servers")) {
+        errf(errstr, size, "kafka.bootstrap.servers is required");
+        return RF_E_CONF;
+    }
+    if (!demo && !rf_conf_kafka_get(conf, "group.id")) {
+        errf(errstr, size, "kafka.group.id is required");
+        return RF_E_CONF;
+    }
+    if (conf->batch_max > conf->max_inflight) {
+        errf(errstr, size, "pipeline.batch.max (%d) exceeds pipeline.max.inflight (%d)",
+             conf->batch_max, conf->max_inflight);
+        return RF_E_CONF;
+    }
+    /* Topic list syntax: checked here so a typo is a config error, not a runtime one. */
+    const char *p = conf->input_topics;
+    while (*p) {
+        const char *comma = strchr(p, ',');
+        size_t len = comma ? (size_t)(comma - p) : strlen(p);
+        const char *colon = memchr(p, ':', len);
+        if (len == 0 || colon == p) {
+            errf(errstr, size, "input.topics: empty topic name in '%s'", conf->input_topics);
+            return RF_E_CONF;
+        }
+        if (colon) {
+            size_t flen = len - (size_t)(colon + 1 - p);
+            if (!((flen == 5 && strncmp(colon + 1, "plain", 5) == 0) ||
+                  (flen == 9 && strncmp(colon + 1, "confluent", 9) == 0))) {
+                errf(errstr, size, "input.topics: framing of '%.*s' must be plain or confluent",
+                     (int)len, p);
+                return RF_E_CONF;
+            }
+        }
+        if (!comma)
+            break;
+        p = comma + 1;
+    }
+    return 0;
+}
+
+static void prop_value(const struct rf_conf *conf, const struct prop *pr, char *buf, size_t n) {
+    const char *base = (const char *)conf + pr->offset;
+    switch (pr->type) {
+    case T_STR:
+    case T_ENUM:
+        snprintf(buf, n, "%s", *(char *const *)(const void *)base);
+        break;
+    case T_INT:
+        snprintf(buf, n, "%d", *(const int *)(const void *)base);
+        break;
+    case T_DBL:
+        snprintf(buf, n, "%.17g", *(const double *)(const void *)base);
+        break;
+    }
+}
+
+void rf_conf_dump(const struct rf_conf *conf, FILE *out) {
+    char v[4096];
+    for (size_t i = 0; i < N_PROPS; i++) {
+        prop_value(conf, &props[i], v, sizeof v);
+        fprintf(out, "%s=%s\n", props[i].name, v);
+    }
+    for (int i = 0; i < conf->n_kafka; i++)
+        fprintf(out, "kafka.%s=%s\n", conf->kafka[i].key, conf->kafka[i].value);
+}
+
+void rf_conf_reference(FILE *out) {
+    static const char *type_names[] = {"string", "integer", "number", "one of"};
+    fprintf(out, "# riskflowd configuration reference\n\n"
+                 "Generated by `riskflowd --config-reference` from the property table in "
+                 "src/conf.c. One `key=value` per line, `#` comments. Keys starting with "
+                 "`kafka.` go to librdkafka without the prefix (both the consumer and the "
+                 "producer; see librdkafka's CONFIGURATION.md). `-X key=value` on the command "
+                 "line overrides the file.\n\n"
+                 "| key | type | default | description |\n|---|---|---|---|\n");
+    for (size_t i = 0; i < N_PROPS; i++) {
+        const struct prop *pr = &props[i];
+        char type[160];
+        if (pr->type == T_ENUM)
+            snprintf(type, sizeof type, "%s `%s`", type_names[pr->type], pr->values);
+        else if (pr->type == T_STR)
+            snprintf(type, sizeof type, "%s", type_names[pr->type]);
+        else
+            snprintf(type, sizeof type, "%s in [%g, %g]", type_names[pr->type], pr->min,
+                     pr->max);
+        fprintf(out, "| `%s` | %s | `%s` | %s |\n", pr->name, type, pr->def, pr->desc);
+    }
+}

@@ -1,0 +1,186 @@
+/*
+ * kafka.c — building librdkafka clients and binding their queues to the loop.
+ *
+ * Config precedence: our defaults < kafka.* keys from the user < the few settings the
+ * delivery guarantees rest on (manual offset store, idempotence, event routing). Those are
+ * forced, because a user who turns them off would silently get a different product.
+ * Runs on the loop thread (construction happens before the loop runs).
+ */
+#include "riskflow/kafka.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "riskflow/err.h"
+#include "riskflow/log.h"
+
+static int set(rd_kafka_conf_t *kc, const char *key, const char *value, char *errstr,
+               size_t size) {
+    char err[512];
+    if (rd_kafka_conf_set(kc, key, value, err, sizeof err) != RD_KAFKA_CONF_OK) {
+        snprintf(errstr, size, "kafka.%s: %s", key, err);
+        return RF_E_CONF;
+    }
+    return 0;
+}
+
+/* Defaults, then the user's kafka.* keys, then the forced ones. */
+static rd_kafka_conf_t *build(const struct rf_conf *conf, const char *const *defaults,
+                              const char *const *forced, const char *bootstrap, char *errstr,
+                              size_t size) {
+    rd_kafka_conf_t *kc = rd_kafka_conf_new();
+    for (const char *const *kv = defaults; *kv; kv += 2)
+        if (set(kc, kv[0], kv[1], errstr, size) != 0)
+            goto fail;
+    for (int i = 0; i < conf->n_kafka; i++)
+        if (set(kc, conf->kafka[i].key, conf->kafka[i].value, errstr, size) != 0)
+            goto fail;
+    for (const char *const *kv = forced; *kv; kv += 2)
+        if (set(kc, kv[0], kv[1], errstr, size) != 0)
+            goto fail;
+    if (bootstrap && set(kc, "bootstrap.servers", bootstrap, errstr, size) != 0)
+        goto fail;
+    rd_kafka_conf_set_error_cb(kc, (void (*)(rd_kafka_t *, int, const char *, void *))
+                                       rf_kafka_error_cb);
+    rd_kafka_conf_set_log_cb(kc, rf_kafka_log_cb);
+    return kc;
+fail:
+    rd_kafka_conf_destroy(kc);
+    return NULL;
+}
+
+rd_kafka_t *rf_kafka_consumer_new(const struct rf_conf *conf, const char *bootstrap,
+                                  const char *group_id,
+                                  void (*rebalance_cb)(rd_kafka_t *, rd_kafka_resp_err_t,
+                                                       rd_kafka_topic_partition_list_t *, void *),
+                                  void *opaque, char *errstr, size_t size) {
+    static const char *const defaults[] = {
+        "partition.assignment.strategy", "cooperative-sticky",
+        "auto.offset.reset", "earliest",
+        "socket.nagle.disable", "true",
+        /* librdkafka 2.0.2 backs off a full second once the prefetch queue passes
+         * queued.min.messages: size it for ~1-2 s of traffic (design.md §8). */
+        "queued.min.messages", "200000",
+        "enable.auto.commit", "true",
+        "auto.commit.interval.ms", "1000",
+        NULL,
+    };
+    static const char *const forced[] = {
+        "enable.auto.offset.store", "false", /* stored only when the event is complete */
+        "log.queue", "true",                 /* logs served on the loop, not librdkafka threads */
+        NULL,
+    };
+    rd_kafka_conf_t *kc = build(conf, defaults, forced, bootstrap, errstr, size);
+    if (!kc)
+        return NULL;
+    if (group_id && set(kc, "group.id", group_id, errstr, size) != 0) {
+        rd_kafka_conf_destroy(kc);
+        return NULL;
+    }
+    rd_kafka_conf_set_rebalance_cb(kc, rebalance_cb);
+    rd_kafka_conf_set_opaque(kc, opaque);
+    char err[512];
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, kc, err, sizeof err);
+    if (!rk) {
+        snprintf(errstr, size, "consumer: %s", err);
+        rd_kafka_conf_destroy(kc);
+        return NULL;
+    }
+    rd_kafka_set_log_queue(rk, NULL); /* logs to the main queue ... */
+    rd_kafka_poll_set_consumer(rk);   /* ... which now forwards to the consumer queue */
+    return rk;
+}
+
+rd_kafka_t *rf_kafka_producer_new(const struct rf_conf *conf, const char *bootstrap,
+                                  void (*dr_msg_cb)(rd_kafka_t *, const rd_kafka_message_t *,
+                                                    void *),
+                                  void *opaque, char *errstr, size_t size) {
+    static const char *const defaults[] = {
+        "linger.ms", "5",
+        "socket.nagle.disable", "true",
+        "queue.buffering.max.messages", "1000000",
+        "message.timeout.ms", "30000",
+        "compression.codec", "lz4",
+        NULL,
+    };
+    static const char *const forced[] = {
+        "enable.idempotence", "true", /* per-key order, no duplicates from retries */
+        "acks", "all",
+        "log.queue", "true",
+        /* Consumer-only keys users put under kafka.* for both clients are harmless: the
+         * producer ignores them with a warning. */
+        NULL,
+    };
+    rd_kafka_conf_t *kc = build(conf, defaults, forced, bootstrap, errstr, size);
+    if (!kc)
+        return NULL;
+    rd_kafka_conf_set_dr_msg_cb(kc, dr_msg_cb);
+    rd_kafka_conf_set_opaque(kc, opaque);
+    char err[512];
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, kc, err, sizeof err);
+    if (!rk) {
+        snprintf(errstr, size, "producer: %s", err);
+        rd_kafka_conf_destroy(kc);
+        return NULL;
+    }
+    rd_kafka_set_log_queue(rk, NULL);
+    return rk;
+}
+
+void rf_kafka_error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) {
+    /* Transient broker errors are retried by librdkafka itself; only fatal ones stop us,
+     * and the daemon checks rd_kafka_fatal_error() for that. */
+    RF_WARN("KAFKA", "%s: %s: %s", rd_kafka_name(rk), rd_kafka_err2name(err), reason);
+}
+
+void rf_kafka_log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf) {
+    int lvl = level <= 3 ? RF_LOG_ERR : level == 4 ? RF_LOG_WARN : level <= 6 ? RF_LOG_INFO
+                                                                              : RF_LOG_DEBUG;
+    RF_LOG(lvl, "KAFKA", "%s: %s: %s", rd_kafka_name(rk), fac, buf);
+}
+
+static void on_readable(uv_poll_t *poll, int status, int events) {
+    struct rf_kafka_watch *w = poll->data;
+    char buf[256];
+    /* Empty the pipe first: an event written after this read wakes us again. */
+    while (read(w->fds[0], buf, sizeof buf) > 0)
+        ;
+    w->cb(w->arg);
+}
+
+int rf_kafka_watch_init(uv_loop_t *loop, struct rf_kafka_watch *w, rd_kafka_queue_t *rkqu,
+                        void (*cb)(void *arg), void *arg) {
+    if (pipe(w->fds) != 0)
+        return RF_E_IO;
+    for (int i = 0; i < 2; i++) {
+        fcntl(w->fds[i], F_SETFL, fcntl(w->fds[i], F_GETFL) | O_NONBLOCK);
+        fcntl(w->fds[i], F_SETFD, FD_CLOEXEC);
+    }
+    w->cb = cb;
+    w->arg = arg;
+    if (uv_poll_init(loop, &w->poll, w->fds[0]) != 0) {
+        close(w->fds[0]);
+        close(w->fds[1]);
+        return RF_E_IO;
+    }
+    w->poll.data = w;
+    uv_poll_start(&w->poll, UV_READABLE, on_readable);
+    rd_kafka_queue_io_event_enable(rkqu, w->fds[1], "1", 1);
+    return 0;
+}
+
+static void on_watch_closed(uv_handle_t *h) {
+    struct rf_kafka_watch *w = h->data;
+    close(w->fds[0]);
+    close(w->fds[1]);
+    if (w->close_cb)
+        w->close_cb(w->arg);
+}
+
+void rf_kafka_watch_close(struct rf_kafka_watch *w, void (*close_cb)(void *arg)) {
+    w->close_cb = close_cb;
+    uv_close((uv_handle_t *)&w->poll, on_watch_closed);
+}

@@ -1,0 +1,746 @@
+/*
+ * pipeline.c — one micro-batch at a time from the consumer to the producer, and the
+ * bookkeeping that turns out-of-order completions into safe offsets. See pipeline.h.
+ *
+ * Loop thread only: librdkafka callbacks (rebalance, delivery reports, logs) run here because
+ * we serve its queues from the loop; store callbacks run from Redis replies on the loop.
+ * Must never: store an offset past an event that is not complete; drop a message without an
+ * outcome; allocate per event (librdkafka's own message copies aside).
+ */
+#include "riskflow/pipeline.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "riskflow/err.h"
+#include "riskflow/features.h"
+#include "riskflow/log.h"
+
+enum { OUT_SCORE, OUT_ALERT, OUT_DLQ, OUT__N };
+
+struct evt;
+
+/* What a delivery report points back to: one output of one event. */
+struct out_slot {
+    struct evt *ev;
+    uint8_t kind;
+};
+
+struct evt {
+    rd_kafka_message_t *rkm; /* owned: destroyed when the event leaves its partition FIFO */
+    int32_t part;
+    int32_t next;       /* partition FIFO, then free list */
+    int32_t flush_next; /* FIFO of events waiting for a store flush */
+    int64_t offset;
+    uint64_t t_in_ns;
+    uint64_t flush_gen;
+    int32_t store_idx;
+    int16_t pending; /* outputs not yet acknowledged + 1 while the state flush is due */
+    int8_t reason;   /* 0: a payment; else -RF_E_* of the decode error (dead-lettered) */
+    uint8_t done;
+    uint8_t alert;
+    struct out_slot out[OUT__N];
+    int64_t scored_at_ms;
+    double score;
+    struct rf_payment p;
+    double feat[RF_FEAT__N];
+};
+
+struct part {
+    char topic[256];
+    int32_t partition;
+    const rd_kafka_topic_t *seen; /* the consumer's topic handle, to skip strcmp */
+    rd_kafka_topic_t *rkt;        /* our own reference, for rd_kafka_offset_store */
+    enum rf_framing framing;
+    int32_t head, tail;
+    int64_t stored; /* highest offset stored (its next offset was committed), -1: none */
+    int assigned;
+};
+
+struct rf_pipeline_s {
+    struct rf_pipeline_deps d;
+    struct evt *pool;
+    int pool_n;
+    int32_t free_head;
+    int inflight;
+
+    struct part *parts;
+    int n_parts, cap_parts;
+
+    int32_t batch[256];
+    int batch_n;
+    int fetch_wait;
+    int starved; /* stopped taking messages for lack of room: resume on completion */
+
+    int32_t flush_head, flush_tail;
+
+    double *x;      /* batch_max × n_features */
+    double *scores; /* batch_max */
+    const int *feat_ids;
+    int n_feat;
+    uint8_t enc[16384];
+
+    int32_t payment_id, score_id, alert_id;
+    enum rf_framing out_framing;
+    double threshold;
+    rd_kafka_topic_t *rkt_scores, *rkt_alerts, *rkt_dlq;
+
+    /* Outputs to produce again (queue full, failed delivery). */
+    struct out_slot **retry;
+    int retry_n, retry_cap;
+    uv_timer_t retry_timer;
+    uv_idle_t kick;
+    int closing_left;
+    void (*close_cb)(void *);
+    void *close_arg;
+
+    int stopping;
+    int failed;
+    uint64_t log_budget_reset_ms;
+    int log_budget;
+};
+
+/* Per-message problems are logged at most 20 times a second: the counters have the rest. */
+static int log_allowed(rf_pipeline_t *pl) {
+    uint64_t now = uv_now(pl->d.loop);
+    if (now - pl->log_budget_reset_ms >= 1000) {
+        pl->log_budget_reset_ms = now;
+        pl->log_budget = 20;
+    }
+    return pl->log_budget-- > 0;
+}
+
+static int64_t wall_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Framing of a topic: its ":plain"/":confluent" suffix in input.topics, else input.framing. */
+static enum rf_framing topic_framing(const struct rf_conf *conf, const char *topic) {
+    size_t tlen = strlen(topic);
+    const char *p = conf->input_topics;
+    while (*p) {
+        const char *comma = strchr(p, ',');
+        size_t len = comma ? (size_t)(comma - p) : strlen(p);
+        if (len > tlen && strncmp(p, topic, tlen) == 0 && p[tlen] == ':')
+            return p[tlen + 1] == 'p' ? RF_FRAMING_PLAIN : RF_FRAMING_CONFLUENT;
+        if (!comma)
+            break;
+        p = comma + 1;
+    }
+    return strcmp(conf->input_framing, "plain") == 0 ? RF_FRAMING_PLAIN : RF_FRAMING_CONFLUENT;
+}
+
+static int32_t get_part(rf_pipeline_t *pl, const rd_kafka_topic_t *seen, const char *topic,
+                        int32_t partition) {
+    for (int i = 0; i < pl->n_parts; i++) {
+        struct part *pt = &pl->parts[i];
+        if (pt->partition == partition &&
+            ((seen && pt->seen == seen) || strcmp(pt->topic, topic) == 0)) {
+            if (seen)
+                pt->seen = seen;
+            return i;
+        }
+    }
+    if (pl->n_parts == pl->cap_parts) {
+        int cap = pl->cap_parts ? pl->cap_parts * 2 : 16;
+        struct part *p = realloc(pl->parts, sizeof *p * (size_t)cap);
+        if (!p)
+            abort();
+        pl->parts = p;
+        pl->cap_parts = cap;
+    }
+    struct part *pt = &pl->parts[pl->n_parts];
+    memset(pt, 0, sizeof *pt);
+    snprintf(pt->topic, sizeof pt->topic, "%s", topic);
+    pt->partition = partition;
+    pt->seen = seen;
+    pt->rkt = rd_kafka_topic_new(pl->d.rk, topic, NULL);
+    pt->framing = topic_framing(pl->d.conf, topic);
+    pt->head = pt->tail = -1;
+    pt->stored = -1;
+    return pl->n_parts++;
+}
+
+static void kick(rf_pipeline_t *pl);
+static void produce(rf_pipeline_t *pl, struct out_slot *slot);
+
+static void release(rf_pipeline_t *pl, int32_t i) {
+    struct evt *ev = &pl->pool[i];
+    rd_kafka_message_destroy(ev->rkm);
+    ev->rkm = NULL;
+    ev->next = pl->free_head;
+    pl->free_head = i;
+    pl->inflight--;
+}
+
+static void complete(rf_pipeline_t *pl, struct evt *ev) {
+    ev->done = 1;
+    rf_hist_add(&pl->d.metrics->latency, (uv_hrtime() - ev->t_in_ns) / 1000);
+    if (ev->reason == 0)
+        pl->d.metrics->scored++;
+
+    /* Advance the partition's watermark over every complete event at its head. */
+    struct part *pt = &pl->parts[ev->part];
+    int64_t last = -1;
+    while (pt->head >= 0 && pl->pool[pt->head].done) {
+        int32_t h = pt->head;
+        last = pl->pool[h].offset;
+        pt->head = pl->pool[h].next;
+        if (pt->head < 0)
+            pt->tail = -1;
+        release(pl, h);
+    }
+    if (last >= 0 && pt->assigned && last > pt->stored) {
+        rd_kafka_resp_err_t err = rd_kafka_offset_store(pt->rkt, pt->partition, last);
+        if (err) {
+            if (log_allowed(pl))
+                RF_WARN("KAFKA", "offset store %s [%" PRId32 "] @%" PRId64 ": %s", pt->topic,
+                        pt->partition, last + 1, rd_kafka_err2str(err));
+        } else {
+            pt->stored = last;
+            pl->d.metrics->offsets_stored++;
+        }
+    }
+    if (pl->stopping || pl->failed)
+        pl->d.on_idle(pl->d.arg);
+    else if (pl->starved)
+        kick(pl);
+}
+
+static void unpend(rf_pipeline_t *pl, struct evt *ev) {
+    if (--ev->pending == 0)
+        complete(pl, ev);
+}
+
+/* ---- outputs ---- */
+
+static void on_retry(uv_timer_t *t);
+
+static void queue_retry(rf_pipeline_t *pl, struct out_slot *slot) {
+    if (pl->retry_n == pl->retry_cap)
+        abort(); /* sized for every output of every pooled event: cannot happen */
+    pl->retry[pl->retry_n++] = slot;
+    if (!uv_is_active((uv_handle_t *)&pl->retry_timer))
+        uv_timer_start(&pl->retry_timer, on_retry, 100, 0);
+}
+
+static void on_retry(uv_timer_t *t) {
+    rf_pipeline_t *pl = t->data;
+    int n = pl->retry_n;
+    pl->retry_n = 0;
+    for (int i = 0; i < n; i++)
+        produce(pl, pl->retry[i]);
+}
+
+static int model_row(rf_pipeline_t *pl, const struct evt *ev, double *row) {
+    for (int j = 0; j < pl->n_feat; j++)
+        row[j] = ev->feat[pl->feat_ids[j]];
+    return pl->n_feat;
+}
+
+static int encode(rf_pipeline_t *pl, const struct evt *ev, int kind, size_t *len) {
+    double row[RF_FEATURES_MAX];
+    model_row(pl, ev, row);
+    const char *version = rf_model_version(pl->d.model);
+    if (kind == OUT_SCORE) {
+        struct rf_fraud_score s = {
+            .event_id = ev->p.event_id,
+            .customer_id = ev->p.customer_id,
+            .score = ev->score,
+            .model_version = version,
+            .n_features = pl->n_feat,
+            .event_time_ms = ev->p.event_time_ms,
+            .scored_at_ms = ev->scored_at_ms,
+            .source_partition = pl->parts[ev->part].partition,
+            .source_offset = ev->offset,
+        };
+        for (int j = 0; j < pl->n_feat; j++) {
+            s.features[j].name = rf_model_feature_name(pl->d.model, j);
+            s.features[j].value = row[j];
+        }
+        return rf_encode_fraud_score(&s, pl->out_framing, pl->score_id, pl->enc, sizeof pl->enc,
+                                     len);
+    }
+    struct rf_fraud_alert a = {
+        .event_id = ev->p.event_id,
+        .customer_id = ev->p.customer_id,
+        .card_token = ev->p.card_token,
+        .terminal_id = ev->p.terminal_id,
+        .amount_minor = ev->p.amount_minor,
+        .currency = ev->p.currency,
+        .score = ev->score,
+        .threshold = pl->threshold,
+        .model_version = version,
+        .event_time_ms = ev->p.event_time_ms,
+        .alerted_at_ms = ev->scored_at_ms,
+    };
+    a.n_reasons = rf_model_reasons(pl->d.model, row, a.reasons, RF_REASONS_MAX);
+    return rf_encode_fraud_alert(&a, pl->out_framing, pl->alert_id, pl->enc, sizeof pl->enc, len);
+}
+
+static rd_kafka_headers_t *dlq_headers(rf_pipeline_t *pl, const struct evt *ev) {
+    const struct part *pt = &pl->parts[ev->part];
+    char num[32];
+    rd_kafka_headers_t *h = rd_kafka_headers_new(5);
+    const char *reason = rf_err_reason(-ev->reason);
+    rd_kafka_header_add(h, "rf.reason", -1, reason, -1);
+    rd_kafka_header_add(h, "rf.error", -1, rf_strerror(-ev->reason), -1);
+    rd_kafka_header_add(h, "rf.source.topic", -1, pt->topic, -1);
+    snprintf(num, sizeof num, "%" PRId32, pt->partition);
+    rd_kafka_header_add(h, "rf.source.partition", -1, num, -1);
+    snprintf(num, sizeof num, "%" PRId64, ev->offset);
+    rd_kafka_header_add(h, "rf.source.offset", -1, num, -1);
+    return h;
+}
+
+static void produce(rf_pipeline_t *pl, struct out_slot *slot) {
+    struct evt *ev = slot->ev;
+    rd_kafka_resp_err_t err;
+    if (slot->kind == OUT_DLQ) {
+        rd_kafka_headers_t *h = dlq_headers(pl, ev);
+        err = rd_kafka_producev(pl->d.rkp, RD_KAFKA_V_RKT(pl->rkt_dlq),
+                                RD_KAFKA_V_KEY(ev->rkm->key, ev->rkm->key_len),
+                                RD_KAFKA_V_VALUE(ev->rkm->payload, ev->rkm->len),
+                                RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                                RD_KAFKA_V_OPAQUE(slot), RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_END);
+        if (err)
+            rd_kafka_headers_destroy(h); /* only a successful producev takes them */
+    } else {
+        size_t len = 0;
+        int rc = encode(pl, ev, slot->kind, &len);
+        if (rc != 0) {
+            /* Every field is bounded and the buffer is sized for the bounds: a bug. */
+            RF_ERR("PIPE", "encode event %s: %s", ev->p.event_id, rf_strerror(rc));
+            abort();
+        }
+        err = rd_kafka_producev(pl->d.rkp,
+                                RD_KAFKA_V_RKT(slot->kind == OUT_SCORE ? pl->rkt_scores
+                                                                       : pl->rkt_alerts),
+                                RD_KAFKA_V_KEY(ev->p.customer_id, strlen(ev->p.customer_id)),
+                                RD_KAFKA_V_VALUE(pl->enc, len),
+                                RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                                RD_KAFKA_V_OPAQUE(slot), RD_KAFKA_V_END);
+    }
+    if (err) {
+        if (log_allowed(pl))
+            RF_WARN("KAFKA", "produce for %s [%" PRId32 "] @%" PRId64 ": %s (will retry)",
+                    pl->parts[ev->part].topic, pl->parts[ev->part].partition, ev->offset,
+                    rd_kafka_err2str(err));
+        pl->d.metrics->produce_retries++;
+        queue_retry(pl, slot);
+    }
+}
+
+static void print_alert(rf_pipeline_t *pl, const struct evt *ev) {
+    double row[RF_FEATURES_MAX];
+    struct rf_reason reasons[RF_REASONS_MAX];
+    model_row(pl, ev, row);
+    int n = rf_model_reasons(pl->d.model, row, reasons, RF_REASONS_MAX);
+    char why[512];
+    size_t off = 0;
+    for (int i = 0; i < n && off < sizeof why; i++)
+        off += (size_t)snprintf(why + off, sizeof why - off, "%s%s=%.4g (%+.2f)", i ? ", " : "",
+                                reasons[i].feature, reasons[i].value, reasons[i].contribution);
+    if (n == 0)
+        snprintf(why, sizeof why, "-");
+    printf("ALERT %s customer=%s card=%s amount=%" PRId64 ".%02" PRId64 " %s score=%.3f "
+           "threshold=%.3f model=%s reasons: %s\n",
+           ev->p.event_id, ev->p.customer_id, ev->p.card_token, ev->p.amount_minor / 100,
+           (ev->p.amount_minor < 0 ? -ev->p.amount_minor : ev->p.amount_minor) % 100,
+           ev->p.currency, ev->score, pl->threshold, rf_model_version(pl->d.model), why);
+    fflush(stdout);
+}
+
+void rf_pipeline_dr_msg_cb(rd_kafka_t *rkp, const rd_kafka_message_t *rkm, void *opaque) {
+    rf_pipeline_t *pl = opaque;
+    struct out_slot *slot = rkm->_private;
+    struct evt *ev = slot->ev;
+    if (rkm->err) {
+        char fatal[256];
+        if (rd_kafka_fatal_error(rkp, fatal, sizeof fatal)) {
+            RF_ERR("KAFKA", "producer fatal error: %s", fatal);
+            pl->failed = 1;
+            pl->d.on_idle(pl->d.arg);
+            return;
+        }
+        if (log_allowed(pl))
+            RF_WARN("KAFKA", "delivery to %s failed: %s (will retry)", rd_kafka_topic_name(rkm->rkt),
+                    rd_kafka_err2str(rkm->err));
+        pl->d.metrics->produce_retries++;
+        queue_retry(pl, slot);
+        return;
+    }
+    if (slot->kind == OUT_ALERT) {
+        pl->d.metrics->alerts++;
+        if (strcmp(pl->d.conf->alerts_print, "stdout") == 0)
+            print_alert(pl, ev);
+    } else if (slot->kind == OUT_DLQ) {
+        pl->d.metrics->dead_lettered++;
+        if (ev->reason > 0 && ev->reason < RF_DLQ_REASONS)
+            pl->d.metrics->dlq_by_reason[ev->reason]++;
+    }
+    unpend(pl, ev);
+}
+
+void rf_pipeline_serve_producer(rf_pipeline_t *pl) {
+    while (rd_kafka_poll(pl->d.rkp, 0) > 0)
+        ;
+}
+
+/* ---- the batch ---- */
+
+static void batch_finish(rf_pipeline_t *pl) {
+    struct rf_metrics *m = pl->d.metrics;
+    int rows = 0;
+    for (int b = 0; b < pl->batch_n; b++) {
+        struct evt *ev = &pl->pool[pl->batch[b]];
+        if (ev->reason)
+            continue;
+        struct rf_cust_state *st = rf_store_state(pl->d.store, ev->store_idx);
+        struct part *pt = &pl->parts[ev->part];
+        if (rf_features_apply(st, &ev->p, pt->partition, ev->offset, ev->feat)) {
+            ev->flush_gen = rf_store_mark_dirty(pl->d.store, ev->store_idx);
+            ev->pending++;
+            int32_t i = pl->batch[b];
+            ev->flush_next = -1;
+            if (pl->flush_tail >= 0)
+                pl->pool[pl->flush_tail].flush_next = i;
+            else
+                pl->flush_head = i;
+            pl->flush_tail = i;
+        } else {
+            m->replays++;
+        }
+        rf_store_unpin(pl->d.store, ev->store_idx);
+        model_row(pl, ev, pl->x + (size_t)rows * (size_t)pl->n_feat);
+        rows++;
+    }
+    if (rows > 0 && rf_model_score_batch(pl->d.model, pl->x, rows, pl->scores) != 0)
+        abort(); /* rows <= batch_max <= RF_MODEL_BATCH_MAX: cannot fail */
+
+    int64_t now = wall_ms();
+    int r = 0;
+    /* Count every output before producing any: a delivery can't complete an event early,
+     * but the memory store's flush below completes events synchronously. */
+    for (int b = 0; b < pl->batch_n; b++) {
+        struct evt *ev = &pl->pool[pl->batch[b]];
+        if (ev->reason) {
+            ev->pending++;
+            continue;
+        }
+        ev->score = pl->scores[r++];
+        ev->scored_at_ms = now;
+        ev->alert = ev->score >= pl->threshold;
+        ev->pending += 1 + ev->alert;
+    }
+    for (int b = 0; b < pl->batch_n; b++) {
+        struct evt *ev = &pl->pool[pl->batch[b]];
+        if (ev->reason) {
+            produce(pl, &ev->out[OUT_DLQ]);
+            continue;
+        }
+        produce(pl, &ev->out[OUT_SCORE]);
+        if (ev->alert)
+            produce(pl, &ev->out[OUT_ALERT]);
+    }
+    pl->batch_n = 0;
+    rf_store_flush(pl->d.store);
+}
+
+/* Decode and look up. Returns 1 when the batch must wait for a store fetch. */
+static int batch_start(rf_pipeline_t *pl) {
+    for (int b = 0; b < pl->batch_n; b++) {
+        struct evt *ev = &pl->pool[pl->batch[b]];
+        const struct part *pt = &pl->parts[ev->part];
+        int rc = rf_decode_payment(ev->rkm->payload, ev->rkm->len, pt->framing, pl->payment_id,
+                                   (size_t)pl->d.conf->input_max_bytes, &ev->p);
+        if (rc == 0)
+            rc = rf_store_lookup(pl->d.store, ev->p.customer_id, &ev->store_idx) < 0
+                     ? RF_E_MALFORMED
+                     : 0;
+        if (rc != 0) {
+            ev->reason = (int8_t)-rc;
+            if (log_allowed(pl))
+                RF_WARN("PIPE", "%s [%" PRId32 "] @%" PRId64 ": %s: dead-lettered", pt->topic,
+                        pt->partition, ev->offset, rf_strerror(rc));
+        }
+    }
+    int rc = rf_store_fetch(pl->d.store);
+    if (rc < 0) {
+        RF_ERR("PIPE", "store fetch: %s", rf_strerror(rc));
+        abort(); /* BUSY can't happen: one batch at a time */
+    }
+    return rc == 0;
+}
+
+static int32_t take(rf_pipeline_t *pl, rd_kafka_message_t *rkm) {
+    int32_t i = pl->free_head;
+    struct evt *ev = &pl->pool[i];
+    pl->free_head = ev->next;
+    pl->inflight++;
+    ev->rkm = rkm;
+    ev->part = get_part(pl, rkm->rkt, rd_kafka_topic_name(rkm->rkt), rkm->partition);
+    ev->offset = rkm->offset;
+    ev->t_in_ns = uv_hrtime();
+    ev->flush_gen = 0;
+    ev->store_idx = -1;
+    ev->pending = 0;
+    ev->reason = 0;
+    ev->done = 0;
+    ev->alert = 0;
+    ev->next = -1;
+    struct part *pt = &pl->parts[ev->part];
+    if (pt->tail >= 0)
+        pl->pool[pt->tail].next = i;
+    else
+        pt->head = i;
+    pt->tail = i;
+    return i;
+}
+
+static void consumer_error(rf_pipeline_t *pl, const rd_kafka_message_t *rkm) {
+    if (rkm->err == RD_KAFKA_RESP_ERR__PARTITION_EOF)
+        return;
+    if (rkm->err == RD_KAFKA_RESP_ERR__FATAL) {
+        char fatal[256];
+        rd_kafka_fatal_error(pl->d.rk, fatal, sizeof fatal);
+        RF_ERR("KAFKA", "consumer fatal error: %s", fatal);
+        pl->failed = 1;
+        pl->d.on_idle(pl->d.arg);
+        return;
+    }
+    if (log_allowed(pl))
+        RF_WARN("KAFKA", "consumer: %s%s%s", rd_kafka_err2str(rkm->err),
+                rkm->rkt ? " on " : "", rkm->rkt ? rd_kafka_topic_name(rkm->rkt) : "");
+}
+
+void rf_pipeline_drain(rf_pipeline_t *pl) {
+    int max = pl->d.conf->batch_max;
+    while (!pl->stopping && !pl->failed && !pl->fetch_wait) {
+        int n = 0;
+        pl->starved = 0;
+        while (n < max) {
+            if (pl->free_head < 0) {
+                pl->starved = 1; /* completions free room and kick us */
+                break;
+            }
+            rd_kafka_message_t *rkm = rd_kafka_consumer_poll(pl->d.rk, 0);
+            if (!rkm)
+                break;
+            if (rkm->err) {
+                consumer_error(pl, rkm);
+                rd_kafka_message_destroy(rkm);
+                continue;
+            }
+            pl->batch[n++] = take(pl, rkm);
+        }
+        if (n == 0)
+            return;
+        pl->batch_n = n;
+        if (pl->d.metrics->events_in == 0)
+            pl->d.metrics->first_in_ns = pl->pool[pl->batch[0]].t_in_ns;
+        pl->d.metrics->events_in += (uint64_t)n;
+        rf_hist_add(&pl->d.metrics->batch_size, (uint64_t)n);
+        if (batch_start(pl)) {
+            pl->fetch_wait = 1;
+            return; /* rf_pipeline_on_fetched resumes */
+        }
+        batch_finish(pl);
+    }
+}
+
+void rf_pipeline_on_fetched(rf_pipeline_t *pl, int status) {
+    pl->fetch_wait = 0;
+    if (status != 0)
+        return; /* closing: the batch's events are abandoned, their offsets not stored */
+    batch_finish(pl);
+    kick(pl);
+}
+
+void rf_pipeline_on_flushed(rf_pipeline_t *pl, uint64_t gen) {
+    while (pl->flush_head >= 0 && pl->pool[pl->flush_head].flush_gen <= gen) {
+        struct evt *ev = &pl->pool[pl->flush_head];
+        pl->flush_head = ev->flush_next;
+        if (pl->flush_head < 0)
+            pl->flush_tail = -1;
+        unpend(pl, ev);
+    }
+}
+
+static void on_kick(uv_idle_t *idle) {
+    rf_pipeline_t *pl = idle->data;
+    uv_idle_stop(idle);
+    rf_pipeline_drain(pl);
+}
+
+/* Drain again on the next loop turn, from a clean stack. */
+static void kick(rf_pipeline_t *pl) {
+    if (!pl->stopping && !uv_is_closing((uv_handle_t *)&pl->kick))
+        uv_idle_start(&pl->kick, on_kick);
+}
+
+/* ---- rebalances ---- */
+
+void rf_pipeline_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                              rd_kafka_topic_partition_list_t *parts, void *opaque) {
+    rf_pipeline_t *pl = opaque;
+    int cooperative = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
+    rd_kafka_error_t *error = NULL;
+    rd_kafka_resp_err_t rerr = 0;
+
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        for (int i = 0; i < parts->cnt; i++) {
+            int32_t k = get_part(pl, NULL, parts->elems[i].topic, parts->elems[i].partition);
+            struct part *pt = &pl->parts[k]; /* after get_part: it may move the array */
+            pt->assigned = 1;
+            pt->stored = -1;
+            RF_INFO("KAFKA", "assigned %s [%" PRId32 "]", pt->topic, pt->partition);
+        }
+        if (cooperative)
+            error = rd_kafka_incremental_assign(rk, parts);
+        else
+            rerr = rd_kafka_assign(rk, parts);
+    } else {
+        /* Revoked (or lost): commit what is stored, synchronously, before letting go.
+         * In-flight events of these partitions finish but their offsets can no longer be
+         * stored: the next owner sees them again (at-least-once). */
+        rd_kafka_resp_err_t cerr = rd_kafka_commit(rk, NULL, 0);
+        if (cerr && cerr != RD_KAFKA_RESP_ERR__NO_OFFSET)
+            RF_WARN("KAFKA", "commit on revoke: %s", rd_kafka_err2str(cerr));
+        for (int i = 0; i < parts->cnt; i++) {
+            int32_t k = get_part(pl, NULL, parts->elems[i].topic, parts->elems[i].partition);
+            struct part *pt = &pl->parts[k]; /* after get_part: it may move the array */
+            pt->assigned = 0;
+            RF_INFO("KAFKA", "revoked %s [%" PRId32 "]", pt->topic, pt->partition);
+        }
+        /* Another member may now change these customers: cached copies could go stale. */
+        rf_store_drop_clean(pl->d.store);
+        if (cooperative)
+            error = rd_kafka_incremental_unassign(rk, parts);
+        else
+            rerr = rd_kafka_assign(rk, NULL);
+    }
+    if (error) {
+        RF_ERR("KAFKA", "rebalance: %s", rd_kafka_error_string(error));
+        rd_kafka_error_destroy(error);
+    } else if (rerr) {
+        RF_ERR("KAFKA", "rebalance: %s", rd_kafka_err2str(rerr));
+    }
+}
+
+/* ---- life cycle ---- */
+
+rf_pipeline_t *rf_pipeline_new(const struct rf_pipeline_deps *deps, char *errstr, size_t size) {
+    rf_pipeline_t *pl = calloc(1, sizeof *pl);
+    if (!pl) {
+        snprintf(errstr, size, "out of memory");
+        return NULL;
+    }
+    pl->d = *deps;
+    const struct rf_conf *conf = deps->conf;
+    pl->pool_n = conf->max_inflight;
+    pl->pool = calloc((size_t)pl->pool_n, sizeof *pl->pool);
+    pl->retry_cap = pl->pool_n * OUT__N;
+    pl->retry = calloc((size_t)pl->retry_cap, sizeof *pl->retry);
+    pl->n_feat = rf_model_n_features(deps->model);
+    pl->feat_ids = rf_model_feature_ids(deps->model);
+    pl->x = calloc((size_t)conf->batch_max * (size_t)pl->n_feat, sizeof *pl->x);
+    pl->scores = calloc((size_t)conf->batch_max, sizeof *pl->scores);
+    if (!pl->pool || !pl->retry || !pl->x || !pl->scores) {
+        snprintf(errstr, size, "out of memory");
+        goto fail;
+    }
+    pl->free_head = -1;
+    for (int i = pl->pool_n - 1; i >= 0; i--) {
+        struct evt *ev = &pl->pool[i];
+        for (int k = 0; k < OUT__N; k++) {
+            ev->out[k].ev = ev;
+            ev->out[k].kind = (uint8_t)k;
+        }
+        ev->next = pl->free_head;
+        pl->free_head = i;
+    }
+    pl->flush_head = pl->flush_tail = -1;
+
+    pl->payment_id = conf->input_schema_id ? conf->input_schema_id
+                                           : rf_schemas_find(deps->schemas, "riskflow.Payment");
+    pl->score_id = rf_schemas_find(deps->schemas, "riskflow.FraudScore");
+    pl->alert_id = rf_schemas_find(deps->schemas, "riskflow.FraudAlert");
+    if (pl->payment_id < 0 || pl->score_id < 0 || pl->alert_id < 0) {
+        snprintf(errstr, size, "%s/registry.txt must name riskflow.Payment, riskflow.FraudScore "
+                 "and riskflow.FraudAlert", conf->schemas_dir);
+        goto fail;
+    }
+    pl->out_framing = strcmp(conf->output_framing, "plain") == 0 ? RF_FRAMING_PLAIN
+                                                                   : RF_FRAMING_CONFLUENT;
+    pl->threshold = conf->fraud_threshold >= 0 ? conf->fraud_threshold
+                                               : rf_model_threshold(deps->model);
+    pl->rkt_scores = rd_kafka_topic_new(deps->rkp, conf->scores_topic, NULL);
+    pl->rkt_alerts = rd_kafka_topic_new(deps->rkp, conf->alerts_topic, NULL);
+    pl->rkt_dlq = rd_kafka_topic_new(deps->rkp, conf->dlq_topic, NULL);
+    uv_timer_init(deps->loop, &pl->retry_timer);
+    pl->retry_timer.data = pl;
+    uv_idle_init(deps->loop, &pl->kick);
+    pl->kick.data = pl;
+    return pl;
+fail:
+    free(pl->pool);
+    free(pl->retry);
+    free(pl->x);
+    free(pl->scores);
+    free(pl);
+    return NULL;
+}
+
+void rf_pipeline_stop(rf_pipeline_t *pl) {
+    pl->stopping = 1;
+    uv_idle_stop(&pl->kick);
+}
+
+int rf_pipeline_inflight(const rf_pipeline_t *pl) {
+    return pl->inflight;
+}
+
+int rf_pipeline_failed(const rf_pipeline_t *pl) {
+    return pl->failed;
+}
+
+static void on_closed(uv_handle_t *h) {
+    rf_pipeline_t *pl = h->data;
+    if (--pl->closing_left == 0 && pl->close_cb)
+        pl->close_cb(pl->close_arg);
+}
+
+void rf_pipeline_close(rf_pipeline_t *pl, void (*cb)(void *arg), void *arg) {
+    pl->stopping = 1;
+    pl->close_cb = cb;
+    pl->close_arg = arg;
+    pl->closing_left = 2;
+    uv_close((uv_handle_t *)&pl->retry_timer, on_closed);
+    uv_close((uv_handle_t *)&pl->kick, on_closed);
+}
+
+void rf_pipeline_destroy(rf_pipeline_t *pl) {
+    if (!pl)
+        return;
+    /* Events abandoned at a timed-out shutdown still hold their consumer messages. */
+    for (int i = 0; i < pl->pool_n; i++)
+        if (pl->pool[i].rkm)
+            rd_kafka_message_destroy(pl->pool[i].rkm);
+    for (int i = 0; i < pl->n_parts; i++)
+        rd_kafka_topic_destroy(pl->parts[i].rkt);
+    rd_kafka_topic_destroy(pl->rkt_scores);
+    rd_kafka_topic_destroy(pl->rkt_alerts);
+    rd_kafka_topic_destroy(pl->rkt_dlq);
+    free(pl->parts);
+    free(pl->pool);
+    free(pl->retry);
+    free(pl->x);
+    free(pl->scores);
+    free(pl);
+}
