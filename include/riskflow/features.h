@@ -29,7 +29,7 @@
  *   8   i32 last_partition (-1: none)          12  i32 reserved (0)
  *   16  i64 last_offset (-1: none)
  *   24  i64 last_event_ms (INT64_MIN: no event yet)
- *   32  i64 head_5m           40  i64 head_1h
+ *   32  i64 head_5m           40  i64 head_1h   (INT64_MIN in a fresh state: no tile yet)
  *   48  u32 cnt_5m[12]        96  i64 sum_5m[12]   (amounts in minor units)
  *   192 u32 cnt_1h[24]        288 i64 sum_1h[24]
  * Redis key: "<prefix>:cust:{<customer_id>}" (hash tag keeps it on one Cluster slot).
@@ -68,7 +68,8 @@ struct rf_cust_state {
  * The feature catalogue. A model names the features it reads; rf_feature_lookup() maps a name
  * to its id. Values (double):
  *   amount                 amount_minor / 100
- *   log_amount             log1p(amount)
+ *   log_amount             log1p(max(amount, 0)): a negative amount (a reversal) must not
+ *                          turn into NaN
  *   cust_count_1h          events in the 1 h window, this one included
  *   cust_sum_1h            sum of amount (major units) in the 1 h window, this one included
  *   cust_count_24h, cust_sum_24h   the same over 24 h

@@ -22,6 +22,8 @@
 #ifndef RISKFLOW_MODEL_H
 #define RISKFLOW_MODEL_H
 
+#include <stddef.h>
+
 #include "riskflow/event.h"
 
 #define RF_MODEL_BATCH_MAX 256 /* rows per rf_model_score_batch call */
