@@ -2,6 +2,7 @@
  * main.c — riskflowd's command line. The only place that exits: everything below returns
  * codes (daemon.h lists them).
  */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +34,10 @@ int main(int argc, char **argv) {
     const char *file = NULL;
     int check = 0, dump = 0, reference = 0, demo = 0;
     char errstr[1024];
+
+    /* hiredis writes with write(2): a Redis that goes away must be an error return, not a
+     * signal that kills the process (librdkafka uses MSG_NOSIGNAL itself). */
+    signal(SIGPIPE, SIG_IGN);
 
     struct rf_conf *conf = rf_conf_new(errstr, sizeof errstr);
     if (!conf) {
