@@ -702,6 +702,13 @@ void rf_pipeline_stop(rf_pipeline_t *pl) {
     uv_idle_stop(&pl->kick);
 }
 
+int rf_pipeline_assigned(const rf_pipeline_t *pl) {
+    int n = 0;
+    for (int i = 0; i < pl->n_parts; i++)
+        n += pl->parts[i].assigned;
+    return n;
+}
+
 int rf_pipeline_inflight(const rf_pipeline_t *pl) {
     return pl->inflight;
 }

@@ -509,6 +509,10 @@ int rf_store_idle(const rf_store_t *store) {
            !store->flush_retry && !store->fetch_retry;
 }
 
+const char *rf_store_errstr(const rf_store_t *store) {
+    return store->redis ? rf_redis_errstr(store->redis) : "";
+}
+
 int rf_store_size(const rf_store_t *store) {
     return store->used;
 }

@@ -72,6 +72,9 @@ void rf_pipeline_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 /* Stop taking messages; in-flight events still complete. */
 void rf_pipeline_stop(rf_pipeline_t *pl);
 
+/* Partitions currently assigned. */
+int rf_pipeline_assigned(const rf_pipeline_t *pl);
+
 /* Events consumed and not yet complete. */
 int rf_pipeline_inflight(const rf_pipeline_t *pl);
 

@@ -14,6 +14,8 @@
  * A timeout tears the connection down (hiredis cannot cancel one command; replies on a
  * connection must stay in order), fails every command still pending on it with RF_E_TIMEOUT
  * or RF_E_CONN, and reconnects in the background.
+ * Commands are accepted only while connected (after state_cb(0)); while connecting they are
+ * refused with RF_E_CONN. hiredis writes with write(2): the process must ignore SIGPIPE.
  */
 #ifndef RISKFLOW_REDIS_H
 #define RISKFLOW_REDIS_H
@@ -55,6 +57,10 @@ int rf_redis_command_argv(rf_redis_t *r, int argc, const char **argv, const size
 
 /* Commands queued and not yet answered. */
 size_t rf_redis_pending(const rf_redis_t *r);
+
+/* Text of the last connection failure or loss, for the caller's log ("" if none yet).
+ * Borrowed: valid until the next loop callback of r. */
+const char *rf_redis_errstr(const rf_redis_t *r);
 
 /* Fails pending commands with RF_E_CLOSED, closes every handle; close_cb runs once all are
  * closed, after which the memory is freed (do not touch r again). */

@@ -91,6 +91,9 @@ int rf_store_idle(const rf_store_t *store);
 /* Drop every clean, unpinned entry (after a rebalance the cached copies may be stale). */
 void rf_store_drop_clean(rf_store_t *store);
 
+/* Text of the last Redis connection failure ("" if none, or the memory backend). Borrowed. */
+const char *rf_store_errstr(const rf_store_t *store);
+
 /* Entries in the cache. */
 int rf_store_size(const rf_store_t *store);
 
