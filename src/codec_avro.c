@@ -1,0 +1,473 @@
+/*
+ * codec_avro.c — the hot-path Avro codecs: the riskflow.Payment decoder and the Payment,
+ * FraudScore and FraudAlert encoders, written by hand for the schemas/ files.
+ *
+ * Owns nothing but code: every function works on caller memory, allocates nothing and keeps
+ * no state, so any thread may call it (in the daemon, the loop thread per batch). avro-c's
+ * generic values cost ~10x-15x more per payment and trust the lengths they read (design.md §8,
+ * §10; tools/bench/bench_codec.c measures both); this file trusts nothing. avro-c stays the
+ * parser of schemas (schemas.c) and the oracle in tests/unit/test_codec.c, which is what
+ * keeps the field order here honest: a change to a .avsc file must be mirrored here, and the
+ * oracle tests fail until it is.
+ *
+ * Must never: read past len, write past a field or cap, accept a string that would not come
+ * back out of its fixed buffer unchanged (too long, or with a NUL inside), or print.
+ * Error precedence when decoding: cap, framing, then the first field that fails, in field
+ * order. A claim that cannot be valid whatever follows (negative length, longer than the
+ * field, overlong varint) is RF_E_MALFORMED; running out of input while everything so far
+ * was valid is RF_E_TRUNCATED, so a prefix of a valid message is always TRUNCATED.
+ */
+#include <stdint.h>
+#include <string.h>
+
+#include "riskflow/codec.h"
+#include "riskflow/err.h"
+
+/* The codecs are a dozen calls to a few small readers and writers. gcc -O2 left some out of
+ * line, and the calls (plus the writer's state escaping to memory through them) cost as much
+ * as the work: callgrind counted 777 -> ~630 instructions a decode, 736 -> ~625 an encode. */
+#if defined(__GNUC__)
+#define HOT static inline __attribute__((always_inline))
+#else
+#define HOT static inline
+#endif
+
+/* ---- decoding ---------------------------------------------------------------------------- */
+
+/* Avro long: zig-zag varint of at most 10 bytes; the 10th may only carry bit 63, so no
+ * accepted encoding silently drops bits. Non-minimal encodings (0x80 0x00) are accepted, as
+ * the Java and C readers do. */
+HOT int get_long(const uint8_t **pp, const uint8_t *end, int64_t *v) {
+    const uint8_t *p = *pp;
+    uint64_t u = 0;
+    if (p < end && *p < 0x80) { /* most fields: one byte */
+        u = *p++;
+        goto done;
+    }
+    for (unsigned shift = 0;; shift += 7) {
+        if (p == end)
+            return RF_E_TRUNCATED;
+        uint8_t b = *p++;
+        if (shift == 63) {
+            if (b > 1)
+                return RF_E_MALFORMED;
+            u |= (uint64_t)b << 63;
+            break;
+        }
+        u |= (uint64_t)(b & 0x7f) << shift;
+        if (!(b & 0x80))
+            break;
+    }
+done:
+    *pp = p;
+    *v = (int64_t)(u >> 1) ^ -(int64_t)(u & 1);
+    return 0;
+}
+
+/* Avro int: zig-zag varint of at most 5 bytes whose value fits 32 bits (5th byte <= 0x0f). */
+HOT int get_int(const uint8_t **pp, const uint8_t *end, int32_t *v) {
+    const uint8_t *p = *pp;
+    uint32_t u = 0;
+    if (p < end && *p < 0x80) {
+        u = *p++;
+        goto done;
+    }
+    for (unsigned shift = 0;; shift += 7) {
+        if (p == end)
+            return RF_E_TRUNCATED;
+        uint8_t b = *p++;
+        if (shift == 28) {
+            if (b > 0x0f)
+                return RF_E_MALFORMED;
+            u |= (uint32_t)b << 28;
+            break;
+        }
+        u |= (uint32_t)(b & 0x7f) << shift;
+        if (!(b & 0x80))
+            break;
+    }
+done:
+    *pp = p;
+    *v = (int32_t)(u >> 1) ^ -(int32_t)(u & 1);
+    return 0;
+}
+
+/* Nonzero iff some byte of x is 0 (exact as a truth value, not as a position). */
+#define HAS_ZERO64(x) (((x) - 0x0101010101010101ull) & ~(x) & 0x8080808080808080ull)
+#define HAS_ZERO32(x) (((x) - 0x01010101u) & ~(x) & 0x80808080u)
+
+/* Copy n bytes and tell whether any was a NUL, a word at a time: the last word overlaps the
+ * one before instead of finishing byte by byte. A memchr and a memcpy call per string, or a
+ * byte loop for the tail, each cost more than the rest of the decode. */
+HOT int copy_clean(char *dst, const uint8_t *src, size_t n) {
+    if (n >= 8) {
+        uint64_t x, zero = 0;
+        for (size_t i = 0; i + 8 < n; i += 8) {
+            memcpy(&x, src + i, 8);
+            zero |= HAS_ZERO64(x);
+            memcpy(dst + i, &x, 8);
+        }
+        memcpy(&x, src + n - 8, 8);
+        zero |= HAS_ZERO64(x);
+        memcpy(dst + n - 8, &x, 8);
+        return zero != 0;
+    }
+    if (n >= 4) {
+        uint32_t a, b;
+        memcpy(&a, src, 4);
+        memcpy(&b, src + n - 4, 4);
+        memcpy(dst, &a, 4);
+        memcpy(dst + n - 4, &b, 4);
+        return (HAS_ZERO32(a) | HAS_ZERO32(b)) != 0;
+    }
+    int zero = 0;
+    for (size_t i = 0; i < n; i++) {
+        zero |= src[i] == 0;
+        dst[i] = (char)src[i];
+    }
+    return zero;
+}
+
+/* Avro string into a fixed buffer of `size` bytes (NUL included). The field-size check comes
+ * before the bytes-left check: a length the field cannot hold is malformed whatever follows,
+ * and it keeps a hostile length from ever being compared as a copy size. */
+HOT int get_str(const uint8_t **pp, const uint8_t *end, char *dst, size_t size) {
+    int64_t n;
+    int rc = get_long(pp, end, &n);
+    if (rc)
+        return rc;
+    if (n < 0 || (uint64_t)n >= size)
+        return RF_E_MALFORMED;
+    const uint8_t *p = *pp;
+    if ((size_t)(end - p) < (size_t)n)
+        return RF_E_TRUNCATED;
+    /* Ids become Redis keys and log fields as C strings: an embedded NUL would silently
+     * shorten them, so two different ids could collide. */
+    if (copy_clean(dst, p, (size_t)n))
+        return RF_E_MALFORMED;
+    dst[n] = '\0';
+    *pp = p + n;
+    return 0;
+}
+
+HOT int get_enum(const uint8_t **pp, const uint8_t *end, int nsymbols, int *v) {
+    int32_t i;
+    int rc = get_int(pp, end, &i);
+    if (rc)
+        return rc;
+    if (i < 0 || i >= nsymbols)
+        return RF_E_MALFORMED;
+    *v = i;
+    return 0;
+}
+
+/* Stops the decode at the first failing field; the reason is the DLQ reason. */
+#define TRY(expr)                   \
+    do {                            \
+        int rc_ = (expr);           \
+        if (rc_)                    \
+            return rc_;             \
+    } while (0)
+
+int rf_decode_payment(const void *buf, size_t len, enum rf_framing framing,
+                      int32_t payment_schema_id, size_t max_bytes, struct rf_payment *out) {
+    const uint8_t *p = buf;
+    const uint8_t *end;
+    int e;
+
+    static const uint8_t none[1];
+
+    if (!out || (!buf && len))
+        return RF_E_INVAL;
+    if (!buf)
+        p = none; /* a tombstone (NULL, 0): NULL + 0 is not valid C pointer arithmetic */
+    /* The cap is on what arrived, header included: it bounds the work per message before
+     * we look at a single byte of it. */
+    if (len > max_bytes)
+        return RF_E_OVERSIZE;
+    end = p + len;
+
+    if (framing == RF_FRAMING_CONFLUENT) {
+        /* Magic first: "{}\n" sent to a Confluent topic is a framing mistake, and the DLQ
+         * reason should say so rather than "truncated". */
+        if (len >= 1 && p[0] != 0)
+            return RF_E_BADMAGIC;
+        if (len < RF_CONFLUENT_HEADER)
+            return RF_E_TRUNCATED;
+        uint32_t id = (uint32_t)p[1] << 24 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 8 | p[4];
+        if (payment_schema_id < 0 || id != (uint32_t)payment_schema_id)
+            return RF_E_UNKNOWN_SCHEMA;
+        p += RF_CONFLUENT_HEADER;
+    } else if (framing != RF_FRAMING_PLAIN) {
+        return RF_E_INVAL;
+    }
+
+    /* Field order of schemas/payment.avsc. */
+    TRY(get_str(&p, end, out->event_id, sizeof out->event_id));
+    TRY(get_str(&p, end, out->customer_id, sizeof out->customer_id));
+    TRY(get_str(&p, end, out->card_token, sizeof out->card_token));
+    TRY(get_str(&p, end, out->merchant_id, sizeof out->merchant_id));
+    TRY(get_str(&p, end, out->terminal_id, sizeof out->terminal_id));
+    TRY(get_int(&p, end, &out->mcc));
+    TRY(get_long(&p, end, &out->amount_minor));
+    TRY(get_str(&p, end, out->currency, sizeof out->currency));
+    TRY(get_enum(&p, end, RF_CHANNEL__N, &e));
+    out->channel = (enum rf_channel)e;
+    TRY(get_str(&p, end, out->country, sizeof out->country));
+    TRY(get_enum(&p, end, RF_KIND__N, &e));
+    out->kind = (enum rf_payment_kind)e;
+    TRY(get_long(&p, end, &out->event_time_ms));
+    /* A record followed by anything is not the record the producer meant to send (wrong
+     * schema id, two records glued together): never score a guess. */
+    if (p != end)
+        return RF_E_MALFORMED;
+    return 0;
+}
+
+#undef TRY
+
+/* ---- encoding ---------------------------------------------------------------------------- */
+
+/* The writer keeps counting past cap instead of stopping, so a value the schema cannot carry
+ * is reported as RF_E_INVAL whatever the cap (a bigger buffer would not help), and NOSPACE
+ * only when the record is otherwise fine. Nothing is written at or past cap. */
+struct wr {
+    uint8_t *buf;
+    size_t cap;
+    size_t n;
+    int err;
+};
+
+/* Short copies (ids, names) in words, the last one overlapping, never reading outside
+ * [src, src + n): a memcpy call per field cost more than the field. */
+HOT void copy_bytes(uint8_t *dst, const uint8_t *src, size_t n) {
+    if (n > 64) {
+        memcpy(dst, src, n);
+    } else if (n >= 8) {
+        uint64_t x;
+        for (size_t i = 0; i + 8 < n; i += 8) {
+            memcpy(&x, src + i, 8);
+            memcpy(dst + i, &x, 8);
+        }
+        memcpy(&x, src + n - 8, 8);
+        memcpy(dst + n - 8, &x, 8);
+    } else if (n >= 4) {
+        uint32_t a, b;
+        memcpy(&a, src, 4);
+        memcpy(&b, src + n - 4, 4);
+        memcpy(dst, &a, 4);
+        memcpy(dst + n - 4, &b, 4);
+    } else {
+        for (size_t i = 0; i < n; i++)
+            dst[i] = src[i];
+    }
+}
+
+HOT void put_raw(struct wr *w, const void *src, size_t len) {
+    if (len && w->n <= w->cap && len <= w->cap - w->n) /* len 0: buf may be NULL */
+        copy_bytes(w->buf + w->n, src, len);
+    w->n += len;
+}
+
+HOT void put_long(struct wr *w, int64_t v) {
+    uint8_t tmp[10];
+    uint64_t u = ((uint64_t)v << 1) ^ (0 - ((uint64_t)v >> 63));
+    /* With room for the longest varint, write in place; only near cap does it go through
+     * tmp and a checked byte copy. */
+    uint8_t *o = w->n <= w->cap && w->cap - w->n >= sizeof tmp ? w->buf + w->n : tmp;
+    size_t i = 0;
+    while (u >= 0x80) {
+        o[i++] = (uint8_t)(u | 0x80);
+        u >>= 7;
+    }
+    o[i++] = (uint8_t)u;
+    if (o != tmp) {
+        w->n += i;
+        return;
+    }
+    for (size_t k = 0; k < i; k++, w->n++) {
+        if (w->n < w->cap)
+            w->buf[w->n] = tmp[k];
+    }
+}
+
+/* An Avro int has the same zig-zag varint as the long of the same value. */
+HOT void put_int(struct wr *w, int32_t v) {
+    put_long(w, v);
+}
+
+HOT void put_bytes_str(struct wr *w, const char *s, size_t len) {
+    put_long(w, (int64_t)len);
+    put_raw(w, s, len);
+}
+
+HOT void put_str(struct wr *w, const char *s) {
+    if (!s) {
+        w->err = RF_E_INVAL;
+        return;
+    }
+    put_bytes_str(w, s, strlen(s));
+}
+
+/* strnlen(f, size) a word at a time: the whole fixed field is readable, and the lowest byte
+ * HAS_ZERO64 flags is exactly the first NUL (a borrow only runs upwards from it). */
+HOT size_t field_len(const char *f, size_t size) {
+#if defined(__GNUC__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    size_t i = 0;
+    for (; i + 8 <= size; i += 8) {
+        uint64_t x, z;
+        memcpy(&x, f + i, 8);
+        z = HAS_ZERO64(x);
+        if (z)
+            return i + (size_t)(__builtin_ctzll(z) >> 3);
+    }
+    for (; i < size; i++) {
+        if (!f[i])
+            return i;
+    }
+    return size;
+#else
+    const char *nul = memchr(f, 0, size);
+    return nul ? (size_t)(nul - f) : size;
+#endif
+}
+
+/* A fixed buffer of struct rf_payment: without a NUL inside it, it is not a string we
+ * could have decoded, and strlen would run off the field. */
+HOT void put_field(struct wr *w, const char *field, size_t size) {
+    size_t len = field_len(field, size);
+    if (len == size) {
+        w->err = RF_E_INVAL;
+        return;
+    }
+    put_bytes_str(w, field, len);
+}
+
+/* Avro doubles are IEEE 754 little-endian whatever the host's byte order. */
+HOT void put_double(struct wr *w, double d) {
+    uint64_t u;
+    uint8_t tmp[8];
+    memcpy(&u, &d, sizeof u);
+    for (int i = 0; i < 8; i++)
+        tmp[i] = (uint8_t)(u >> (8 * i));
+    put_raw(w, tmp, sizeof tmp);
+}
+
+HOT void put_enum(struct wr *w, int v, int nsymbols) {
+    if (v < 0 || v >= nsymbols) {
+        w->err = RF_E_INVAL;
+        return;
+    }
+    put_int(w, v);
+}
+
+/* Starts a record: checks the arguments every encoder shares and writes the header. */
+HOT int wr_begin(struct wr *w, enum rf_framing framing, int32_t schema_id, uint8_t *buf,
+                    size_t cap, size_t *len) {
+    *w = (struct wr){buf, cap, 0, 0};
+    if (!len || (!buf && cap))
+        return RF_E_INVAL;
+    *len = 0;
+    if (framing == RF_FRAMING_CONFLUENT) {
+        if (schema_id < 0)
+            return RF_E_INVAL;
+        uint8_t h[RF_CONFLUENT_HEADER] = {0, (uint8_t)(schema_id >> 24),
+                                          (uint8_t)(schema_id >> 16), (uint8_t)(schema_id >> 8),
+                                          (uint8_t)schema_id};
+        put_raw(w, h, sizeof h);
+    } else if (framing != RF_FRAMING_PLAIN) {
+        return RF_E_INVAL;
+    }
+    return 0;
+}
+
+HOT int wr_end(const struct wr *w, size_t *len) {
+    if (w->err)
+        return w->err;
+    if (w->n > w->cap)
+        return RF_E_NOSPACE;
+    *len = w->n;
+    return 0;
+}
+
+int rf_encode_payment(const struct rf_payment *p, enum rf_framing framing, int32_t schema_id,
+                      uint8_t *buf, size_t cap, size_t *len) {
+    struct wr w;
+    int rc = wr_begin(&w, framing, schema_id, buf, cap, len);
+    if (rc)
+        return rc;
+    if (!p)
+        return RF_E_INVAL;
+    put_field(&w, p->event_id, sizeof p->event_id);
+    put_field(&w, p->customer_id, sizeof p->customer_id);
+    put_field(&w, p->card_token, sizeof p->card_token);
+    put_field(&w, p->merchant_id, sizeof p->merchant_id);
+    put_field(&w, p->terminal_id, sizeof p->terminal_id);
+    put_int(&w, p->mcc);
+    put_long(&w, p->amount_minor);
+    put_field(&w, p->currency, sizeof p->currency);
+    put_enum(&w, (int)p->channel, RF_CHANNEL__N);
+    put_field(&w, p->country, sizeof p->country);
+    put_enum(&w, (int)p->kind, RF_KIND__N);
+    put_long(&w, p->event_time_ms);
+    return wr_end(&w, len);
+}
+
+int rf_encode_fraud_score(const struct rf_fraud_score *s, enum rf_framing framing,
+                          int32_t schema_id, uint8_t *buf, size_t cap, size_t *len) {
+    struct wr w;
+    int rc = wr_begin(&w, framing, schema_id, buf, cap, len);
+    if (rc)
+        return rc;
+    if (!s || s->n_features < 0 || s->n_features > RF_FEATURES_MAX)
+        return RF_E_INVAL;
+    put_str(&w, s->event_id);
+    put_str(&w, s->customer_id);
+    put_double(&w, s->score);
+    put_str(&w, s->model_version);
+    /* One block holding every item, then the empty block that ends the array. */
+    if (s->n_features > 0) {
+        put_long(&w, s->n_features);
+        for (int i = 0; i < s->n_features; i++) {
+            put_str(&w, s->features[i].name);
+            put_double(&w, s->features[i].value);
+        }
+    }
+    put_long(&w, 0);
+    put_long(&w, s->event_time_ms);
+    put_long(&w, s->scored_at_ms);
+    put_int(&w, s->source_partition);
+    put_long(&w, s->source_offset);
+    return wr_end(&w, len);
+}
+
+int rf_encode_fraud_alert(const struct rf_fraud_alert *a, enum rf_framing framing,
+                          int32_t schema_id, uint8_t *buf, size_t cap, size_t *len) {
+    struct wr w;
+    int rc = wr_begin(&w, framing, schema_id, buf, cap, len);
+    if (rc)
+        return rc;
+    if (!a || a->n_reasons < 0 || a->n_reasons > RF_REASONS_MAX)
+        return RF_E_INVAL;
+    put_str(&w, a->event_id);
+    put_str(&w, a->customer_id);
+    put_str(&w, a->card_token);
+    put_str(&w, a->terminal_id);
+    put_long(&w, a->amount_minor);
+    put_str(&w, a->currency);
+    put_double(&w, a->score);
+    put_double(&w, a->threshold);
+    put_str(&w, a->model_version);
+    if (a->n_reasons > 0) {
+        put_long(&w, a->n_reasons);
+        for (int i = 0; i < a->n_reasons; i++) {
+            put_str(&w, a->reasons[i].feature);
+            put_double(&w, a->reasons[i].value);
+            put_double(&w, a->reasons[i].contribution);
+        }
+    }
+    put_long(&w, 0);
+    put_long(&w, a->event_time_ms);
+    put_long(&w, a->alerted_at_ms);
+    return wr_end(&w, len);
+}
