@@ -244,10 +244,17 @@ static void on_signal(uv_signal_t *s, int signum) {
 
 static void log_stats(struct daemon *d) {
     const struct rf_metrics *m = &d->metrics;
+    char reasons[256] = "";
+    size_t off = 0;
+    for (int r = 1; r < RF_DLQ_REASONS && off < sizeof reasons; r++)
+        if (m->dlq_by_reason[r])
+            off += (size_t)snprintf(reasons + off, sizeof reasons - off, " dlq.%s=%" PRIu64,
+                                    rf_err_reason(-r), m->dlq_by_reason[r]);
     RF_INFO("STATS", "in=%" PRIu64 " scored=%" PRIu64 " alerts=%" PRIu64 " dlq=%" PRIu64
-            " inflight=%d cache=%d p50=%" PRIu64 "us p99=%" PRIu64 "us store_errors=%" PRIu64
+            "%s inflight=%d cache=%d p50=%" PRIu64 "us p99=%" PRIu64 "us store_errors=%" PRIu64
             " corrupt=%" PRIu64 " produce_retries=%" PRIu64,
-            m->events_in, m->scored, m->alerts, m->dead_lettered, rf_pipeline_inflight(d->pl),
+            m->events_in, m->scored, m->alerts, m->dead_lettered, reasons,
+            rf_pipeline_inflight(d->pl),
             rf_store_size(d->store), rf_hist_quantile(&m->latency, 0.5),
             rf_hist_quantile(&m->latency, 0.99), m->store_errors, m->store_corrupt,
             m->produce_retries);
