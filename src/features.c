@@ -1,6 +1,6 @@
 /*
  * features.c — per-customer rolling state: applying an event, computing the catalogue, and the
- * 480-byte wire form stored in Redis.
+ * 528-byte wire form stored in Redis.
  *
  * Owns the tile arithmetic (floor division, ring slots, head advance) and the byte layout of
  * RF_CUST_STATE_*; the layout and semantics are specified in features.h and this file follows
@@ -46,6 +46,20 @@ const char *rf_feature_name(int id) {
     return names[id];
 }
 
+/* FNV-1a 32-bit: tiny, stable and with no seed, so Python (tools/train/riskflow_features.py)
+ * computes the same id. Collisions between two input topics' names are possible in principle
+ * (1 in 2^32 per pair): their partitions would then share watermarks. */
+uint32_t rf_feature_topic_id(const char *topic) {
+    uint32_t h = 2166136261u;
+    if (!topic)
+        return h;
+    for (const unsigned char *c = (const unsigned char *)topic; *c; c++) {
+        h ^= *c;
+        h *= 16777619u;
+    }
+    return h;
+}
+
 /* C division truncates toward zero; tiles and hours need floor so that times before the epoch
  * land in the tile that contains them rather than the one nearer zero. */
 static int64_t floordiv(int64_t a, int64_t b) {
@@ -74,9 +88,7 @@ static int64_t sat_add(int64_t a, int64_t b) {
 
 /* memset first so padding is zero too: states are compared and copied bytewise in tests. */
 void rf_cust_state_init(struct rf_cust_state *st) {
-    memset(st, 0, sizeof *st);
-    st->last_partition = -1;
-    st->last_offset = -1;
+    memset(st, 0, sizeof *st); /* n_sources 0, unused source slots 0 */
     st->last_event_ms = INT64_MIN;
     /* INT64_MIN heads make the first event of each window "far ahead", which clears the ring
      * through the same path as any long gap — no special first-event case. */
@@ -163,13 +175,52 @@ static void compute(const struct rf_cust_state *st, const struct rf_payment *p, 
     out[RF_FEAT_IS_CASH] = p->kind == RF_KIND_CASH_WITHDRAWAL ? 1.0 : 0.0;
 }
 
+/* Sources in use. unpack never accepts more than RF_STATE_SOURCES; the clamp only makes sure
+ * that a state scribbled on in memory still cannot index past the array. */
+static int n_sources(const struct rf_cust_state *st) {
+    return st->n_sources < RF_STATE_SOURCES ? st->n_sources : RF_STATE_SOURCES;
+}
+
+/* The index of source (topic_id, partition) in st->sources, or -1 when it is not held. */
+static int find_source(const struct rf_cust_state *st, uint32_t topic_id, int32_t partition) {
+    int n = n_sources(st);
+    for (int i = 0; i < n; i++) {
+        if (st->sources[i].topic_id == topic_id && st->sources[i].partition == partition)
+            return i;
+    }
+    return -1;
+}
+
+/*
+ * Record offset as source (topic_id, partition)'s watermark and move it to the front (most
+ * recently applied first). found is find_source()'s answer. A new source shifts the others
+ * back; with the array full the last (least recently applied) falls off the end.
+ */
+static void touch_source(struct rf_cust_state *st, int found, uint32_t topic_id,
+                         int32_t partition, int64_t offset) {
+    int n = n_sources(st);
+    int shift; /* entries [0, shift) move to [1, shift] */
+    if (found >= 0) {
+        shift = found;
+    } else {
+        shift = n < RF_STATE_SOURCES ? n : RF_STATE_SOURCES - 1;
+        n = shift + 1;
+    }
+    memmove(&st->sources[1], &st->sources[0], (size_t)shift * sizeof st->sources[0]);
+    st->sources[0].topic_id = topic_id;
+    st->sources[0].partition = partition;
+    st->sources[0].offset = offset;
+    st->n_sources = (uint16_t)n;
+}
+
 /* Replay check first: a redelivered event must leave st bit-for-bit unchanged. */
-int rf_features_apply(struct rf_cust_state *st, const struct rf_payment *p, int32_t partition,
-                      int64_t offset, double out[RF_FEAT__N]) {
+int rf_features_apply(struct rf_cust_state *st, const struct rf_payment *p, uint32_t topic_id,
+                      int32_t partition, int64_t offset, double out[RF_FEAT__N]) {
     int64_t prev_ms = st->last_event_ms;
 
-    /* -1 is "no event yet", never a partition whose offsets we have seen. */
-    if (st->last_partition != -1 && st->last_partition == partition && offset <= st->last_offset) {
+    /* Offsets are only comparable within one (topic, partition). */
+    int found = find_source(st, topic_id, partition);
+    if (found >= 0 && offset <= st->sources[found].offset) {
         compute(st, p, prev_ms, out);
         return 0;
     }
@@ -178,8 +229,7 @@ int rf_features_apply(struct rf_cust_state *st, const struct rf_payment *p, int3
              p->amount_minor);
     ring_add(&st->head_1h, st->cnt_1h, st->sum_1h, RF_TILES_1H, RF_TILE_1H_MS, p->event_time_ms,
              p->amount_minor);
-    st->last_partition = partition;
-    st->last_offset = offset;
+    touch_source(st, found, topic_id, partition, offset);
     /* The newest event time, not the last applied one: a late event must not make the next
      * on-time event look like it came after a long pause. */
     if (prev_ms == INT64_MIN || p->event_time_ms > prev_ms)
@@ -240,37 +290,48 @@ static int32_t to_i32(uint32_t v) {
 enum {
     OFF_MAGIC = 0,
     OFF_VERSION = 4,
-    OFF_RESERVED16 = 6,
-    OFF_LAST_PARTITION = 8,
-    OFF_RESERVED32 = 12,
-    OFF_LAST_OFFSET = 16,
-    OFF_LAST_EVENT_MS = 24,
-    OFF_HEAD_5M = 32,
-    OFF_HEAD_1H = 40,
-    OFF_CNT_5M = 48,
-    OFF_SUM_5M = 96,
-    OFF_CNT_1H = 192,
-    OFF_SUM_1H = 288,
-    OFF_END = 480
+    OFF_N_SOURCES = 6,
+    OFF_LAST_EVENT_MS = 8,
+    OFF_HEAD_5M = 16,
+    OFF_HEAD_1H = 24,
+    OFF_SOURCES = 32, /* RF_STATE_SOURCES x SOURCE_SIZE */
+    OFF_CNT_5M = 96,
+    OFF_SUM_5M = 144,
+    OFF_CNT_1H = 240,
+    OFF_SUM_1H = 336,
+    OFF_END = 528
 };
 
+/* One source slot: u32 topic_id, i32 partition, i64 offset. */
+enum { SOURCE_SIZE = 16, SRC_TOPIC_ID = 0, SRC_PARTITION = 4, SRC_OFFSET = 8 };
+
+_Static_assert(OFF_CNT_5M == OFF_SOURCES + SOURCE_SIZE * RF_STATE_SOURCES, "sources size");
 _Static_assert(OFF_SUM_5M == OFF_CNT_5M + 4 * RF_TILES_5M, "cnt_5m size");
 _Static_assert(OFF_CNT_1H == OFF_SUM_5M + 8 * RF_TILES_5M, "sum_5m size");
 _Static_assert(OFF_SUM_1H == OFF_CNT_1H + 4 * RF_TILES_1H, "cnt_1h size");
 _Static_assert(OFF_END == OFF_SUM_1H + 8 * RF_TILES_1H, "sum_1h size");
 _Static_assert(OFF_END == RF_CUST_STATE_SIZE, "wire size");
 
-/* Reserved fields are written as 0 so equal states give equal bytes (Redis values compare). */
+/* Unused source slots are written as 0 whatever memory holds, so equal states give equal
+ * bytes (Redis values compare). */
 void rf_cust_state_pack(const struct rf_cust_state *st, uint8_t buf[RF_CUST_STATE_SIZE]) {
+    int n = n_sources(st);
     put_u32(buf + OFF_MAGIC, RF_CUST_STATE_MAGIC);
     put_u16(buf + OFF_VERSION, RF_CUST_STATE_VERSION);
-    put_u16(buf + OFF_RESERVED16, 0);
-    put_u32(buf + OFF_LAST_PARTITION, (uint32_t)st->last_partition);
-    put_u32(buf + OFF_RESERVED32, 0);
-    put_u64(buf + OFF_LAST_OFFSET, (uint64_t)st->last_offset);
+    put_u16(buf + OFF_N_SOURCES, (uint16_t)n);
     put_u64(buf + OFF_LAST_EVENT_MS, (uint64_t)st->last_event_ms);
     put_u64(buf + OFF_HEAD_5M, (uint64_t)st->head_5m);
     put_u64(buf + OFF_HEAD_1H, (uint64_t)st->head_1h);
+    for (int i = 0; i < RF_STATE_SOURCES; i++) {
+        uint8_t *b = buf + OFF_SOURCES + SOURCE_SIZE * i;
+        if (i < n) {
+            put_u32(b + SRC_TOPIC_ID, st->sources[i].topic_id);
+            put_u32(b + SRC_PARTITION, (uint32_t)st->sources[i].partition);
+            put_u64(b + SRC_OFFSET, (uint64_t)st->sources[i].offset);
+        } else {
+            memset(b, 0, SOURCE_SIZE);
+        }
+    }
     for (int i = 0; i < RF_TILES_5M; i++) {
         put_u32(buf + OFF_CNT_5M + 4 * i, st->cnt_5m[i]);
         put_u64(buf + OFF_SUM_5M + 8 * i, (uint64_t)st->sum_5m[i]);
@@ -289,12 +350,20 @@ int rf_cust_state_unpack(struct rf_cust_state *st, const uint8_t *buf, size_t le
         return RF_E_MALFORMED;
     if (get_u16(buf + OFF_VERSION) != RF_CUST_STATE_VERSION)
         return RF_E_MALFORMED;
+    uint16_t n = get_u16(buf + OFF_N_SOURCES);
+    if (n > RF_STATE_SOURCES)
+        return RF_E_MALFORMED;
 
-    /* Reserved fields are ignored, not required to be 0, so a later writer may use them
-     * without breaking readers of this version. */
+    /* Source slots at or past n are not read (memory keeps them 0): the watermarks are
+     * sources[0, n) and nothing else. */
     memset(st, 0, sizeof *st);
-    st->last_partition = to_i32(get_u32(buf + OFF_LAST_PARTITION));
-    st->last_offset = to_i64(get_u64(buf + OFF_LAST_OFFSET));
+    st->n_sources = n;
+    for (int i = 0; i < n; i++) {
+        const uint8_t *b = buf + OFF_SOURCES + SOURCE_SIZE * i;
+        st->sources[i].topic_id = get_u32(b + SRC_TOPIC_ID);
+        st->sources[i].partition = to_i32(get_u32(b + SRC_PARTITION));
+        st->sources[i].offset = to_i64(get_u64(b + SRC_OFFSET));
+    }
     st->last_event_ms = to_i64(get_u64(buf + OFF_LAST_EVENT_MS));
     st->head_5m = to_i64(get_u64(buf + OFF_HEAD_5M));
     st->head_1h = to_i64(get_u64(buf + OFF_HEAD_1H));

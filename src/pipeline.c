@@ -51,6 +51,7 @@ struct evt {
 
 struct part {
     char topic[256];
+    uint32_t topic_id; /* rf_feature_topic_id(topic): the replay guard's source id */
     int32_t partition;
     const rd_kafka_topic_t *seen; /* the consumer's topic handle, to skip strcmp */
     rd_kafka_topic_t *rkt;        /* our own reference, for rd_kafka_offset_store */
@@ -157,6 +158,7 @@ static int32_t get_part(rf_pipeline_t *pl, const rd_kafka_topic_t *seen, const c
     struct part *pt = &pl->parts[pl->n_parts];
     memset(pt, 0, sizeof *pt);
     snprintf(pt->topic, sizeof pt->topic, "%s", topic);
+    pt->topic_id = rf_feature_topic_id(topic);
     pt->partition = partition;
     pt->seen = seen;
     pt->rkt = rd_kafka_topic_new(pl->d.rk, topic, NULL);
@@ -403,7 +405,7 @@ static void batch_finish(rf_pipeline_t *pl) {
             continue;
         struct rf_cust_state *st = rf_store_state(pl->d.store, ev->store_idx);
         struct part *pt = &pl->parts[ev->part];
-        if (rf_features_apply(st, &ev->p, pt->partition, ev->offset, ev->feat)) {
+        if (rf_features_apply(st, &ev->p, pt->topic_id, pt->partition, ev->offset, ev->feat)) {
             ev->flush_gen = rf_store_mark_dirty(pl->d.store, ev->store_idx);
             ev->pending++;
             int32_t i = pl->batch[b];

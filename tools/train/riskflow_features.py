@@ -8,9 +8,14 @@ next to the code as "CHOICE:" and listed in tools/train/README.md.
 Standard library only (struct, math): usable from any Python 3.8+ without a venv.
 
     st = CustomerState()                       # a fresh state: no event applied
-    feats = st.apply(payment, partition, offset)   # dict: feature name -> float
-    buf = st.pack()                            # the 480-byte Redis value
+    feats = st.apply(payment, partition, offset, topic="txn.payments")
+                                               # dict: feature name -> float
+    buf = st.pack()                            # the 528-byte Redis value
     st2 = CustomerState.unpack(buf)            # parse a value (ValueError when malformed)
+
+An event's source is (topic, partition): the replay guard keeps one offset watermark per
+source (up to STATE_SOURCES of them), so `topic` is required — the input topic's name, as
+the daemon sees it (topic_id(name) is what the state stores).
 
 A payment is a dict with the field names of schemas/payment.avsc: amount_minor (int),
 channel / kind (Avro enum symbol strings, or their index), event_time (Unix ms). Other
@@ -31,10 +36,12 @@ __all__ = [
     "STATE_MAGIC",
     "STATE_VERSION",
     "STATE_SIZE",
+    "STATE_SOURCES",
     "SECS_SINCE_LAST_CAP",
     "INT64_MIN",
     "CustomerState",
     "compute_features",
+    "topic_id",
 ]
 
 # Catalogue, in catalogue order (RF_FEATURE_LIST in features.h): the order of rf_feature_id.
@@ -69,21 +76,36 @@ TILE_5M_MS = 300000
 TILES_1H = 24
 TILE_1H_MS = 3600000
 STATE_MAGIC = 0x31434652  # "RFC1" little-endian
-STATE_VERSION = 1
-STATE_SIZE = 480
+STATE_VERSION = 2
+STATE_SIZE = 528
+STATE_SOURCES = 4  # replay watermarks kept per customer (RF_STATE_SOURCES)
 SECS_SINCE_LAST_CAP = 2592000.0  # 30 days; also the value when there is no previous event
 INT64_MIN = -(1 << 63)
 INT64_MAX = (1 << 63) - 1
 _U32_MAX = 0xFFFFFFFF
 
 # Wire layout (little-endian, no padding):
-#   0 u32 magic | 4 u16 version | 6 u16 reserved | 8 i32 last_partition | 12 i32 reserved
-#   16 i64 last_offset | 24 i64 last_event_ms | 32 i64 head_5m | 40 i64 head_1h
-#   48 u32 cnt_5m[12] | 96 i64 sum_5m[12] | 192 u32 cnt_1h[24] | 288 i64 sum_1h[24]
+#   0 u32 magic | 4 u16 version | 6 u16 n_sources (0..4)
+#   8 i64 last_event_ms | 16 i64 head_5m | 24 i64 head_1h
+#   32 sources[4] x 16 bytes: u32 topic_id, i32 partition, i64 offset (unused slots zero)
+#   96 u32 cnt_5m[12] | 144 i64 sum_5m[12] | 240 u32 cnt_1h[24] | 336 i64 sum_1h[24]
 _LAYOUT = struct.Struct(
-    "<IHHiiqqqq%dI%dq%dI%dq" % (TILES_5M, TILES_5M, TILES_1H, TILES_1H)
+    "<IHHqqq%s%dI%dq%dI%dq" % ("Iiq" * STATE_SOURCES, TILES_5M, TILES_5M, TILES_1H, TILES_1H)
 )
 assert _LAYOUT.size == STATE_SIZE
+_FIELDS_HEAD = 6  # magic, version, n_sources, last_event_ms, head_5m, head_1h
+
+
+def topic_id(topic):
+    """rf_feature_topic_id: FNV-1a 32-bit over the bytes of the topic name (str as UTF-8)."""
+    if isinstance(topic, str):
+        topic = topic.encode("utf-8")
+    elif not isinstance(topic, (bytes, bytearray)):
+        raise TypeError("topic must be a name (str or bytes), not %r" % (topic,))
+    h = 2166136261
+    for b in topic:
+        h = ((h ^ b) * 16777619) & 0xFFFFFFFF
+    return h
 
 
 def _sat_add(a, b):
@@ -234,17 +256,26 @@ class _Unpack:
 class CustomerState:
     """One customer's rolling state (struct rf_cust_state) and the feature math over it."""
 
-    __slots__ = ("last_partition", "last_offset", "last_event_ms", "w5m", "w1h", "applied")
+    __slots__ = ("_sources", "last_event_ms", "w5m", "w1h", "applied")
 
     def __init__(self):
-        self.last_partition = -1
-        self.last_offset = -1
+        # Replay watermarks, most recently applied first: [topic_id, partition, offset].
+        self._sources = []
         self.last_event_ms = INT64_MIN
         self.w5m = _Window(TILES_5M, TILE_5M_MS)
         self.w1h = _Window(TILES_1H, TILE_1H_MS)
         self.applied = None  # result of the last apply(): True applied, False replay
 
     # Read-only views of the struct fields, for tests and debugging.
+    @property
+    def n_sources(self):
+        return len(self._sources)
+
+    @property
+    def sources(self):
+        """((topic_id, partition, offset), ...), most recently applied first."""
+        return tuple(tuple(s) for s in self._sources)
+
     @property
     def head_5m(self):
         return self.w5m.head
@@ -269,30 +300,45 @@ class CustomerState:
     def sum_1h(self):
         return tuple(self.w1h.sum)
 
-    def is_replay(self, partition, offset):
-        """An event at or below the last applied offset on the same partition."""
-        return (self.last_partition != -1 and partition == self.last_partition
-                and offset <= self.last_offset)
+    def _find_source(self, tid, partition):
+        for i, s in enumerate(self._sources):
+            if s[0] == tid and s[1] == partition:
+                return i
+        return -1
 
-    def apply_ex(self, payment, partition, offset):
+    def is_replay(self, partition, offset, *, topic):
+        """An event from a held source (topic, partition) at or below its offset."""
+        i = self._find_source(topic_id(topic), int(partition))
+        return i >= 0 and int(offset) <= self._sources[i][2]
+
+    def apply_ex(self, payment, partition, offset, *, topic):
         """Like rf_features_apply: (applied, features). applied is False for a replay (the
-        state is unchanged and the features come from the state as it stands)."""
+        state is unchanged and the features come from the state as it stands).
+
+        topic: the input topic's name; (topic, partition) is the event's source."""
         amount_minor = int(payment["amount_minor"])
         channel = _symbol_index(payment["channel"], CHANNELS, "channel")
         kind = _symbol_index(payment["kind"], KINDS, "kind")
         t = int(payment["event_time"])
+        tid = topic_id(topic)
         partition = int(partition)
         offset = int(offset)
 
         prev_last = self.last_event_ms
-        if self.is_replay(partition, offset):
+        i = self._find_source(tid, partition)
+        if i >= 0 and offset <= self._sources[i][2]:
             applied = False
         else:
             applied = True
             self.w5m.add(t, amount_minor)
             self.w1h.add(t, amount_minor)
-            self.last_partition = partition
-            self.last_offset = offset
+            # The source moves to the front (most recently applied first) with this offset;
+            # a new one is inserted there, and beyond STATE_SOURCES the last is dropped (its
+            # redeliveries would then be applied again: features.h, "Replays").
+            if i >= 0:
+                del self._sources[i]
+            self._sources.insert(0, [tid, partition, offset])
+            del self._sources[STATE_SOURCES:]
             # CHOICE: last_event_ms only moves forward (max), so a late event does not pull
             # it back; features.h does not say whether a late event sets it.
             if prev_last == INT64_MIN or t > prev_last:
@@ -306,21 +352,24 @@ class CustomerState:
         feats = compute_features(amount_minor, channel, kind, t, c1, s1, c24, s24, prev_last)
         return applied, feats
 
-    def apply(self, payment, partition, offset):
-        """Apply payment read from (partition, offset); returns dict feature name -> float."""
-        return self.apply_ex(payment, partition, offset)[1]
+    def apply(self, payment, partition, offset, *, topic):
+        """Apply payment read from topic's (partition, offset); returns dict feature name ->
+        float."""
+        return self.apply_ex(payment, partition, offset, topic=topic)[1]
 
     def vector(self, feats, names=FEATURES):
         """The values of feats in the order of names (a model's feature list)."""
         return [feats[n] for n in names]
 
     def pack(self):
-        """The 480-byte little-endian Redis value (rf_cust_state_pack)."""
+        """The 528-byte little-endian Redis value (rf_cust_state_pack)."""
+        src = []
+        for k in range(STATE_SOURCES):
+            src.extend(self._sources[k] if k < len(self._sources) else (0, 0, 0))
         return _LAYOUT.pack(
-            STATE_MAGIC, STATE_VERSION, 0,
-            self.last_partition, 0,
-            self.last_offset, self.last_event_ms,
-            self.w5m.head, self.w1h.head,
+            STATE_MAGIC, STATE_VERSION, len(self._sources),
+            self.last_event_ms, self.w5m.head, self.w1h.head,
+            *src,
             *self.w5m.cnt, *self.w5m.sum, *self.w1h.cnt, *self.w1h.sum,
         )
 
@@ -335,16 +384,20 @@ class CustomerState:
             raise ValueError("customer state: bad magic 0x%08x" % v[0])
         if v[1] != STATE_VERSION:
             raise ValueError("customer state: unsupported version %d" % v[1])
-        # Reserved fields (v[2], v[4]) are ignored on read, written as 0.
-        i = 9
+        n = v[2]
+        if n > STATE_SOURCES:
+            raise ValueError("customer state: %d sources, at most %d" % (n, STATE_SOURCES))
+        # Slots at or past n_sources are not read (written as 0).
+        i = _FIELDS_HEAD
+        sources = [list(v[i + 3 * k:i + 3 * k + 3]) for k in range(n)]
+        i += 3 * STATE_SOURCES
         cnt_5m = list(v[i:i + TILES_5M]); i += TILES_5M
         sum_5m = list(v[i:i + TILES_5M]); i += TILES_5M
         cnt_1h = list(v[i:i + TILES_1H]); i += TILES_1H
         sum_1h = list(v[i:i + TILES_1H])
-        self.last_partition = v[3]
-        self.last_offset = v[5]
-        self.last_event_ms = v[6]
-        self.w5m.head, self.w1h.head = v[7], v[8]
+        self._sources = sources
+        self.last_event_ms = v[3]
+        self.w5m.head, self.w1h.head = v[4], v[5]
         self.w5m.cnt, self.w5m.sum = cnt_5m, sum_5m
         self.w1h.cnt, self.w1h.sum = cnt_1h, sum_1h
         self.applied = None
@@ -359,7 +412,7 @@ class CustomerState:
     def __repr__(self):
         c1, s1 = self.w5m.totals()
         c24, s24 = self.w1h.totals()
-        return ("CustomerState(last=(%d, %d), last_event_ms=%d, head_5m=%d, head_1h=%d, "
-                "1h=%d/%d, 24h=%d/%d)" % (self.last_partition, self.last_offset,
+        return ("CustomerState(sources=%s, last_event_ms=%d, head_5m=%d, head_1h=%d, "
+                "1h=%d/%d, 24h=%d/%d)" % (["0x%08x/%d@%d" % tuple(s) for s in self._sources],
                                           self.last_event_ms, self.w5m.head, self.w1h.head,
                                           c1, s1, c24, s24))

@@ -69,6 +69,11 @@ def read_jsonl(path):
                 yield json.loads(line)
 
 
+# The replay reads one input topic: one source, so the replay guard never triggers and the
+# topic's name does not change any feature value.
+INPUT_TOPIC = "txn.payments"
+
+
 def replay(payments, names):
     """Feature rows for every payment, replayed in the given (time) order.
 
@@ -88,7 +93,7 @@ def replay(payments, names):
         if st is None:
             st = states[cid] = rf.CustomerState()
             cust_code[cid] = len(cust_code)
-        f = st.apply(p, 0, offset)
+        f = st.apply(p, 0, offset, topic=INPUT_TOPIC)
         rows.append([f[n] for n in names])
         y.append(int(p.get("fraud", 0)))
         scen.append(int(p.get("fraud_scenario", 0)))
