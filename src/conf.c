@@ -84,6 +84,9 @@ static const struct prop props[] = {
         "The fraud model (riskflow.logistic.v1 JSON, see include/riskflow/model.h)."),
     DBL("fraud.alert.threshold", fraud_threshold, "-1", -1, 1,
         "Alert when score >= this. Negative: use the threshold stored in the model file."),
+    INT("commit.interval.ms", commit_interval_ms, "1000", 50, 3600000,
+        "Commit the stored input offsets this often (never while a cooperative rebalance is "
+        "under way; librdkafka's own auto commit is off)."),
     INT("shutdown.timeout.ms", shutdown_timeout_ms, "30000", 0, 3600000,
         "On SIGTERM/SIGINT, how long to wait for in-flight events before giving up on them "
         "(their offsets are then not committed, so they are redelivered)."),
@@ -200,10 +203,16 @@ static int set_kafka(struct rf_conf *conf, const char *key, const char *value, c
     for (int i = 0; i < conf->n_kafka; i++) {
         if (strcmp(conf->kafka[i].key, key) == 0) {
             char *v = strdup(value);
-            if (!v)
+            char *w = strdup(where);
+            if (!v || !w) {
+                free(v);
+                free(w);
                 goto nomem;
+            }
             free(conf->kafka[i].value);
+            free(conf->kafka[i].where);
             conf->kafka[i].value = v;
+            conf->kafka[i].where = w;
             return 0;
         }
     }
@@ -213,9 +222,11 @@ static int set_kafka(struct rf_conf *conf, const char *key, const char *value, c
     conf->kafka = kv;
     kv[conf->n_kafka].key = strdup(key);
     kv[conf->n_kafka].value = strdup(value);
-    if (!kv[conf->n_kafka].key || !kv[conf->n_kafka].value) {
+    kv[conf->n_kafka].where = strdup(where);
+    if (!kv[conf->n_kafka].key || !kv[conf->n_kafka].value || !kv[conf->n_kafka].where) {
         free(kv[conf->n_kafka].key);
         free(kv[conf->n_kafka].value);
+        free(kv[conf->n_kafka].where);
         goto nomem;
     }
     conf->n_kafka++;
@@ -262,6 +273,7 @@ void rf_conf_destroy(struct rf_conf *conf) {
     for (int i = 0; i < conf->n_kafka; i++) {
         free(conf->kafka[i].key);
         free(conf->kafka[i].value);
+        free(conf->kafka[i].where);
     }
     free(conf->kafka);
     free(conf);

@@ -50,6 +50,7 @@ struct daemon {
 
     uv_signal_t sig_term, sig_int, sig_hup;
     uv_timer_t stats_timer;  /* periodic counters; in demo mode also checks for the end */
+    uv_timer_t commit_timer; /* commit.interval.ms: async commits of the stored offsets */
     uv_timer_t stop_timer;   /* zero-delay: runs the stop check from a clean stack */
     uv_timer_t deadline;     /* shutdown.timeout.ms */
 
@@ -57,6 +58,8 @@ struct daemon {
     int stopping;
     int stopped;
     int timed_out;
+    uint64_t stop_deadline_ns;
+    uint64_t committed_mark; /* metrics.offsets_stored at the last commit */ /* uv_hrtime() when shutdown.timeout.ms runs out */
     int exit_code;
     uint64_t t_start_ns, t_end_ns;
     struct rusage ru_start, ru_thread_start;
@@ -64,6 +67,8 @@ struct daemon {
 
 int rf_daemon_check(const struct rf_conf *conf, char *errstr, size_t size) {
     char err[512];
+    if (rf_kafka_conf_check(conf, errstr, size) != 0)
+        return RF_E_CONF;
     rf_schemas_t *schemas = rf_schemas_load(conf->schemas_dir, err, sizeof err);
     if (!schemas) {
         snprintf(errstr, size, "schemas.dir: %s", err);
@@ -157,6 +162,49 @@ static void on_walk_close(uv_handle_t *h, void *arg) {
     close_handle(h);
 }
 
+static int group_in_flux(rd_kafka_resp_err_t err) {
+    return err == RD_KAFKA_RESP_ERR_ILLEGAL_GENERATION ||
+           err == RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS ||
+           err == RD_KAFKA_RESP_ERR_UNKNOWN_MEMBER_ID;
+}
+
+/*
+ * Commit the stored offsets synchronously, and make it land even when the signal caught the
+ * group mid-rebalance: librdkafka 2.0.2 then holds the commit until the rejoin completes and
+ * sends it with the old generation (ILLEGAL_GENERATION). Serving the consumer queue lets the
+ * rebalance finish (our rebalance callback commits what it revokes); then we try again, until
+ * the shutdown deadline. Messages the queue hands us meanwhile are not processed and their
+ * offsets are never stored: they are redelivered, never lost.
+ */
+static void serve_consumer_ms(struct daemon *d, unsigned ms) {
+    uint64_t until = uv_hrtime() + (uint64_t)ms * 1000000ULL;
+    while (uv_hrtime() < until) {
+        rd_kafka_message_t *rkm = rd_kafka_consumer_poll(d->rk, 50);
+        if (rkm)
+            rd_kafka_message_destroy(rkm); /* stopping: never stored, so redelivered */
+    }
+}
+
+static rd_kafka_resp_err_t final_commit(struct daemon *d) {
+    /* Caught between the halves of a cooperative rebalance: let it finish first, or the
+     * commit itself would cost us the assignment (librdkafka issue #4059). */
+    if (rf_pipeline_rebalancing(d->pl))
+        RF_INFO("KAFKA", "final commit waits for the rebalance under way");
+    while (rf_pipeline_rebalancing(d->pl) && !d->timed_out &&
+           uv_hrtime() < d->stop_deadline_ns)
+        serve_consumer_ms(d, 200);
+    for (;;) {
+        rd_kafka_resp_err_t err = rd_kafka_commit(d->rk, NULL, 0);
+        if (err == RD_KAFKA_RESP_ERR_NO_ERROR || err == RD_KAFKA_RESP_ERR__NO_OFFSET)
+            return RD_KAFKA_RESP_ERR_NO_ERROR;
+        if (!group_in_flux(err) || d->timed_out || uv_hrtime() >= d->stop_deadline_ns)
+            return err;
+        RF_WARN("KAFKA", "final commit: %s: waiting for the group to settle",
+                rd_kafka_err2str(err));
+        serve_consumer_ms(d, 500);
+    }
+}
+
 /* Everything in flight is done (or abandoned): commit, leave the group, flush, close. */
 static void finish(struct daemon *d) {
     if (d->stopped)
@@ -165,8 +213,8 @@ static void finish(struct daemon *d) {
     d->t_end_ns = uv_hrtime();
     uv_timer_stop(&d->deadline);
     if (d->rk) {
-        rd_kafka_resp_err_t err = rd_kafka_commit(d->rk, NULL, 0);
-        if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET) {
+        rd_kafka_resp_err_t err = final_commit(d);
+        if (err) {
             RF_ERR("KAFKA", "final commit: %s", rd_kafka_err2str(err));
             d->exit_code = RF_EXIT_FAILURE;
         } else {
@@ -221,6 +269,7 @@ static void begin_stop(struct daemon *d, const char *why) {
     d->stopping = 1;
     RF_NOTICE("DAEMON", "stopping (%s): %d events in flight", why, rf_pipeline_inflight(d->pl));
     rf_pipeline_stop(d->pl);
+    d->stop_deadline_ns = uv_hrtime() + (uint64_t)d->conf->shutdown_timeout_ms * 1000000ULL;
     if (d->conf->shutdown_timeout_ms > 0)
         uv_timer_start(&d->deadline, on_deadline, (uint64_t)d->conf->shutdown_timeout_ms, 0);
     on_pipeline_idle(d);
@@ -238,6 +287,20 @@ static void on_signal(uv_signal_t *s, int signum) {
         return;
     }
     begin_stop(d, strsignal(signum));
+}
+
+/* ---- commits ---- */
+
+static void on_commit_timer(uv_timer_t *t) {
+    struct daemon *d = t->data;
+    if (d->stopping || rf_pipeline_rebalancing(d->pl))
+        return; /* the final commit, or the next tick after the rebalance, takes it */
+    if (d->metrics.offsets_stored == d->committed_mark)
+        return; /* nothing new stored since the last commit */
+    d->committed_mark = d->metrics.offsets_stored;
+    rd_kafka_resp_err_t err = rd_kafka_commit(d->rk, NULL, 1 /* async */);
+    if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET)
+        RF_WARN("KAFKA", "commit: %s", rd_kafka_err2str(err));
 }
 
 /* ---- stats ---- */
@@ -461,6 +524,8 @@ static int start(struct daemon *d, char *errstr, size_t size) {
     uint64_t every = d->demo ? 20 : (uint64_t)(conf->stats_interval_ms ? conf->stats_interval_ms
                                                                        : 1000);
     uv_timer_start(&d->stats_timer, on_stats, every, every);
+    uv_timer_start(&d->commit_timer, on_commit_timer, (uint64_t)conf->commit_interval_ms,
+                   (uint64_t)conf->commit_interval_ms);
     /* Anything queued before the watch existed would never wake us: look once now. */
     on_cons_ready(d);
     on_prod_ready(d);
@@ -485,7 +550,8 @@ int rf_daemon_run(const struct rf_conf *conf, int demo) {
     uv_timer_init(&d->loop, &d->stats_timer);
     uv_timer_init(&d->loop, &d->stop_timer);
     uv_timer_init(&d->loop, &d->deadline);
-    d->stats_timer.data = d->stop_timer.data = d->deadline.data = d;
+    uv_timer_init(&d->loop, &d->commit_timer);
+    d->stats_timer.data = d->stop_timer.data = d->deadline.data = d->commit_timer.data = d;
 
     char errstr[1024] = "";
     int rc = start(d, errstr, sizeof errstr);

@@ -17,31 +17,65 @@
 #include "riskflow/err.h"
 #include "riskflow/log.h"
 
-static int set(rd_kafka_conf_t *kc, const char *key, const char *value, char *errstr,
-               size_t size) {
+static int set(rd_kafka_conf_t *kc, const char *key, const char *value, const char *where,
+               char *errstr, size_t size) {
     char err[512];
     if (rd_kafka_conf_set(kc, key, value, err, sizeof err) != RD_KAFKA_CONF_OK) {
-        snprintf(errstr, size, "kafka.%s: %s", key, err);
+        snprintf(errstr, size, "%s%skafka.%s: %s", where ? where : "", where ? ": " : "", key,
+                 err);
         return RF_E_CONF;
     }
     return 0;
 }
 
-/* Defaults, then the user's kafka.* keys, then the forced ones. */
-static rd_kafka_conf_t *build(const struct rf_conf *conf, const char *const *defaults,
-                              const char *const *forced, const char *bootstrap, char *errstr,
-                              size_t size) {
+/* kafka.* keys go to both clients, except those only one of them understands: librdkafka would
+ * warn about them on every start of the other one. */
+static const char *const consumer_only[] = {
+    "group.id", "group.instance.id", "partition.assignment.strategy", "session.timeout.ms",
+    "heartbeat.interval.ms", "group.protocol.type", "coordinator.query.interval.ms",
+    "max.poll.interval.ms", "enable.auto.commit", "auto.commit.interval.ms",
+    "enable.auto.offset.store", "queued.min.messages", "queued.max.messages.kbytes",
+    "fetch.wait.max.ms", "fetch.message.max.bytes", "max.partition.fetch.bytes",
+    "fetch.max.bytes", "fetch.min.bytes", "fetch.error.backoff.ms", "offset.store.method",
+    "isolation.level", "enable.partition.eof", "check.crcs", "allow.auto.create.topics",
+    "auto.offset.reset", "consume.callback.max.messages", NULL,
+};
+static const char *const producer_only[] = {
+    "transactional.id", "transaction.timeout.ms", "enable.idempotence",
+    "enable.gapless.guarantee", "queue.buffering.max.messages", "queue.buffering.max.kbytes",
+    "queue.buffering.max.ms", "linger.ms", "message.send.max.retries", "retries",
+    "queue.buffering.backpressure.threshold", "compression.codec", "compression.type",
+    "compression.level", "batch.num.messages", "batch.size", "delivery.report.only.error",
+    "acks", "request.required.acks", "request.timeout.ms", "message.timeout.ms",
+    "delivery.timeout.ms", "partitioner", "sticky.partitioning.linger.ms", NULL,
+};
+
+static int listed(const char *const *list, const char *key) {
+    for (; *list; list++)
+        if (strcmp(*list, key) == 0)
+            return 1;
+    return 0;
+}
+
+/* Defaults, then the user's kafka.* keys (those the other client owns skipped), then the
+ * forced ones. */
+static rd_kafka_conf_t *build(const struct rf_conf *conf, rd_kafka_type_t type,
+                              const char *const *defaults, const char *const *forced,
+                              const char *bootstrap, char *errstr, size_t size) {
+    const char *const *skip = type == RD_KAFKA_CONSUMER ? producer_only : consumer_only;
     rd_kafka_conf_t *kc = rd_kafka_conf_new();
     for (const char *const *kv = defaults; *kv; kv += 2)
-        if (set(kc, kv[0], kv[1], errstr, size) != 0)
+        if (set(kc, kv[0], kv[1], NULL, errstr, size) != 0)
             goto fail;
-    for (int i = 0; i < conf->n_kafka; i++)
-        if (set(kc, conf->kafka[i].key, conf->kafka[i].value, errstr, size) != 0)
+    for (int i = 0; i < conf->n_kafka; i++) {
+        const struct rf_conf_kv *kv = &conf->kafka[i];
+        if (!listed(skip, kv->key) && set(kc, kv->key, kv->value, kv->where, errstr, size) != 0)
             goto fail;
+    }
     for (const char *const *kv = forced; *kv; kv += 2)
-        if (set(kc, kv[0], kv[1], errstr, size) != 0)
+        if (set(kc, kv[0], kv[1], NULL, errstr, size) != 0)
             goto fail;
-    if (bootstrap && set(kc, "bootstrap.servers", bootstrap, errstr, size) != 0)
+    if (bootstrap && set(kc, "bootstrap.servers", bootstrap, NULL, errstr, size) != 0)
         goto fail;
     rd_kafka_conf_set_error_cb(kc, (void (*)(rd_kafka_t *, int, const char *, void *))
                                        rf_kafka_error_cb);
@@ -52,31 +86,35 @@ fail:
     return NULL;
 }
 
-rd_kafka_t *rf_kafka_consumer_new(const struct rf_conf *conf, const char *bootstrap,
-                                  const char *group_id,
-                                  void (*rebalance_cb)(rd_kafka_t *, rd_kafka_resp_err_t,
-                                                       rd_kafka_topic_partition_list_t *, void *),
-                                  void *opaque, char *errstr, size_t size) {
-    static const char *const defaults[] = {
+static const char *const consumer_defaults[] = {
         "partition.assignment.strategy", "cooperative-sticky",
         "auto.offset.reset", "earliest",
         "socket.nagle.disable", "true",
         /* librdkafka 2.0.2 backs off a full second once the prefetch queue passes
          * queued.min.messages: size it for ~1-2 s of traffic (design.md §8). */
         "queued.min.messages", "200000",
-        "enable.auto.commit", "true",
-        "auto.commit.interval.ms", "1000",
         NULL,
-    };
-    static const char *const forced[] = {
+};
+static const char *const consumer_forced[] = {
         "enable.auto.offset.store", "false", /* stored only when the event is complete */
+        /* The daemon commits on its own timer, never inside a cooperative rebalance: with
+         * librdkafka before 2.10 (issue #4059) a commit sent during the second join of a
+         * cooperative rebalance fails with ILLEGAL_GENERATION and the assignment is lost. */
+        "enable.auto.commit", "false",
         "log.queue", "true",                 /* logs served on the loop, not librdkafka threads */
         NULL,
-    };
-    rd_kafka_conf_t *kc = build(conf, defaults, forced, bootstrap, errstr, size);
+};
+
+rd_kafka_t *rf_kafka_consumer_new(const struct rf_conf *conf, const char *bootstrap,
+                                  const char *group_id,
+                                  void (*rebalance_cb)(rd_kafka_t *, rd_kafka_resp_err_t,
+                                                       rd_kafka_topic_partition_list_t *, void *),
+                                  void *opaque, char *errstr, size_t size) {
+    rd_kafka_conf_t *kc = build(conf, RD_KAFKA_CONSUMER, consumer_defaults, consumer_forced,
+                                bootstrap, errstr, size);
     if (!kc)
         return NULL;
-    if (group_id && set(kc, "group.id", group_id, errstr, size) != 0) {
+    if (group_id && set(kc, "group.id", group_id, NULL, errstr, size) != 0) {
         rd_kafka_conf_destroy(kc);
         return NULL;
     }
@@ -94,27 +132,27 @@ rd_kafka_t *rf_kafka_consumer_new(const struct rf_conf *conf, const char *bootst
     return rk;
 }
 
-rd_kafka_t *rf_kafka_producer_new(const struct rf_conf *conf, const char *bootstrap,
-                                  void (*dr_msg_cb)(rd_kafka_t *, const rd_kafka_message_t *,
-                                                    void *),
-                                  void *opaque, char *errstr, size_t size) {
-    static const char *const defaults[] = {
+static const char *const producer_defaults[] = {
         "linger.ms", "5",
         "socket.nagle.disable", "true",
         "queue.buffering.max.messages", "1000000",
         "message.timeout.ms", "30000",
         "compression.codec", "lz4",
         NULL,
-    };
-    static const char *const forced[] = {
+};
+static const char *const producer_forced[] = {
         "enable.idempotence", "true", /* per-key order, no duplicates from retries */
         "acks", "all",
         "log.queue", "true",
-        /* Consumer-only keys users put under kafka.* for both clients are harmless: the
-         * producer ignores them with a warning. */
         NULL,
-    };
-    rd_kafka_conf_t *kc = build(conf, defaults, forced, bootstrap, errstr, size);
+};
+
+rd_kafka_t *rf_kafka_producer_new(const struct rf_conf *conf, const char *bootstrap,
+                                  void (*dr_msg_cb)(rd_kafka_t *, const rd_kafka_message_t *,
+                                                    void *),
+                                  void *opaque, char *errstr, size_t size) {
+    rd_kafka_conf_t *kc = build(conf, RD_KAFKA_PRODUCER, producer_defaults, producer_forced,
+                                bootstrap, errstr, size);
     if (!kc)
         return NULL;
     rd_kafka_conf_set_dr_msg_cb(kc, dr_msg_cb);
@@ -128,6 +166,19 @@ rd_kafka_t *rf_kafka_producer_new(const struct rf_conf *conf, const char *bootst
     }
     rd_kafka_set_log_queue(rk, NULL);
     return rk;
+}
+
+int rf_kafka_conf_check(const struct rf_conf *conf, char *errstr, size_t size) {
+    rd_kafka_conf_t *kc = build(conf, RD_KAFKA_CONSUMER, consumer_defaults, consumer_forced, NULL,
+                                errstr, size);
+    if (!kc)
+        return RF_E_CONF;
+    rd_kafka_conf_destroy(kc);
+    kc = build(conf, RD_KAFKA_PRODUCER, producer_defaults, producer_forced, NULL, errstr, size);
+    if (!kc)
+        return RF_E_CONF;
+    rd_kafka_conf_destroy(kc);
+    return 0;
 }
 
 void rf_kafka_error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) {

@@ -100,6 +100,8 @@ struct rf_pipeline_s {
 
     int stopping;
     int failed;
+    int rejoin_assigns;           /* assign callbacks still due after a cooperative revoke */
+    uint64_t rebalance_start_ms;
     uint64_t log_budget_reset_ms;
     int log_budget;
 };
@@ -594,6 +596,12 @@ void rf_pipeline_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     int cooperative = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
     rd_kafka_error_t *error = NULL;
     rd_kafka_resp_err_t rerr = 0;
+    RF_INFO("KAFKA", "rebalance: %s of %d partition(s), %s protocol%s",
+            err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS   ? "assignment"
+            : err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS ? "revocation"
+                                                          : rd_kafka_err2name(err),
+            parts->cnt, rd_kafka_rebalance_protocol(rk),
+            rd_kafka_assignment_lost(rk) ? ", assignment LOST" : "");
 
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
         for (int i = 0; i < parts->cnt; i++) {
@@ -603,6 +611,9 @@ void rf_pipeline_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
             pt->stored = -1;
             RF_INFO("KAFKA", "assigned %s [%" PRId32 "]", pt->topic, pt->partition);
         }
+        /* Every rebalance round ends with an assign callback, even an empty one. */
+        if (pl->rejoin_assigns > 0)
+            pl->rejoin_assigns--;
         if (cooperative)
             error = rd_kafka_incremental_assign(rk, parts);
         else
@@ -614,6 +625,15 @@ void rf_pipeline_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         rd_kafka_resp_err_t cerr = rd_kafka_commit(rk, NULL, 0);
         if (cerr && cerr != RD_KAFKA_RESP_ERR__NO_OFFSET)
             RF_WARN("KAFKA", "commit on revoke: %s", rd_kafka_err2str(cerr));
+        /* A cooperative revoke is followed by the assign that ends its round, and then the
+         * member rejoins: the commit must wait for the assign that ends that second round
+         * (observed with 2.0.2: revoke, an empty assign 2 ms later, the rejoin pending until
+         * every member has rejoined). A lost assignment has no second round to wait for. */
+        if (cooperative && err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS &&
+            !rd_kafka_assignment_lost(rk)) {
+            pl->rejoin_assigns = 2;
+            pl->rebalance_start_ms = uv_now(pl->d.loop);
+        }
         for (int i = 0; i < parts->cnt; i++) {
             int32_t k = get_part(pl, NULL, parts->elems[i].topic, parts->elems[i].partition);
             struct part *pt = &pl->parts[k]; /* after get_part: it may move the array */
@@ -702,6 +722,15 @@ fail:
 void rf_pipeline_stop(rf_pipeline_t *pl) {
     pl->stopping = 1;
     uv_idle_stop(&pl->kick);
+}
+
+/* Bounded: should librdkafka ever end a rebalance without the assign we count on, commits
+ * resume after a minute instead of stopping for good. */
+#define REBALANCE_MAX_MS 60000
+
+int rf_pipeline_rebalancing(const rf_pipeline_t *pl) {
+    return pl->rejoin_assigns > 0 &&
+           uv_now(pl->d.loop) - pl->rebalance_start_ms < REBALANCE_MAX_MS;
 }
 
 int rf_pipeline_assigned(const rf_pipeline_t *pl) {

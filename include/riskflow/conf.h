@@ -18,6 +18,7 @@
 struct rf_conf_kv {
     char *key;
     char *value;
+    char *where; /* "file:line" or "-X": librdkafka's verdict on the value names it */
 };
 
 struct rf_conf {
@@ -47,6 +48,7 @@ struct rf_conf {
     char *fraud_model_path;
     double fraud_threshold; /* < 0: the model's own threshold */
     /* daemon */
+    int commit_interval_ms;
     int shutdown_timeout_ms;
     char *log_level;
     int stats_interval_ms;

@@ -34,6 +34,10 @@ rd_kafka_t *rf_kafka_producer_new(const struct rf_conf *conf, const char *bootst
                                                     void *),
                                   void *opaque, char *errstr, size_t errstr_size);
 
+/* Run every kafka.* key through librdkafka's own parser for both clients, without creating
+ * either: --check-config. 0, or RF_E_CONF with "file:line: kafka.key: reason" in errstr. */
+int rf_kafka_conf_check(const struct rf_conf *conf, char *errstr, size_t errstr_size);
+
 /* Error and log callbacks both clients use: they forward to the daemon's log (on the thread
  * that serves the queue, i.e. the loop). */
 void rf_kafka_error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque);

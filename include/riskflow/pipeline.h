@@ -72,6 +72,10 @@ void rf_pipeline_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 /* Stop taking messages; in-flight events still complete. */
 void rf_pipeline_stop(rf_pipeline_t *pl);
 
+/* 1 between a cooperative revoke and the assign that completes that rebalance: no commit may
+ * be sent then (librdkafka issue #4059). */
+int rf_pipeline_rebalancing(const rf_pipeline_t *pl);
+
 /* Partitions currently assigned. */
 int rf_pipeline_assigned(const rf_pipeline_t *pl);
 
