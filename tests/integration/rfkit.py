@@ -1,0 +1,508 @@
+"""rfkit — helpers for riskflow's end-to-end tests (tests/integration/test_e2e.py).
+
+Everything here is independent of the daemon's own code: payments are encoded with fastavro
+from schemas/*.avsc and framed by hand, features come from tools/train/riskflow_features.py,
+scores from the model JSON with plain Python math. Kafka through confluent-kafka (its own
+bundled librdkafka), Redis through redis-py.
+"""
+
+import io
+import json
+import math
+import os
+import signal
+import struct
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+import fastavro
+import pytest
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+SCHEMAS_DIR = os.path.join(ROOT, "schemas")
+MODEL_PATH = os.path.join(ROOT, "deploy", "models", "fraud_lr.json")
+
+sys.path.insert(0, os.path.join(ROOT, "tools", "train"))
+import riskflow_features as rff  # noqa: E402  (the independent feature computation)
+
+PAYMENT_ID, SCORE_ID, ALERT_ID = 1, 2, 3
+EXIT_CONFIG = 78
+
+
+# ---------------------------------------------------------------------------- environment
+
+def daemon_path():
+    path = os.environ.get("RF_DAEMON")
+    if not path:
+        pytest.fail("RF_DAEMON is not set: point it at the riskflowd binary to test "
+                    "(ctest sets it; by hand: RF_DAEMON=build/riskflowd)", pytrace=False)
+    if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+        pytest.fail("RF_DAEMON=%s is not an executable file" % path, pytrace=False)
+    return path
+
+
+class Services:
+    def __init__(self, bootstrap, redis_host, redis_port):
+        self.bootstrap = bootstrap
+        self.redis_host = redis_host
+        self.redis_port = redis_port
+        self.admin = AdminClient({"bootstrap.servers": bootstrap})
+
+    def redis(self):
+        import redis
+        return redis.Redis(host=self.redis_host, port=self.redis_port, socket_timeout=10)
+
+
+def connect_services():
+    """The services of tools/services.sh, from the env it writes. Fails (never skips) when they
+    are not configured or do not answer: an integration run without them proves nothing."""
+    boot = os.environ.get("RF_KAFKA_BOOTSTRAP")
+    rport = os.environ.get("RF_REDIS_PORT")
+    rhost = os.environ.get("RF_REDIS_HOST", "127.0.0.1")
+    missing = [n for n, v in (("RF_KAFKA_BOOTSTRAP", boot), ("RF_REDIS_PORT", rport)) if not v]
+    if missing:
+        pytest.fail("%s not set: the end-to-end tests need the real Kafka broker and Redis. "
+                    "Run `tools/services.sh start` and `source .run/services.env` (tools/test.sh "
+                    "does both)." % " and ".join(missing), pytrace=False)
+    svc = Services(boot, rhost, int(rport))
+    try:
+        md = svc.admin.list_topics(timeout=10)
+        if not md.brokers:
+            raise KafkaException("no brokers in metadata")
+    except Exception as e:  # noqa: BLE001
+        pytest.fail("Kafka at RF_KAFKA_BOOTSTRAP=%s does not answer: %s (is tools/services.sh "
+                    "running?)" % (boot, e), pytrace=False)
+    try:
+        if not svc.redis().ping():
+            raise RuntimeError("PING failed")
+    except Exception as e:  # noqa: BLE001
+        pytest.fail("Redis at %s:%s does not answer: %s (is tools/services.sh running?)"
+                    % (rhost, rport, e), pytrace=False)
+    return svc
+
+
+def unique(prefix):
+    return "%s-%s" % (prefix, uuid.uuid4().hex[:12])
+
+
+def create_topics(svc, topics, timeout=30):
+    """topics: {name: partitions}. Waits until the metadata shows every partition led."""
+    fs = svc.admin.create_topics([NewTopic(t, num_partitions=n, replication_factor=1)
+                                  for t, n in topics.items()], operation_timeout=timeout)
+    for t, f in fs.items():
+        f.result(timeout=timeout)
+    deadline = time.monotonic() + timeout
+    while True:
+        md = svc.admin.list_topics(timeout=10)
+        ok = all(t in md.topics and md.topics[t].error is None
+                 and len(md.topics[t].partitions) == n
+                 and all(p.leader >= 0 for p in md.topics[t].partitions.values())
+                 for t, n in topics.items())
+        if ok:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError("topics %s not ready after %d s" % (list(topics), timeout))
+        time.sleep(0.1)
+
+
+def delete_topics(svc, names):
+    try:
+        fs = svc.admin.delete_topics(list(names), operation_timeout=30)
+        for f in fs.values():
+            try:
+                f.result(timeout=30)
+            except Exception:  # noqa: BLE001
+                pass
+    except Exception:  # noqa: BLE001
+        pass
+
+
+# ---------------------------------------------------------------------------- Avro
+
+def _load_schema(name):
+    with open(os.path.join(SCHEMAS_DIR, name)) as f:
+        return fastavro.parse_schema(json.load(f))
+
+
+PAYMENT_SCHEMA = _load_schema("payment.avsc")
+SCORE_SCHEMA = _load_schema("fraud_score.avsc")
+ALERT_SCHEMA = _load_schema("fraud_alert.avsc")
+
+
+def avro_body(schema, record):
+    buf = io.BytesIO()
+    fastavro.schemaless_writer(buf, schema, record)
+    return buf.getvalue()
+
+
+def confluent(schema_id, body):
+    return b"\x00" + struct.pack(">I", schema_id) + body
+
+
+def encode_payment(p, framing="confluent"):
+    body = avro_body(PAYMENT_SCHEMA, p)
+    return confluent(PAYMENT_ID, body) if framing == "confluent" else body
+
+
+def decode_confluent(buf, schema_id, schema):
+    """Decode one Confluent-framed record; the whole buffer must be consumed."""
+    assert buf is not None and len(buf) >= 5, "output record shorter than the Confluent header"
+    assert buf[0] == 0, "output record: magic byte %d, want 0" % buf[0]
+    sid = struct.unpack(">I", buf[1:5])[0]
+    assert sid == schema_id, "output record: schema id %d, want %d" % (sid, schema_id)
+    bio = io.BytesIO(buf[5:])
+    rec = fastavro.schemaless_reader(bio, schema, return_record_name=False)
+    assert bio.tell() == len(buf) - 5, \
+        "output record: %d trailing bytes after the Avro body" % (len(buf) - 5 - bio.tell())
+    return rec
+
+
+def ts_ms(v):
+    """fastavro turns timestamp-millis into datetimes; back to Unix ms."""
+    if isinstance(v, int):
+        return v
+    return int(round(v.timestamp() * 1000))
+
+
+# ---------------------------------------------------------------------------- payments
+
+CHANNELS = rff.CHANNELS
+KINDS = rff.KINDS
+T_BASE_MS = 1793491200000  # 2026-11-01T00:00:00Z
+
+
+def gen_stream(rng, customers, n, prefix, t_base=T_BASE_MS, huge_rate=0.03):
+    """n payments over the given customer ids, sorted by event time. Per customer the times
+    are strictly increasing with gaps from seconds (same 5-min tile) to days (windows roll).
+    Returns a list of payment dicts (payment.avsc field names, enum symbols as strings)."""
+    per = {c: 0 for c in customers}
+    for _ in range(n):
+        per[rng.choice(customers)] += 1
+    events = []
+    for ci, c in enumerate(customers):
+        t = t_base + rng.randrange(0, 6 * 3600 * 1000)
+        for _ in range(per[c]):
+            r = rng.random()
+            if r < 0.25:
+                gap = rng.randrange(1000, 240 * 1000)              # same or next 5-min tile
+            elif r < 0.55:
+                gap = rng.randrange(5 * 60 * 1000, 55 * 60 * 1000)  # inside the hour
+            elif r < 0.75:
+                gap = rng.randrange(3600 * 1000, 6 * 3600 * 1000)   # the 1 h window rolls
+            elif r < 0.90:
+                gap = rng.randrange(6 * 3600 * 1000, 23 * 3600 * 1000)
+            else:
+                gap = rng.randrange(25 * 3600 * 1000, 4 * 86400 * 1000)  # 24 h rolls too
+            t += gap
+            r = rng.random()
+            if r < huge_rate:
+                amount = rng.randrange(150000, 2500000)   # 1500 .. 25000: alerts
+            elif r < huge_rate + 0.03:
+                amount = -rng.randrange(100, 50000)       # a reversal / refund
+            elif r < huge_rate + 0.05:
+                amount = 0
+            else:
+                amount = int(math.exp(rng.gauss(math.log(4500), 0.9)))
+            kind = rng.choice(KINDS) if rng.random() < 0.3 else "PURCHASE"
+            if amount < 0:
+                kind = "REFUND"
+            events.append({
+                "event_id": "%s-%s-%06d" % (prefix, c, len(events)),
+                "customer_id": c,
+                "card_token": "tok_%s_%d" % (c, rng.randrange(2)),
+                "merchant_id": "m%04d" % rng.randrange(500),
+                "terminal_id": "t%05d" % rng.randrange(2000),
+                "mcc": rng.choice([5411, 5812, 5999, 6011, 4829, 5732]),
+                "amount_minor": amount,
+                "currency": rng.choice(["EUR", "EUR", "EUR", "USD", "GBP"]),
+                "channel": rng.choice(CHANNELS),
+                "country": rng.choice(["DE", "FR", "NL", "GB", "US", "BEL"]),
+                "kind": kind,
+                "event_time": t,
+            })
+    events.sort(key=lambda e: (e["event_time"], e["event_id"]))
+    return events
+
+
+class Produced:
+    """Where one produced message landed (filled by its delivery report)."""
+    __slots__ = ("topic", "key", "value", "partition", "offset", "err", "payment", "expect")
+
+    def __init__(self, topic, key, value, payment=None, expect=None):
+        self.topic, self.key, self.value = topic, key, value
+        self.payment, self.expect = payment, expect
+        self.partition = self.offset = None
+        self.err = None
+
+
+def make_producer(svc, **extra):
+    conf = {"bootstrap.servers": svc.bootstrap, "enable.idempotence": True, "acks": "all",
+            "linger.ms": 5, "message.max.bytes": 2000000}
+    conf.update(extra)
+    return Producer(conf)
+
+
+def produce(producer, rec):
+    def on_delivery(err, msg, rec=rec):
+        if err is not None:
+            rec.err = err
+        else:
+            rec.partition, rec.offset = msg.partition(), msg.offset()
+    while True:
+        try:
+            producer.produce(rec.topic, key=rec.key, value=rec.value, on_delivery=on_delivery)
+            break
+        except BufferError:
+            producer.poll(0.05)
+    producer.poll(0)
+
+
+def flush_checked(producer, recs, timeout=60):
+    left = producer.flush(timeout)
+    assert left == 0, "test producer: %d messages not delivered after %d s" % (left, timeout)
+    bad = [r for r in recs if r.err is not None or r.offset is None]
+    assert not bad, "test producer: %d messages failed, first: %s" % (len(bad), bad[0].err)
+
+
+# ---------------------------------------------------------------------------- the daemon
+
+class Daemon:
+    """riskflowd as a subprocess with a config file in tmp_dir; stderr to a log file."""
+
+    def __init__(self, tmp_dir, conf, name="riskflowd"):
+        self.tmp_dir = str(tmp_dir)
+        self.conf_path = os.path.join(self.tmp_dir, name + ".properties")
+        self.log_path = os.path.join(self.tmp_dir, name + ".log")
+        self.out_path = os.path.join(self.tmp_dir, name + ".stdout")
+        with open(self.conf_path, "w") as f:
+            f.write("# written by tests/integration/test_e2e.py\n")
+            for k, v in conf.items():
+                f.write("%s=%s\n" % (k, v))
+        self.proc = None
+        self.runs = 0
+
+    def start(self):
+        self.runs += 1
+        self._log = open(self.log_path, "ab")
+        self._log.write(b"\n===== run %d =====\n" % self.runs)
+        self._log.flush()
+        self._out = open(self.out_path, "ab")
+        self.proc = subprocess.Popen([daemon_path(), "-c", self.conf_path], stdout=self._out,
+                                     stderr=self._log, stdin=subprocess.DEVNULL, cwd=ROOT)
+        return self
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def assert_alive(self):
+        if not self.alive():
+            pytest.fail("riskflowd exited early with code %s\n%s"
+                        % (self.proc.returncode, self.log_tail()), pytrace=False)
+
+    def stop(self, timeout=30):
+        """SIGTERM; returns (exit code, seconds to exit). Kills it if it does not exit."""
+        t0 = time.monotonic()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            rc = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            rc = None
+        self._log.close()
+        self._out.close()
+        return rc, time.monotonic() - t0
+
+    def kill(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def log_text(self):
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def log_tail(self, lines=80):
+        t = self.log_text().splitlines()
+        return "---- riskflowd log (%s), last %d lines ----\n%s\n---- end ----" % (
+            self.log_path, min(lines, len(t)), "\n".join(t[-lines:]))
+
+
+# ---------------------------------------------------------------------------- reading topics
+
+def partitions_of(svc, topic):
+    md = svc.admin.list_topics(topic, timeout=10)
+    return sorted(md.topics[topic].partitions)
+
+
+class TopicReader:
+    """Reads every partition of a topic from the beginning (manual assignment, no commits)."""
+
+    def __init__(self, svc, topic):
+        self.topic = topic
+        self.c = Consumer({"bootstrap.servers": svc.bootstrap, "group.id": unique("rf-e2e-reader"),
+                           "enable.auto.commit": False, "auto.offset.reset": "earliest",
+                           "enable.partition.eof": False, "fetch.wait.max.ms": 50})
+        self.parts = partitions_of(svc, topic)
+        self.c.assign([TopicPartition(topic, p, 0) for p in self.parts])
+        self.msgs = []
+
+    def poll(self, max_wait=0.2):
+        got = self.c.consume(num_messages=1000, timeout=max_wait)
+        for m in got:
+            if m.error():
+                raise AssertionError("reading %s: %s" % (self.topic, m.error()))
+            self.msgs.append(m)
+        return len(got)
+
+    def end_offsets(self):
+        return {p: self.c.get_watermark_offsets(TopicPartition(self.topic, p), timeout=10)[1]
+                for p in self.parts}
+
+    def read_to_end(self, timeout=30):
+        """Everything up to the current high watermarks."""
+        ends = self.end_offsets()
+        deadline = time.monotonic() + timeout
+        while True:
+            have = {}
+            for m in self.msgs:
+                have[m.partition()] = max(have.get(m.partition(), -1), m.offset())
+            if all(have.get(p, -1) + 1 >= e for p, e in ends.items()):
+                return ends
+            if time.monotonic() > deadline:
+                raise AssertionError("reading %s: not at the end offsets %s after %d s (have %s)"
+                                     % (self.topic, ends, timeout, have))
+            self.poll()
+
+    def close(self):
+        self.c.close()
+
+
+def committed_offsets(svc, group, topic_parts):
+    """The group's committed offsets {(topic, partition): offset} (negative: none)."""
+    c = Consumer({"bootstrap.servers": svc.bootstrap, "group.id": group,
+                  "enable.auto.commit": False})
+    try:
+        tps = c.committed([TopicPartition(t, p) for t, p in topic_parts], timeout=15)
+        return {(tp.topic, tp.partition): tp.offset for tp in tps}
+    finally:
+        c.close()
+
+
+def end_offsets(svc, topic_parts):
+    c = Consumer({"bootstrap.servers": svc.bootstrap, "group.id": unique("rf-e2e-wm"),
+                  "enable.auto.commit": False})
+    try:
+        return {(t, p): c.get_watermark_offsets(TopicPartition(t, p), timeout=10)[1]
+                for t, p in topic_parts}
+    finally:
+        c.close()
+
+
+def headers_dict(msg):
+    out = {}
+    for k, v in msg.headers() or []:
+        assert k not in out, "header %s appears twice" % k
+        out[k] = v.decode() if isinstance(v, (bytes, bytearray)) else v
+    return out
+
+
+# ---------------------------------------------------------------------------- the model
+
+class Model:
+    """riskflow.logistic.v1 (include/riskflow/model.h) scored with plain Python floats."""
+
+    def __init__(self, path=MODEL_PATH):
+        with open(path) as f:
+            m = json.load(f)
+        self.version = m["version"]
+        self.features = list(m["features"])
+        self.mean = m["scaler"]["mean"]
+        self.scale = m["scaler"]["scale"]
+        self.coef = m["coefficients"]
+        self.intercept = m["intercept"]
+
+    def contributions(self, x):
+        return [c * (v - mu) / s for c, v, mu, s in zip(self.coef, x, self.mean, self.scale)]
+
+    def score(self, x):
+        z = self.intercept + math.fsum(self.contributions(x))
+        if z >= 0:
+            return 1.0 / (1.0 + math.exp(-z))
+        e = math.exp(z)
+        return e / (1.0 + e)
+
+    def reasons(self, x, k=3):
+        """The k largest positive contributions, descending: [(name, value, contribution)]."""
+        cs = self.contributions(x)
+        order = sorted(range(len(cs)), key=lambda i: -cs[i])
+        return [(self.features[i], x[i], cs[i]) for i in order[:k] if cs[i] > 0]
+
+
+def close(a, b, rel=1e-9, abs_=1e-12):
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    return math.isclose(a, b, rel_tol=rel, abs_tol=abs_)
+
+
+def replay_features(payments_in_order):
+    """payments_in_order: [(payment, topic, partition, offset)], each customer's payments in
+    the order the daemon applied them (for a customer on one partition: offset order; any
+    interleaving across customers). Returns ({event_id: features dict},
+    {customer_id: CustomerState})."""
+    states = {}
+    feats = {}
+    for p, topic, part, off in payments_in_order:
+        st = states.get(p["customer_id"])
+        if st is None:
+            st = states[p["customer_id"]] = rff.CustomerState()
+        feats[p["event_id"]] = st.apply(p, part, off, topic=topic)
+    return feats, states
+
+
+def state_diff(got, want):
+    """Readable differences between two CustomerStates ('' when equal)."""
+    out = []
+    for f in ("sources", "last_event_ms", "head_5m", "head_1h",
+              "cnt_5m", "sum_5m", "cnt_1h", "sum_1h"):
+        g, w = getattr(got, f), getattr(want, f)
+        if g != w:
+            out.append("%s: redis %r, expected %r" % (f, g, w))
+    return "; ".join(out)
+
+
+class Pacer(threading.Thread):
+    """Produces recs at a steady rate from a thread; delivery reports fill them in."""
+
+    def __init__(self, producer, recs, rate):
+        super().__init__(daemon=True)
+        self.producer, self.recs, self.rate = producer, recs, rate
+        self.error = None
+        self.sent = 0
+
+    def run(self):
+        try:
+            t0 = time.monotonic()
+            step = 100
+            for i in range(0, len(self.recs), step):
+                for r in self.recs[i:i + step]:
+                    produce(self.producer, r)
+                self.sent = min(i + step, len(self.recs))
+                ahead = t0 + self.sent / self.rate - time.monotonic()
+                if ahead > 0:
+                    time.sleep(ahead)
+                self.producer.poll(0)
+            left = self.producer.flush(60)
+            if left:
+                self.error = "%d messages not delivered" % left
+        except Exception as e:  # noqa: BLE001
+            self.error = repr(e)

@@ -1,0 +1,126 @@
+"""riskflowd's configuration errors and --check-config (no Kafka or Redis needed).
+
+Bad configuration exits 78 (EX_CONFIG) and says where: the file, the line, the key.
+"""
+
+import os
+import re
+import subprocess
+
+import pytest
+
+import rfkit
+
+GOOD = {
+    "kafka.bootstrap.servers": "127.0.0.1:1",   # never contacted by --check-config
+    "kafka.group.id": "rf-cli-test",
+    "input.topics": "payments,transfers:plain",
+    "schemas.dir": rfkit.SCHEMAS_DIR,
+    "model.fraud.path": rfkit.MODEL_PATH,
+    "redis.port": "6379",
+    "fraud.alert.threshold": "0.5",
+}
+
+
+def write_conf(tmp_path, lines, name="riskflowd.properties"):
+    path = os.path.join(str(tmp_path), name)
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return path
+
+
+def good_lines(**over):
+    conf = dict(GOOD, **over)
+    return ["# riskflowd test config", ""] + ["%s=%s" % kv for kv in conf.items()]
+
+
+def run(daemon_bin, *args, timeout=30):
+    p = subprocess.run([daemon_bin, *args], capture_output=True, text=True, timeout=timeout,
+                       stdin=subprocess.DEVNULL, cwd=rfkit.ROOT)
+    return p.returncode, p.stdout + p.stderr
+
+
+def names_line(out, path, line):
+    """The message points at path and line: "path:LINE" or "path ... line LINE"."""
+    return path in out and re.search(r"(%s:%d\b)|(line %d\b)" % (re.escape(path), line, line),
+                                     out) is not None
+
+
+def test_check_config_good(daemon_bin, tmp_path):
+    path = write_conf(tmp_path, good_lines())
+    rc, out = run(daemon_bin, "-c", path, "--check-config")
+    assert rc == 0, "--check-config on a good config exited %d:\n%s" % (rc, out)
+
+
+@pytest.mark.parametrize("mode", [[], ["--check-config"]], ids=["run", "check-config"])
+def test_unknown_key(daemon_bin, tmp_path, mode):
+    lines = good_lines()
+    lines.insert(4, "fraud.alert.treshold=0.7")  # a typo: line 5
+    path = write_conf(tmp_path, lines)
+    rc, out = run(daemon_bin, "-c", path, *mode)
+    assert rc == rfkit.EXIT_CONFIG, "unknown key: exit %d, want 78:\n%s" % (rc, out)
+    assert "fraud.alert.treshold" in out, "the message does not name the key:\n" + out
+    assert names_line(out, path, 5), "the message does not name %s line 5:\n%s" % (path, out)
+
+
+@pytest.mark.parametrize("key,value", [
+    ("redis.port", "63x79"),
+    ("redis.port", "99999"),
+    ("pipeline.batch.max", ""),
+    ("input.max.message.bytes", "4k"),
+    ("fraud.alert.threshold", "high"),
+    ("log.level", "loud"),
+])
+def test_bad_value(daemon_bin, tmp_path, key, value):
+    lines = [l for l in good_lines() if not l.startswith(key + "=")]
+    lines.insert(3, "%s=%s" % (key, value))  # line 4
+    path = write_conf(tmp_path, lines)
+    rc, out = run(daemon_bin, "-c", path, "--check-config")
+    assert rc == rfkit.EXIT_CONFIG, "%s=%r: exit %d, want 78:\n%s" % (key, value, rc, out)
+    assert key in out, "the message does not name the key %s:\n%s" % (key, out)
+    assert names_line(out, path, 4), "the message does not name %s line 4:\n%s" % (path, out)
+
+
+def test_bad_value_on_command_line(daemon_bin, tmp_path):
+    path = write_conf(tmp_path, good_lines())
+    rc, out = run(daemon_bin, "-c", path, "-X", "redis.port=abc", "--check-config")
+    assert rc == rfkit.EXIT_CONFIG, "-X redis.port=abc: exit %d, want 78:\n%s" % (rc, out)
+    assert "redis.port" in out and "-X" in out, out
+
+
+def test_missing_model_check_config(daemon_bin, tmp_path):
+    missing = os.path.join(str(tmp_path), "no-such-model.json")
+    path = write_conf(tmp_path, good_lines(**{"model.fraud.path": missing}))
+    rc, out = run(daemon_bin, "-c", path, "--check-config")
+    assert rc == rfkit.EXIT_CONFIG, "missing model: exit %d, want 78:\n%s" % (rc, out)
+    assert missing in out and "model.fraud.path" in out, out
+
+
+def test_missing_config_file(daemon_bin, tmp_path):
+    path = os.path.join(str(tmp_path), "nope.properties")
+    rc, out = run(daemon_bin, "-c", path, "--check-config")
+    assert rc == rfkit.EXIT_CONFIG, "missing config file: exit %d, want 78:\n%s" % (rc, out)
+    assert path in out, out
+
+
+@pytest.mark.parametrize("line", ["kafka.no.such.property=1", "kafka.linger.ms=soon"])
+def test_check_config_validates_kafka_keys(daemon_bin, tmp_path, line):
+    """kafka.* keys go to librdkafka. The daemon refuses a bad one at start (exit 78); so must
+    --check-config, or it says "configuration OK" for a file the daemon will not run with."""
+    lines = good_lines()
+    lines.insert(3, line)  # line 4
+    path = write_conf(tmp_path, lines)
+    rc_run, out_run = run(daemon_bin, "-c", path, timeout=30)
+    key = line.split("=")[0]
+    assert rc_run == rfkit.EXIT_CONFIG, "daemon start with %s: exit %d, want 78:\n%s" % (
+        line, rc_run, out_run)
+    assert key in out_run, out_run
+    rc, out = run(daemon_bin, "-c", path, "--check-config")
+    assert rc == rfkit.EXIT_CONFIG, (
+        "DAEMON BUG: --check-config exits %d (%s) for `%s`, but starting the daemon with the "
+        "same file exits %d. --check-config must build the librdkafka configs too."
+        % (rc, out.strip(), line, rc_run))
+    assert names_line(out, path, 4), "the message does not name %s line 4:\n%s" % (path, out)
+    assert names_line(out_run, path, 4), (
+        "DAEMON BUG: the daemon's error for `%s` does not name %s line 4:\n%s"
+        % (line, path, out_run))
