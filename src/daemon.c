@@ -357,7 +357,10 @@ static void print_summary(struct daemon *d, FILE *out) {
     double cpu_loop = tv_s(rt.ru_utime) + tv_s(rt.ru_stime) -
                       tv_s(d->ru_thread_start.ru_utime) - tv_s(d->ru_thread_start.ru_stime);
     uint64_t t0 = m->first_in_ns ? m->first_in_ns : d->t_start_ns;
-    double wall = (double)(d->t_end_ns - t0) / 1e9;
+    /* From the first message taken to the last event completed: the time spent waiting
+     * for a signal afterwards is not throughput. */
+    uint64_t t1 = m->last_done_ns ? m->last_done_ns : d->t_end_ns;
+    double wall = (double)(t1 - t0) / 1e9;
     uint64_t done = m->scored + m->dead_lettered;
     fprintf(out, "\n== riskflowd summary ==\n");
     if (d->demo) {

@@ -184,7 +184,9 @@ static void release(rf_pipeline_t *pl, int32_t i) {
 
 static void complete(rf_pipeline_t *pl, struct evt *ev) {
     ev->done = 1;
-    rf_hist_add(&pl->d.metrics->latency, (uv_hrtime() - ev->t_in_ns) / 1000);
+    uint64_t now = uv_hrtime();
+    rf_hist_add(&pl->d.metrics->latency, (now - ev->t_in_ns) / 1000);
+    pl->d.metrics->last_done_ns = now;
     if (ev->reason == 0)
         pl->d.metrics->scored++;
 

@@ -45,6 +45,7 @@ struct rf_metrics {
     uint64_t store_corrupt;    /* stored values that did not parse (state restarted) */
     uint64_t offsets_stored;   /* rd_kafka_offsets_store calls */
     uint64_t first_in_ns;      /* uv_hrtime() of the first message taken */
+    uint64_t last_done_ns;     /* uv_hrtime() of the last event completed */
     struct rf_hist latency;    /* consumed -> complete, per event */
     struct rf_hist batch_size;
 };
