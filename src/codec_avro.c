@@ -34,10 +34,14 @@
 
 /* ---- decoding ---------------------------------------------------------------------------- */
 
-/* Avro long: zig-zag varint of at most 10 bytes; the 10th may only carry bit 63, so no
- * accepted encoding silently drops bits. Non-minimal encodings (0x80 0x00) are accepted, as
- * the Java and C readers do. */
-HOT int get_long(const uint8_t **pp, const uint8_t *end, int64_t *v) {
+/* One zig-zag varint reader for both widths. A varint of `bits` bits has at most
+ * ceil(bits / 7) bytes and its last byte may only carry the bits left (1 for a long: bit 63;
+ * 4 for an int), so no accepted encoding silently drops bits. Non-minimal encodings
+ * (0x80 0x00) are accepted, as the Java and C readers do. With the width a constant, the
+ * compiler makes two specialised readers of this one. */
+HOT int get_varint(const uint8_t **pp, const uint8_t *end, unsigned bits, uint64_t *out) {
+    const unsigned last_shift = (bits - 1) / 7 * 7;
+    const uint8_t last_max = (uint8_t)((1u << (bits - last_shift)) - 1);
     const uint8_t *p = *pp;
     uint64_t u = 0;
     if (p < end && *p < 0x80) { /* most fields: one byte */
@@ -48,10 +52,10 @@ HOT int get_long(const uint8_t **pp, const uint8_t *end, int64_t *v) {
         if (p == end)
             return RF_E_TRUNCATED;
         uint8_t b = *p++;
-        if (shift == 63) {
-            if (b > 1)
+        if (shift == last_shift) {
+            if (b > last_max)
                 return RF_E_MALFORMED;
-            u |= (uint64_t)b << 63;
+            u |= (uint64_t)b << shift;
             break;
         }
         u |= (uint64_t)(b & 0x7f) << shift;
@@ -60,36 +64,26 @@ HOT int get_long(const uint8_t **pp, const uint8_t *end, int64_t *v) {
     }
 done:
     *pp = p;
-    *v = (int64_t)(u >> 1) ^ -(int64_t)(u & 1);
+    *out = u;
     return 0;
 }
 
-/* Avro int: zig-zag varint of at most 5 bytes whose value fits 32 bits (5th byte <= 0x0f). */
+/* Avro long: at most 10 bytes. */
+HOT int get_long(const uint8_t **pp, const uint8_t *end, int64_t *v) {
+    uint64_t u;
+    int rc = get_varint(pp, end, 64, &u);
+    if (rc == 0)
+        *v = (int64_t)(u >> 1) ^ -(int64_t)(u & 1);
+    return rc;
+}
+
+/* Avro int: at most 5 bytes whose value fits 32 bits (5th byte <= 0x0f). */
 HOT int get_int(const uint8_t **pp, const uint8_t *end, int32_t *v) {
-    const uint8_t *p = *pp;
-    uint32_t u = 0;
-    if (p < end && *p < 0x80) {
-        u = *p++;
-        goto done;
-    }
-    for (unsigned shift = 0;; shift += 7) {
-        if (p == end)
-            return RF_E_TRUNCATED;
-        uint8_t b = *p++;
-        if (shift == 28) {
-            if (b > 0x0f)
-                return RF_E_MALFORMED;
-            u |= (uint32_t)b << 28;
-            break;
-        }
-        u |= (uint32_t)(b & 0x7f) << shift;
-        if (!(b & 0x80))
-            break;
-    }
-done:
-    *pp = p;
-    *v = (int32_t)(u >> 1) ^ -(int32_t)(u & 1);
-    return 0;
+    uint64_t u;
+    int rc = get_varint(pp, end, 32, &u);
+    if (rc == 0)
+        *v = (int32_t)((uint32_t)u >> 1) ^ -(int32_t)(u & 1);
+    return rc;
 }
 
 /* Nonzero iff some byte of x is 0 (exact as a truth value, not as a position). */

@@ -77,8 +77,7 @@ static rd_kafka_conf_t *build(const struct rf_conf *conf, rd_kafka_type_t type,
             goto fail;
     if (bootstrap && set(kc, "bootstrap.servers", bootstrap, NULL, errstr, size) != 0)
         goto fail;
-    rd_kafka_conf_set_error_cb(kc, (void (*)(rd_kafka_t *, int, const char *, void *))
-                                       rf_kafka_error_cb);
+    rd_kafka_conf_set_error_cb(kc, rf_kafka_error_cb);
     rd_kafka_conf_set_log_cb(kc, rf_kafka_log_cb);
     return kc;
 fail:

@@ -342,6 +342,18 @@ static void produce(rf_pipeline_t *pl, struct out_slot *slot) {
     }
 }
 
+/* A fatal client error (idempotence broken, fenced): nothing more may be produced or
+ * committed by this instance, so the daemon stops. Returns 1 when rk had one. */
+static int fatal(rf_pipeline_t *pl, rd_kafka_t *rk, const char *who) {
+    char reason[256];
+    if (!rd_kafka_fatal_error(rk, reason, sizeof reason))
+        return 0;
+    RF_ERR("KAFKA", "%s fatal error: %s", who, reason);
+    pl->failed = 1;
+    pl->d.on_idle(pl->d.arg);
+    return 1;
+}
+
 static void print_alert(rf_pipeline_t *pl, const struct evt *ev) {
     double row[RF_FEATURES_MAX];
     struct rf_reason reasons[RF_REASONS_MAX];
@@ -367,13 +379,8 @@ void rf_pipeline_dr_msg_cb(rd_kafka_t *rkp, const rd_kafka_message_t *rkm, void 
     struct out_slot *slot = rkm->_private;
     struct evt *ev = slot->ev;
     if (rkm->err) {
-        char fatal[256];
-        if (rd_kafka_fatal_error(rkp, fatal, sizeof fatal)) {
-            RF_ERR("KAFKA", "producer fatal error: %s", fatal);
-            pl->failed = 1;
-            pl->d.on_idle(pl->d.arg);
+        if (fatal(pl, rkp, "producer"))
             return;
-        }
         if (log_allowed(pl))
             RF_WARN("KAFKA", "delivery to %s failed: %s (will retry)", rd_kafka_topic_name(rkm->rkt),
                     rd_kafka_err2str(rkm->err));
@@ -512,14 +519,8 @@ static int32_t take(rf_pipeline_t *pl, rd_kafka_message_t *rkm) {
 static void consumer_error(rf_pipeline_t *pl, const rd_kafka_message_t *rkm) {
     if (rkm->err == RD_KAFKA_RESP_ERR__PARTITION_EOF)
         return;
-    if (rkm->err == RD_KAFKA_RESP_ERR__FATAL) {
-        char fatal[256];
-        rd_kafka_fatal_error(pl->d.rk, fatal, sizeof fatal);
-        RF_ERR("KAFKA", "consumer fatal error: %s", fatal);
-        pl->failed = 1;
-        pl->d.on_idle(pl->d.arg);
+    if (rkm->err == RD_KAFKA_RESP_ERR__FATAL && fatal(pl, pl->d.rk, "consumer"))
         return;
-    }
     if (log_allowed(pl))
         RF_WARN("KAFKA", "consumer: %s%s%s", rd_kafka_err2str(rkm->err),
                 rkm->rkt ? " on " : "", rkm->rkt ? rd_kafka_topic_name(rkm->rkt) : "");
