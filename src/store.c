@@ -32,6 +32,7 @@ struct entry {
     uint8_t dirty;
     uint32_t pins;
     uint32_t hash;
+    uint32_t epoch; /* store epoch when the state was loaded: older ones may be stale */
     int32_t hnext; /* hash chain, or free list when unused */
     int32_t lru_prev, lru_next;
     struct rf_cust_state st;
@@ -58,6 +59,7 @@ struct rf_store_s {
     uint32_t nbuckets; /* power of two */
     int32_t lru_head, lru_tail; /* head = most recent */
 
+    uint32_t epoch;      /* bumped at every rebalance (rf_store_new_epoch) */
     struct ivec dirty;   /* entries with dirty = 1 */
     struct ivec to_fetch; /* entries in ST_NEW */
 
@@ -219,6 +221,16 @@ int rf_store_lookup(rf_store_t *store, const char *id, int32_t *idx) {
              i = store->pool[i].hnext) {
             struct entry *e = &store->pool[i];
             if (e->hash == h && e->key_len == klen && memcmp(e->key, key, klen) == 0) {
+                /* Loaded before the last rebalance and untouched since: another member may
+                 * have changed it in Redis meanwhile, so read it again. A dirty or pinned
+                 * entry holds our own unflushed events and stays (the stale-writer case). */
+                if (store->backend == RF_STORE_REDIS && e->status == ST_READY &&
+                    e->epoch != store->epoch && !e->dirty && e->pins == 0) {
+                    e->status = ST_NEW;
+                    if (ivec_push(&store->to_fetch, i) != 0)
+                        abort();
+                }
+                e->epoch = store->epoch;
                 e->pins++;
                 lru_unlink(store, i);
                 lru_push_front(store, i);
@@ -230,7 +242,7 @@ int rf_store_lookup(rf_store_t *store, const char *id, int32_t *idx) {
     if (store->backend == RF_STORE_REDIS && store->used >= store->cache_max)
         evict(store);
     if (store->free_head < 0 && grow_pool(store) != 0)
-        return RF_E_NOMEM;
+        abort(); /* like Redis: out of memory is not a state to run on in */
     int32_t i = store->free_head;
     struct entry *e = &store->pool[i];
     store->free_head = e->hnext;
@@ -239,6 +251,7 @@ int rf_store_lookup(rf_store_t *store, const char *id, int32_t *idx) {
     e->hash = h;
     e->dirty = 0;
     e->pins = 1;
+    e->epoch = store->epoch;
     rf_cust_state_init(&e->st);
     uint32_t b = h & (store->nbuckets - 1);
     e->hnext = store->buckets[b];
@@ -252,8 +265,12 @@ int rf_store_lookup(rf_store_t *store, const char *id, int32_t *idx) {
     }
     e->status = ST_NEW;
     if (ivec_push(&store->to_fetch, i) != 0)
-        return RF_E_NOMEM;
+        abort();
     return 0;
+}
+
+void rf_store_new_epoch(rf_store_t *store) {
+    store->epoch++;
 }
 
 void rf_store_unpin(rf_store_t *store, int32_t idx) {
@@ -346,10 +363,12 @@ static int fetch_send(rf_store_t *store) {
 }
 
 int rf_store_fetch(rf_store_t *store) {
-    if (store->to_fetch.n == 0)
-        return 1;
+    /* Busy first: an entry whose MGET is out is loading, not in to_fetch, and "nothing to
+     * fetch" would let the caller use a state that is not loaded yet. */
     if (store->fetch_busy)
         return RF_E_BUSY;
+    if (store->to_fetch.n == 0)
+        return 1;
     if (store->closing)
         return RF_E_CLOSED;
     /* Swap the lists: to_fetch becomes the batch in flight. */

@@ -62,8 +62,9 @@ rf_store_t *rf_store_new(uv_loop_t *loop, const struct rf_store_conf *conf,
 
 /*
  * Find or create the entry for a customer id and pin it. *idx gets its index.
- * Returns 1 when the state is loaded, 0 when it must be fetched first (rf_store_fetch),
- * RF_E_NOMEM, or RF_E_INVAL for an id that does not fit a key.
+ * Returns 1 when the state is loaded, 0 when it must be fetched first (rf_store_fetch), or
+ * RF_E_INVAL for an id that does not fit a key. Out of memory aborts.
+ * A clean entry loaded before the last rf_store_new_epoch() is fetched again.
  */
 int rf_store_lookup(rf_store_t *store, const char *customer_id, int32_t *idx);
 
@@ -87,6 +88,10 @@ void rf_store_flush(rf_store_t *store);
 
 /* 1 when nothing is dirty, no flush or fetch is in flight. */
 int rf_store_idle(const rf_store_t *store);
+
+/* A rebalance happened: from now on, a clean cached state loaded before it is read from
+ * Redis again on its next use (another member may have written it meanwhile). */
+void rf_store_new_epoch(rf_store_t *store);
 
 /* Drop every clean, unpinned entry (after a rebalance the cached copies may be stale). */
 void rf_store_drop_clean(rf_store_t *store);
