@@ -45,9 +45,11 @@ static const struct prop props[] = {
     INT("input.schema.id", input_schema_id, "0", 0, 2147483647,
         "Schema id of payments: plain-framed messages are read with it and Confluent-framed "
         "ones must carry it. 0: the id of riskflow.Payment in schemas.dir/registry.txt."),
-    INT("input.max.message.bytes", input_max_bytes, "65536", 16, 16777216,
+    INT("input.max.message.bytes", input_max_bytes, "65536", 16, 900000,
         "Size cap: a larger input message is dead-lettered with reason `oversize` before any "
-        "decoding."),
+        "decoding. Its original bytes go to the DLQ as they are up to 900000 bytes, and are "
+        "cut beyond that (header rf.truncated), so a DLQ record always fits the producer's "
+        "default message.max.bytes of 1000000."),
     STR("output.scores.topic", scores_topic, "fraud.scores",
         "Topic for one riskflow.FraudScore per scored payment (keyed by customer id)."),
     STR("output.alerts.topic", alerts_topic, "fraud.alerts",
@@ -79,7 +81,7 @@ static const struct prop props[] = {
         "Events taken from the consumer per micro-batch (one Redis round trip, one model call)."),
     INT("pipeline.max.inflight", max_inflight, "8192", 64, 1048576,
         "Events consumed but not yet complete (outputs acknowledged and state flushed). At the "
-        "limit riskflowd stops taking messages (and pauses its partitions if that lasts)."),
+        "limit riskflowd stops taking messages until completions free room."),
     STR("model.fraud.path", fraud_model_path, "deploy/models/fraud_lr.json",
         "The fraud model (riskflow.logistic.v1 JSON, see include/riskflow/model.h)."),
     DBL("fraud.alert.threshold", fraud_threshold, "-1", -1, 1,
@@ -87,7 +89,7 @@ static const struct prop props[] = {
     INT("commit.interval.ms", commit_interval_ms, "1000", 50, 3600000,
         "Commit the stored input offsets this often (never while a cooperative rebalance is "
         "under way; librdkafka's own auto commit is off)."),
-    INT("shutdown.timeout.ms", shutdown_timeout_ms, "30000", 0, 3600000,
+    INT("shutdown.timeout.ms", shutdown_timeout_ms, "30000", 1, 3600000,
         "On SIGTERM/SIGINT, how long to wait for in-flight events before giving up on them "
         "(their offsets are then not committed, so they are redelivered)."),
     ENUM("log.level", log_level, "info", "error|warn|notice|info|debug", "Log level."),

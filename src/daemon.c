@@ -59,7 +59,9 @@ struct daemon {
     int stopped;
     int timed_out;
     uint64_t stop_deadline_ns;
-    uint64_t committed_mark; /* metrics.offsets_stored at the last commit */ /* uv_hrtime() when shutdown.timeout.ms runs out */
+    uint64_t committed_mark; /* metrics.offsets_stored at the last commit */
+    int group_steady;        /* the consumer group's join state is "steady" (statistics) */
+    int group_state_seen; /* uv_hrtime() when shutdown.timeout.ms runs out */
     int exit_code;
     uint64_t t_start_ns, t_end_ns;
     struct rusage ru_start, ru_thread_start;
@@ -120,6 +122,36 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                          rd_kafka_topic_partition_list_t *parts, void *opaque) {
     struct daemon *d = opaque;
     rf_pipeline_rebalance_cb(rk, err, parts, d->pl);
+}
+
+/* Async commit results: a failure is logged and the next tick commits again. */
+static void offset_commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                             rd_kafka_topic_partition_list_t *offsets, void *opaque) {
+    struct daemon *d = opaque;
+    if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET) {
+        RF_WARN("KAFKA", "commit: %s (retried on the next tick)", rd_kafka_err2str(err));
+        d->committed_mark = 0;
+    }
+}
+
+/* The join state from librdkafka's statistics ("cgrp": {..., "join_state": "steady", ...}).
+ * A cheap scan, once a second: the JSON is librdkafka's own and well-formed. */
+static int stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque) {
+    struct daemon *d = opaque;
+    const char *cgrp = strstr(json, "\"cgrp\":");
+    const char *js = cgrp ? strstr(cgrp, "\"join_state\":\"") : NULL;
+    if (js) {
+        js += strlen("\"join_state\":\"");
+        d->group_steady = strncmp(js, "steady\"", 7) == 0;
+        d->group_state_seen = 1;
+    }
+    return 0;
+}
+
+/* Whether a commit may go out now: not inside a rebalance, as far as we can tell (our own
+ * callbacks, and librdkafka's join state as of its last statistics). */
+static int may_commit(const struct daemon *d) {
+    return !rf_pipeline_rebalancing(d->pl) && (!d->group_state_seen || d->group_steady);
 }
 
 static void on_fetched(rf_store_t *store, int status, void *arg) {
@@ -188,10 +220,9 @@ static void serve_consumer_ms(struct daemon *d, unsigned ms) {
 static rd_kafka_resp_err_t final_commit(struct daemon *d) {
     /* Caught between the halves of a cooperative rebalance: let it finish first, or the
      * commit itself would cost us the assignment (librdkafka issue #4059). */
-    if (rf_pipeline_rebalancing(d->pl))
+    if (!may_commit(d))
         RF_INFO("KAFKA", "final commit waits for the rebalance under way");
-    while (rf_pipeline_rebalancing(d->pl) && !d->timed_out &&
-           uv_hrtime() < d->stop_deadline_ns)
+    while (!may_commit(d) && !d->timed_out && uv_hrtime() < d->stop_deadline_ns)
         serve_consumer_ms(d, 200);
     for (;;) {
         rd_kafka_resp_err_t err = rd_kafka_commit(d->rk, NULL, 0);
@@ -293,7 +324,7 @@ static void on_signal(uv_signal_t *s, int signum) {
 
 static void on_commit_timer(uv_timer_t *t) {
     struct daemon *d = t->data;
-    if (d->stopping || rf_pipeline_rebalancing(d->pl))
+    if (d->stopping || !may_commit(d))
         return; /* the final commit, or the next tick after the rebalance, takes it */
     if (d->metrics.offsets_stored == d->committed_mark)
         return; /* nothing new stored since the last commit */
@@ -325,6 +356,15 @@ static void log_stats(struct daemon *d) {
 
 static void on_stats(uv_timer_t *t) {
     struct daemon *d = t->data;
+    /* A fatal client error reaches us through error_cb only when nothing was in flight to
+     * fail: look for it here too. */
+    char fatal[256];
+    if (!d->stopping && ((d->rkp && rd_kafka_fatal_error(d->rkp, fatal, sizeof fatal)) ||
+                         (d->rk && rd_kafka_fatal_error(d->rk, fatal, sizeof fatal)))) {
+        RF_ERR("KAFKA", "fatal error: %s", fatal);
+        d->exit_code = RF_EXIT_FAILURE;
+        begin_stop(d, "fatal Kafka error");
+    }
     if (d->demo) {
         uint64_t total;
         /* Generate only once we consume: the latency figures are then the steady state at
@@ -477,7 +517,8 @@ static int start(struct daemon *d, char *errstr, size_t size) {
         snprintf(errstr, size, "%s", err);
         return RF_EXIT_CONFIG;
     }
-    d->rk = rf_kafka_consumer_new(conf, bootstrap, group, rebalance_cb, d, err, sizeof err);
+    struct rf_kafka_consumer_cbs ccbs = {rebalance_cb, offset_commit_cb, stats_cb, d};
+    d->rk = rf_kafka_consumer_new(conf, bootstrap, group, &ccbs, err, sizeof err);
     if (!d->rk) {
         snprintf(errstr, size, "%s", err);
         return RF_EXIT_CONFIG;

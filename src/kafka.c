@@ -92,6 +92,7 @@ static const char *const consumer_defaults[] = {
         /* librdkafka 2.0.2 backs off a full second once the prefetch queue passes
          * queued.min.messages: size it for ~1-2 s of traffic (design.md §8). */
         "queued.min.messages", "200000",
+        "statistics.interval.ms", "1000", /* the group's join state: see the commit guard */
         NULL,
 };
 static const char *const consumer_forced[] = {
@@ -105,10 +106,8 @@ static const char *const consumer_forced[] = {
 };
 
 rd_kafka_t *rf_kafka_consumer_new(const struct rf_conf *conf, const char *bootstrap,
-                                  const char *group_id,
-                                  void (*rebalance_cb)(rd_kafka_t *, rd_kafka_resp_err_t,
-                                                       rd_kafka_topic_partition_list_t *, void *),
-                                  void *opaque, char *errstr, size_t size) {
+                                  const char *group_id, const struct rf_kafka_consumer_cbs *cbs,
+                                  char *errstr, size_t size) {
     rd_kafka_conf_t *kc = build(conf, RD_KAFKA_CONSUMER, consumer_defaults, consumer_forced,
                                 bootstrap, errstr, size);
     if (!kc)
@@ -117,8 +116,12 @@ rd_kafka_t *rf_kafka_consumer_new(const struct rf_conf *conf, const char *bootst
         rd_kafka_conf_destroy(kc);
         return NULL;
     }
-    rd_kafka_conf_set_rebalance_cb(kc, rebalance_cb);
-    rd_kafka_conf_set_opaque(kc, opaque);
+    rd_kafka_conf_set_rebalance_cb(kc, cbs->rebalance);
+    if (cbs->offset_commit)
+        rd_kafka_conf_set_offset_commit_cb(kc, cbs->offset_commit);
+    if (cbs->stats)
+        rd_kafka_conf_set_stats_cb(kc, cbs->stats);
+    rd_kafka_conf_set_opaque(kc, cbs->opaque);
     char err[512];
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, kc, err, sizeof err);
     if (!rk) {

@@ -180,6 +180,12 @@ static int parse(json_t *root, rf_model_t *model, const char *path, char *errstr
     const char *version = get_string(root, "version", path, errstr, size);
     if (!version)
         return -1;
+    /* It goes on every output record: bounded, so an output always fits its buffer. */
+    if (strlen(version) == 0 || strlen(version) > RF_MODEL_VERSION_MAX) {
+        seterr(errstr, size, path, "'version' must be 1 to " RF_STR(RF_MODEL_VERSION_MAX)
+                                   " characters");
+        return -1;
+    }
 
     model->n = get_features(root, model->ids, path, errstr, size);
     if (model->n < 0)

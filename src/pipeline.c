@@ -21,6 +21,9 @@
 
 enum { OUT_SCORE, OUT_ALERT, OUT_DLQ, OUT__N };
 
+#define RETRY_MIN_MS 100  /* produce retries back off from here ... */
+#define RETRY_MAX_MS 5000 /* ... to here while the broker keeps refusing */
+
 struct evt;
 
 /* What a delivery report points back to: one output of one event. */
@@ -92,6 +95,7 @@ struct rf_pipeline_s {
     /* Outputs to produce again (queue full, failed delivery). */
     struct out_slot **retry;
     int retry_n, retry_cap;
+    unsigned retry_ms;
     uv_timer_t retry_timer;
     uv_idle_t kick;
     int closing_left;
@@ -231,8 +235,10 @@ static void queue_retry(rf_pipeline_t *pl, struct out_slot *slot) {
     if (pl->retry_n == pl->retry_cap)
         abort(); /* sized for every output of every pooled event: cannot happen */
     pl->retry[pl->retry_n++] = slot;
-    if (!uv_is_active((uv_handle_t *)&pl->retry_timer))
-        uv_timer_start(&pl->retry_timer, on_retry, 100, 0);
+    if (!uv_is_active((uv_handle_t *)&pl->retry_timer)) {
+        uv_timer_start(&pl->retry_timer, on_retry, pl->retry_ms, 0);
+        pl->retry_ms = pl->retry_ms * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : pl->retry_ms * 2;
+    }
 }
 
 static void on_retry(uv_timer_t *t) {
@@ -289,10 +295,17 @@ static int encode(rf_pipeline_t *pl, const struct evt *ev, int kind, size_t *len
     return rf_encode_fraud_alert(&a, pl->out_framing, pl->alert_id, pl->enc, sizeof pl->enc, len);
 }
 
+/* A DLQ record must be producible whatever arrived: an input message can be as large as the
+ * broker allows (1048588 bytes by default), over the producer's message.max.bytes (1000000).
+ * The original bytes go to the DLQ intact up to DLQ_VALUE_MAX, the key up to DLQ_KEY_MAX;
+ * beyond that they are cut, and the headers say so. */
+#define DLQ_VALUE_MAX 900000
+#define DLQ_KEY_MAX 1024
+
 static rd_kafka_headers_t *dlq_headers(rf_pipeline_t *pl, const struct evt *ev) {
     const struct part *pt = &pl->parts[ev->part];
     char num[32];
-    rd_kafka_headers_t *h = rd_kafka_headers_new(5);
+    rd_kafka_headers_t *h = rd_kafka_headers_new(8);
     const char *reason = rf_err_reason(-ev->reason);
     rd_kafka_header_add(h, "rf.reason", -1, reason, -1);
     rd_kafka_header_add(h, "rf.error", -1, rf_strerror(-ev->reason), -1);
@@ -301,45 +314,12 @@ static rd_kafka_headers_t *dlq_headers(rf_pipeline_t *pl, const struct evt *ev) 
     rd_kafka_header_add(h, "rf.source.partition", -1, num, -1);
     snprintf(num, sizeof num, "%" PRId64, ev->offset);
     rd_kafka_header_add(h, "rf.source.offset", -1, num, -1);
+    if (ev->rkm->len > DLQ_VALUE_MAX || ev->rkm->key_len > DLQ_KEY_MAX) {
+        rd_kafka_header_add(h, "rf.truncated", -1, "true", -1);
+        snprintf(num, sizeof num, "%zu", ev->rkm->len);
+        rd_kafka_header_add(h, "rf.original.size", -1, num, -1);
+    }
     return h;
-}
-
-static void produce(rf_pipeline_t *pl, struct out_slot *slot) {
-    struct evt *ev = slot->ev;
-    rd_kafka_resp_err_t err;
-    if (slot->kind == OUT_DLQ) {
-        rd_kafka_headers_t *h = dlq_headers(pl, ev);
-        err = rd_kafka_producev(pl->d.rkp, RD_KAFKA_V_RKT(pl->rkt_dlq),
-                                RD_KAFKA_V_KEY(ev->rkm->key, ev->rkm->key_len),
-                                RD_KAFKA_V_VALUE(ev->rkm->payload, ev->rkm->len),
-                                RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                                RD_KAFKA_V_OPAQUE(slot), RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_END);
-        if (err)
-            rd_kafka_headers_destroy(h); /* only a successful producev takes them */
-    } else {
-        size_t len = 0;
-        int rc = encode(pl, ev, slot->kind, &len);
-        if (rc != 0) {
-            /* Every field is bounded and the buffer is sized for the bounds: a bug. */
-            RF_ERR("PIPE", "encode event %s: %s", ev->p.event_id, rf_strerror(rc));
-            abort();
-        }
-        err = rd_kafka_producev(pl->d.rkp,
-                                RD_KAFKA_V_RKT(slot->kind == OUT_SCORE ? pl->rkt_scores
-                                                                       : pl->rkt_alerts),
-                                RD_KAFKA_V_KEY(ev->p.customer_id, strlen(ev->p.customer_id)),
-                                RD_KAFKA_V_VALUE(pl->enc, len),
-                                RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                                RD_KAFKA_V_OPAQUE(slot), RD_KAFKA_V_END);
-    }
-    if (err) {
-        if (log_allowed(pl))
-            RF_WARN("KAFKA", "produce for %s [%" PRId32 "] @%" PRId64 ": %s (will retry)",
-                    pl->parts[ev->part].topic, pl->parts[ev->part].partition, ev->offset,
-                    rd_kafka_err2str(err));
-        pl->d.metrics->produce_retries++;
-        queue_retry(pl, slot);
-    }
 }
 
 /* A fatal client error (idempotence broken, fenced): nothing more may be produced or
@@ -354,6 +334,84 @@ static int fatal(rf_pipeline_t *pl, rd_kafka_t *rk, const char *who) {
     return 1;
 }
 
+/* Errors that no retry can mend: the output can never be produced as it is. */
+static int permanent(rd_kafka_resp_err_t err) {
+    switch (err) {
+    case RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE:
+    case RD_KAFKA_RESP_ERR_INVALID_MSG:
+    case RD_KAFKA_RESP_ERR_INVALID_RECORD:
+    case RD_KAFKA_RESP_ERR_RECORD_LIST_TOO_LARGE:
+    case RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED:
+    case RD_KAFKA_RESP_ERR_CLUSTER_AUTHORIZATION_FAILED:
+    case RD_KAFKA_RESP_ERR_INVALID_REQUIRED_ACKS:
+    case RD_KAFKA_RESP_ERR__INVALID_ARG:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+/* An output failed. Transient errors are retried (backing off); a fatal client error or a
+ * permanent one stops the daemon: retrying forever would stall the partition in silence, and
+ * the event's offset is never stored, so nothing is lost. */
+static void output_failed(rf_pipeline_t *pl, struct out_slot *slot, const char *what,
+                          rd_kafka_resp_err_t err) {
+    struct evt *ev = slot->ev;
+    const struct part *pt = &pl->parts[ev->part];
+    if (err == RD_KAFKA_RESP_ERR__FATAL && fatal(pl, pl->d.rkp, "producer"))
+        return;
+    if (permanent(err)) {
+        RF_ERR("KAFKA", "%s for %s [%" PRId32 "] @%" PRId64 ": %s: cannot succeed, stopping",
+               what, pt->topic, pt->partition, ev->offset, rd_kafka_err2str(err));
+        pl->failed = 1;
+        pl->d.on_idle(pl->d.arg);
+        return;
+    }
+    if (log_allowed(pl))
+        RF_WARN("KAFKA", "%s for %s [%" PRId32 "] @%" PRId64 ": %s (will retry)", what, pt->topic,
+                pt->partition, ev->offset, rd_kafka_err2str(err));
+    pl->d.metrics->produce_retries++;
+    queue_retry(pl, slot);
+}
+
+static void produce(rf_pipeline_t *pl, struct out_slot *slot) {
+    struct evt *ev = slot->ev;
+    rd_kafka_resp_err_t err;
+    if (slot->kind == OUT_DLQ) {
+        rd_kafka_headers_t *h = dlq_headers(pl, ev);
+        size_t len = ev->rkm->len < DLQ_VALUE_MAX ? ev->rkm->len : DLQ_VALUE_MAX;
+        size_t klen = ev->rkm->key_len < DLQ_KEY_MAX ? ev->rkm->key_len : DLQ_KEY_MAX;
+        err = rd_kafka_producev(pl->d.rkp, RD_KAFKA_V_RKT(pl->rkt_dlq),
+                                RD_KAFKA_V_KEY(ev->rkm->key, klen),
+                                RD_KAFKA_V_VALUE(ev->rkm->payload, len),
+                                RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                                RD_KAFKA_V_OPAQUE(slot), RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_END);
+        if (err)
+            rd_kafka_headers_destroy(h); /* only a successful producev takes them */
+    } else {
+        size_t len = 0;
+        int rc = encode(pl, ev, slot->kind, &len);
+        if (rc != 0) {
+            /* Every field is bounded (ids by the decoder, the version by the model loader,
+             * RF_FEATURES_MAX names from the catalogue) and the buffer holds the bounds: this
+             * is a bug, and the daemon stops cleanly rather than emit a wrong record. */
+            RF_ERR("PIPE", "encode event %s: %s: stopping", ev->p.event_id, rf_strerror(rc));
+            pl->failed = 1;
+            pl->d.on_idle(pl->d.arg);
+            return;
+        }
+        err = rd_kafka_producev(pl->d.rkp,
+                                RD_KAFKA_V_RKT(slot->kind == OUT_SCORE ? pl->rkt_scores
+                                                                       : pl->rkt_alerts),
+                                RD_KAFKA_V_KEY(ev->p.customer_id, strlen(ev->p.customer_id)),
+                                RD_KAFKA_V_VALUE(pl->enc, len),
+                                RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                                RD_KAFKA_V_OPAQUE(slot), RD_KAFKA_V_END);
+    }
+    if (err)
+        output_failed(pl, slot, "produce", err);
+}
+
 static void print_alert(rf_pipeline_t *pl, const struct evt *ev) {
     double row[RF_FEATURES_MAX];
     struct rf_reason reasons[RF_REASONS_MAX];
@@ -366,11 +424,14 @@ static void print_alert(rf_pipeline_t *pl, const struct evt *ev) {
                                 reasons[i].feature, reasons[i].value, reasons[i].contribution);
     if (n == 0)
         snprintf(why, sizeof why, "-");
-    printf("ALERT %s customer=%s card=%s amount=%" PRId64 ".%02" PRId64 " %s score=%.3f "
+    /* The magnitude as unsigned: -INT64_MIN does not exist, and -0.50 keeps its sign. */
+    uint64_t mag = ev->p.amount_minor < 0 ? 0 - (uint64_t)ev->p.amount_minor
+                                          : (uint64_t)ev->p.amount_minor;
+    printf("ALERT %s customer=%s card=%s amount=%s%" PRIu64 ".%02" PRIu64 " %s score=%.3f "
            "threshold=%.3f model=%s reasons: %s\n",
-           ev->p.event_id, ev->p.customer_id, ev->p.card_token, ev->p.amount_minor / 100,
-           (ev->p.amount_minor < 0 ? -ev->p.amount_minor : ev->p.amount_minor) % 100,
-           ev->p.currency, ev->score, pl->threshold, rf_model_version(pl->d.model), why);
+           ev->p.event_id, ev->p.customer_id, ev->p.card_token, ev->p.amount_minor < 0 ? "-" : "",
+           mag / 100, mag % 100, ev->p.currency, ev->score, pl->threshold,
+           rf_model_version(pl->d.model), why);
     fflush(stdout);
 }
 
@@ -381,13 +442,10 @@ void rf_pipeline_dr_msg_cb(rd_kafka_t *rkp, const rd_kafka_message_t *rkm, void 
     if (rkm->err) {
         if (fatal(pl, rkp, "producer"))
             return;
-        if (log_allowed(pl))
-            RF_WARN("KAFKA", "delivery to %s failed: %s (will retry)", rd_kafka_topic_name(rkm->rkt),
-                    rd_kafka_err2str(rkm->err));
-        pl->d.metrics->produce_retries++;
-        queue_retry(pl, slot);
+        output_failed(pl, slot, "delivery", rkm->err);
         return;
     }
+    pl->retry_ms = RETRY_MIN_MS; /* the broker takes messages again */
     if (slot->kind == OUT_ALERT) {
         pl->d.metrics->alerts++;
         if (strcmp(pl->d.conf->alerts_print, "stdout") == 0)
@@ -472,6 +530,7 @@ static int batch_start(rf_pipeline_t *pl) {
         const struct part *pt = &pl->parts[ev->part];
         int rc = rf_decode_payment(ev->rkm->payload, ev->rkm->len, pt->framing, pl->payment_id,
                                    (size_t)pl->d.conf->input_max_bytes, &ev->p);
+        /* RF_E_INVAL: a customer id that does not fit a key is bad data, like any other. */
         if (rc == 0)
             rc = rf_store_lookup(pl->d.store, ev->p.customer_id, &ev->store_idx) < 0
                      ? RF_E_MALFORMED
@@ -614,6 +673,8 @@ void rf_pipeline_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
             pt->stored = -1;
             RF_INFO("KAFKA", "assigned %s [%" PRId32 "]", pt->topic, pt->partition);
         }
+        /* Partitions coming back may have been changed by another member meanwhile. */
+        rf_store_new_epoch(pl->d.store);
         /* Every rebalance round ends with an assign callback, even an empty one. */
         if (pl->rejoin_assigns > 0)
             pl->rejoin_assigns--;
@@ -625,15 +686,16 @@ void rf_pipeline_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         /* Revoked (or lost): commit what is stored, synchronously, before letting go.
          * In-flight events of these partitions finish but their offsets can no longer be
          * stored: the next owner sees them again (at-least-once). */
-        rd_kafka_resp_err_t cerr = rd_kafka_commit(rk, NULL, 0);
+        int lost = rd_kafka_assignment_lost(rk);
+        rd_kafka_resp_err_t cerr = lost ? RD_KAFKA_RESP_ERR_NO_ERROR /* cannot succeed */
+                                        : rd_kafka_commit(rk, NULL, 0);
         if (cerr && cerr != RD_KAFKA_RESP_ERR__NO_OFFSET)
             RF_WARN("KAFKA", "commit on revoke: %s", rd_kafka_err2str(cerr));
         /* A cooperative revoke is followed by the assign that ends its round, and then the
          * member rejoins: the commit must wait for the assign that ends that second round
          * (observed with 2.0.2: revoke, an empty assign 2 ms later, the rejoin pending until
          * every member has rejoined). A lost assignment has no second round to wait for. */
-        if (cooperative && err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS &&
-            !rd_kafka_assignment_lost(rk)) {
+        if (cooperative && err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS && !lost) {
             pl->rejoin_assigns = 2;
             pl->rebalance_start_ms = uv_now(pl->d.loop);
         }
@@ -645,6 +707,7 @@ void rf_pipeline_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         }
         /* Another member may now change these customers: cached copies could go stale. */
         rf_store_drop_clean(pl->d.store);
+        rf_store_new_epoch(pl->d.store);
         if (cooperative)
             error = rd_kafka_incremental_unassign(rk, parts);
         else
@@ -710,6 +773,7 @@ rf_pipeline_t *rf_pipeline_new(const struct rf_pipeline_deps *deps, char *errstr
     pl->rkt_dlq = rd_kafka_topic_new(deps->rkp, conf->dlq_topic, NULL);
     uv_timer_init(deps->loop, &pl->retry_timer);
     pl->retry_timer.data = pl;
+    pl->retry_ms = RETRY_MIN_MS;
     uv_idle_init(deps->loop, &pl->kick);
     pl->kick.data = pl;
     return pl;

@@ -17,15 +17,25 @@
 
 #include "riskflow/conf.h"
 
-/* Consumer: group member, manual offset store (stored only when complete), auto commit of
- * stored offsets, cooperative-sticky assignment, logs and errors routed to the consumer queue.
- * opaque is passed to rebalance_cb, error_cb and log_cb. bootstrap overrides
- * kafka.bootstrap.servers when not NULL (the demo's mock cluster). NULL + errstr on error. */
+/* What the consumer calls back, all on the thread serving its queue (the loop). */
+struct rf_kafka_consumer_cbs {
+    void (*rebalance)(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                      rd_kafka_topic_partition_list_t *parts, void *opaque);
+    void (*offset_commit)(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                          rd_kafka_topic_partition_list_t *offsets, void *opaque);
+    /* Statistics JSON every kafka statistics.interval.ms (default 1000 here): the only place
+     * librdkafka 2.0.2 shows the group's join state. Return 0 (librdkafka frees json). */
+    int (*stats)(rd_kafka_t *rk, char *json, size_t json_len, void *opaque);
+    void *opaque;
+};
+
+/* Consumer: group member, manual offset store (stored only when complete), no auto commit (the
+ * daemon commits on its own timer), cooperative-sticky assignment, logs and errors routed to
+ * the consumer queue. bootstrap overrides kafka.bootstrap.servers when not NULL (the demo's
+ * mock cluster), group_id kafka.group.id. NULL + errstr on error. */
 rd_kafka_t *rf_kafka_consumer_new(const struct rf_conf *conf, const char *bootstrap,
-                                  const char *group_id,
-                                  void (*rebalance_cb)(rd_kafka_t *, rd_kafka_resp_err_t,
-                                                       rd_kafka_topic_partition_list_t *, void *),
-                                  void *opaque, char *errstr, size_t errstr_size);
+                                  const char *group_id, const struct rf_kafka_consumer_cbs *cbs,
+                                  char *errstr, size_t errstr_size);
 
 /* Producer: idempotent, acks=all, linger 5 ms, Nagle off, delivery reports on the main queue.
  * opaque is passed to dr_msg_cb and error_cb. */

@@ -27,6 +27,9 @@
 #include "riskflow/event.h"
 
 #define RF_MODEL_BATCH_MAX 256 /* rows per rf_model_score_batch call */
+#define RF_MODEL_VERSION_MAX 128 /* characters; the version is stamped on every output */
+#define RF_STR_(x) #x
+#define RF_STR(x) RF_STR_(x)
 
 typedef struct rf_model_s rf_model_t;
 

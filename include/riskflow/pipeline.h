@@ -2,7 +2,7 @@
  * pipeline.h — the per-batch state machine: consume → decode → features → model → produce,
  * and the bookkeeping that makes every input message end in exactly one counted outcome.
  *
- * Owns the pool of in-flight events (fixed at max_inflight + batch_max, allocated once), the
+ * Owns the pool of in-flight events (pipeline.max.inflight of them, allocated once), the
  * per-partition FIFOs that turn out-of-order completions into a contiguous offset watermark,
  * and the output encoding buffers. Borrows the clients, the store, the model and the metrics
  * from the daemon.
@@ -10,7 +10,8 @@
  * An event is complete when every output of it (score, alert, or its DLQ record) is
  * acknowledged by the broker and the store flush covering its state change has succeeded.
  * Only then can its offset be stored, and only once every earlier offset on its partition is
- * complete too (design.md §3). Offsets go to librdkafka's store; auto commit sends them.
+ * complete too (design.md §3). Offsets go to librdkafka's store; the daemon's commit timer
+ * sends them (never mid-rebalance: see rf_pipeline_rebalancing).
  *
  * Micro-batches: drain up to batch_max messages without waiting for more, decode them, look
  * their customers up in the cache, fetch the misses with one MGET, apply features in offset

@@ -295,6 +295,26 @@ static void test_load_errors(void) {
     expect_load_error(tiny_with("\"intercept\": -0.5", "\"intercept\": null"),
                       "intercept: expected a finite number");
     expect_load_error(tiny_with("\"version\": \"tiny-1\",", ""), "missing field 'version'");
+    {
+        /* The version goes on every output: longer than RF_MODEL_VERSION_MAX is refused at
+         * load, not discovered when the first record does not fit its buffer. */
+        char v[RF_MODEL_VERSION_MAX + 32];
+        memset(v, 'v', sizeof v);
+        memcpy(v, "\"version\": \"", 12);
+        memcpy(v + 12 + RF_MODEL_VERSION_MAX + 1, "\",", 3);
+        expect_load_error(tiny_with("\"version\": \"tiny-1\",", v), "'version' must be 1 to 128");
+        memcpy(v + 12 + RF_MODEL_VERSION_MAX, "\",", 3); /* exactly the maximum: accepted */
+        char err[256];
+        const char *text = tiny_with("\"version\": \"tiny-1\",", v);
+        FILE *f = fopen("/tmp/rf_test_model_vmax.json", "w");
+        fputs(text, f);
+        fclose(f);
+        rf_model_t *m = rf_model_load("/tmp/rf_test_model_vmax.json", err, sizeof err);
+        CHECK(m != NULL);
+        CHECK(m && strlen(rf_model_version(m)) == RF_MODEL_VERSION_MAX);
+        rf_model_destroy(m);
+        remove("/tmp/rf_test_model_vmax.json");
+    }
     expect_load_error(tiny_with("\"name\": \"tiny\",", ""), "missing field 'name'");
     expect_load_error(tiny_with("\"scaler\"", "\"scalar\""), "missing field 'scaler'");
     expect_load_error(tiny_with("\"scale\":", "\"std\":"), "missing field 'scaler.scale'");
