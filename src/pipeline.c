@@ -43,6 +43,7 @@ struct evt {
     int32_t store_idx;
     int16_t pending; /* outputs not yet acknowledged + 1 while the state flush is due */
     int8_t reason;   /* 0: a payment; else -RF_E_* of the decode error (dead-lettered) */
+    uint32_t part_gen; /* the partition's generation when this event was consumed */
     uint8_t done;
     uint8_t alert;
     struct out_slot out[OUT__N];
@@ -62,6 +63,7 @@ struct part {
     int32_t head, tail;
     int64_t stored; /* highest offset stored (its next offset was committed), -1: none */
     int assigned;
+    uint32_t generation; /* bumped at each assign: events of an older one store no offset */
 };
 
 struct rf_pipeline_s {
@@ -197,15 +199,20 @@ static void complete(rf_pipeline_t *pl, struct evt *ev) {
     /* Advance the partition's watermark over every complete event at its head. */
     struct part *pt = &pl->parts[ev->part];
     int64_t last = -1;
+    uint32_t last_gen = 0;
     while (pt->head >= 0 && pl->pool[pt->head].done) {
         int32_t h = pt->head;
         last = pl->pool[h].offset;
+        last_gen = pl->pool[h].part_gen;
         pt->head = pl->pool[h].next;
         if (pt->head < 0)
             pt->tail = -1;
         release(pl, h);
     }
-    if (last >= 0 && pt->assigned && last > pt->stored) {
+    /* An event consumed before the partition was revoked and given back must not store its
+     * offset: the member that had it meanwhile may have committed further, and the commit
+     * would go backwards. */
+    if (last >= 0 && pt->assigned && last_gen == pt->generation && last > pt->stored) {
         rd_kafka_resp_err_t err = rd_kafka_offset_store(pt->rkt, pt->partition, last);
         if (err) {
             if (log_allowed(pl))
@@ -563,6 +570,7 @@ static int32_t take(rf_pipeline_t *pl, rd_kafka_message_t *rkm) {
     ev->store_idx = -1;
     ev->pending = 0;
     ev->reason = 0;
+    ev->part_gen = pl->parts[ev->part].generation;
     ev->done = 0;
     ev->alert = 0;
     ev->next = -1;
@@ -671,6 +679,7 @@ void rf_pipeline_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
             struct part *pt = &pl->parts[k]; /* after get_part: it may move the array */
             pt->assigned = 1;
             pt->stored = -1;
+            pt->generation++;
             RF_INFO("KAFKA", "assigned %s [%" PRId32 "]", pt->topic, pt->partition);
         }
         /* Partitions coming back may have been changed by another member meanwhile. */
