@@ -5,8 +5,8 @@
  * (kafka.h), Redis through our hiredis adapter, signals and timers as libuv handles.
  * The stop sequence is triggered from callbacks deep inside librdkafka or hiredis, so it is
  * never run there: on_idle only arms a zero timer, and the stop runs from the loop itself.
- * Must never: call exit(); block the loop except in the final stop (synchronous commit and
- * consumer close, which is what they are for).
+ * Must never: end the process itself (main.c does); block the loop except in the final stop
+ * (synchronous commit and consumer close, which is what they are for).
  */
 #define _GNU_SOURCE /* RUSAGE_THREAD */
 #include "riskflow/daemon.h"

@@ -30,6 +30,7 @@
 #include <hiredis/hiredis.h>
 #include <uv.h>
 
+#include "redis_server.h"
 #include "rf_test.h"
 #include "riskflow/err.h"
 #include "riskflow/features.h"
@@ -37,48 +38,6 @@
 #include "riskflow/store.h"
 
 #define T0_MS 1700000000000LL /* event times of the test payments start here */
-
-static const char *host;
-static int port;
-static int server_ok = -1;
-
-/* Checked once with a plain blocking hiredis connection, so a missing server is reported as
- * such and not as a store bug. */
-static int have_server(void) {
-    if (server_ok >= 0)
-        return server_ok;
-    server_ok = 0;
-    /* As the daemon does: hiredis write(2)s to sockets the server may have closed. */
-    signal(SIGPIPE, SIG_IGN);
-    host = getenv("RF_REDIS_HOST");
-    if (!host || !*host)
-        host = "127.0.0.1";
-    const char *p = getenv("RF_REDIS_PORT");
-    if (!p || !*p) {
-        fprintf(stderr, "RF_REDIS_PORT is not set: start a redis-server on a private port and "
-                        "set RF_REDIS_PORT (and RF_REDIS_HOST if not 127.0.0.1)\n");
-        return 0;
-    }
-    port = atoi(p);
-    struct timeval tv = {2, 0};
-    redisContext *c = redisConnectWithTimeout(host, port, tv);
-    redisReply *rep = c && !c->err ? redisCommand(c, "PING") : NULL;
-    server_ok = rep && rep->type == REDIS_REPLY_STATUS && strcmp(rep->str, "PONG") == 0;
-    if (!server_ok)
-        fprintf(stderr, "redis-server at %s:%d does not answer PING: %s\n", host, port,
-                !c ? "out of memory" : c->err ? c->errstr : "bad reply");
-    if (rep)
-        freeReplyObject(rep);
-    redisFree(c);
-    return server_ok;
-}
-
-#define NEED_SERVER()         \
-    do {                      \
-        CHECK(have_server()); \
-        if (!have_server())   \
-            return;           \
-    } while (0)
 
 /* --- the blocking side channel to Redis ---------------------------------------------- */
 

@@ -506,3 +506,22 @@ class Pacer(threading.Thread):
                 self.error = "%d messages not delivered" % left
         except Exception as e:  # noqa: BLE001
             self.error = repr(e)
+
+
+def compare_scores(scores, ref_feats, model):
+    """Each score record against the reference: feature names in model order, every value
+    equal to the Python feature reference, the score equal to the model JSON's own.
+    scores: {event_id: decoded FraudScore}. Returns (feat_bad, score_bad) lists."""
+    feat_bad, score_bad = [], []
+    for eid, s in scores.items():
+        names = [f["name"] for f in s["features"]]
+        if names != model.features:
+            feat_bad.append((eid, "names", names))
+            continue
+        for f in s["features"]:
+            if not close(f["value"], ref_feats[eid][f["name"]]):
+                feat_bad.append((eid, f["name"], f["value"], ref_feats[eid][f["name"]]))
+        want = model.score([ref_feats[eid][nm] for nm in model.features])
+        if not close(s["score"], want, abs_=1e-15):
+            score_bad.append((eid, s["score"], want))
+    return feat_bad, score_bad

@@ -268,19 +268,7 @@ def test_acceptance_two_topics_poison_features_state_offsets(services, model, da
                            "previous offset): " + first(unordered))
     ref_feats, ref_states = rfkit.replay_features([(r.payment, r.topic, r.partition, r.offset)
                                                   for r in order])
-    feat_bad, score_bad = [], []
-    for eid, s in scores.items():
-        names = [f["name"] for f in s["features"]]
-        if names != model.features:
-            feat_bad.append((eid, "names", names))
-            continue
-        x = [f["value"] for f in s["features"]]
-        for name, v in zip(names, x):
-            if not close(v, ref_feats[eid][name]):
-                feat_bad.append((eid, name, v, ref_feats[eid][name]))
-        want = model.score([ref_feats[eid][nm] for nm in model.features])
-        if not close(s["score"], want, abs_=1e-15):
-            score_bad.append((eid, s["score"], want))
+    feat_bad, score_bad = rfkit.compare_scores(scores, ref_feats, model)
     assert not feat_bad, ("features differ from riskflow_features.py (event, feature, daemon, "
                           "reference; customers on both topics: %s): %s"
                           % (sorted({by_id[b[0]].payment["customer_id"] for b in feat_bad}

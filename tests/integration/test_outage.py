@@ -391,19 +391,7 @@ def test_redis_outage_mid_stream(kind, services, model, daemon_bin, tmp_path, pr
     order = sorted(recs, key=lambda r: (r.partition, r.offset))
     ref_feats, ref_states = rfkit.replay_features([(r.payment, r.topic, r.partition, r.offset)
                                                   for r in order])
-    feat_bad, score_bad = [], []
-    for eid, s in seen.items():
-        names = [f["name"] for f in s["features"]]
-        if names != model.features:
-            feat_bad.append((eid, "names", names))
-            continue
-        x = [f["value"] for f in s["features"]]
-        for name, v in zip(names, x):
-            if not close(v, ref_feats[eid][name]):
-                feat_bad.append((eid, name, v, ref_feats[eid][name]))
-        want = model.score([ref_feats[eid][nm] for nm in model.features])
-        if not close(s["score"], want, abs_=1e-15):
-            score_bad.append((eid, s["score"], want))
+    feat_bad, score_bad = rfkit.compare_scores(seen, ref_feats, model)
     if feat_bad:
         # When in the run did the wrong ones get scored: before, during or after the outage?
         when = {}
