@@ -86,6 +86,11 @@ static const struct prop props[] = {
         "The fraud model (riskflow.logistic.v1 JSON, see include/riskflow/model.h)."),
     DBL("fraud.alert.threshold", fraud_threshold, "-1", -1, 1,
         "Alert when score >= this. Negative: use the threshold stored in the model file."),
+    INT("rebalance.drain.timeout.ms", rebalance_drain_timeout_ms, "10000", 0, 600000,
+        "On a revocation, how long to wait for the events already taken from those partitions "
+        "to complete (outputs acknowledged, state flushed, offsets committed) before letting "
+        "them go. Events still unfinished then are scored again by the next owner. 0: let go "
+        "at once."),
     INT("commit.interval.ms", commit_interval_ms, "1000", 50, 3600000,
         "Commit the stored input offsets this often (never while a cooperative rebalance is "
         "under way; librdkafka's own auto commit is off)."),

@@ -218,6 +218,7 @@ static void serve_consumer_ms(struct daemon *d, unsigned ms) {
 }
 
 static rd_kafka_resp_err_t final_commit(struct daemon *d) {
+    rf_pipeline_settle_revoke(d->pl); /* everything has drained, or we gave up waiting */
     /* Caught between the halves of a cooperative rebalance: let it finish first, or the
      * commit itself would cost us the assignment (librdkafka issue #4059). */
     if (!may_commit(d))

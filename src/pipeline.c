@@ -107,6 +107,10 @@ struct rf_pipeline_s {
     int stopping;
     int failed;
     int rejoin_assigns;           /* assign callbacks still due after a cooperative revoke */
+    rd_kafka_topic_partition_list_t *revoking; /* a revocation waiting for its events */
+    int revoking_cooperative;
+    uint64_t revoke_deadline_ms;
+    uv_timer_t revoke_timer;
     uint64_t rebalance_start_ms;
     uint64_t log_budget_reset_ms;
     int log_budget;
@@ -178,6 +182,8 @@ static int32_t get_part(rf_pipeline_t *pl, const rd_kafka_topic_t *seen, const c
 
 static void kick(rf_pipeline_t *pl);
 static void produce(rf_pipeline_t *pl, struct out_slot *slot);
+static int inflight_in(const rf_pipeline_t *pl, const rd_kafka_topic_partition_list_t *parts);
+static void on_revoke_timer(uv_timer_t *t);
 
 static void release(rf_pipeline_t *pl, int32_t i) {
     struct evt *ev = &pl->pool[i];
@@ -223,6 +229,11 @@ static void complete(rf_pipeline_t *pl, struct evt *ev) {
             pl->d.metrics->offsets_stored++;
         }
     }
+    /* A revocation waits for its partitions to drain: look again from a clean stack (it
+     * commits synchronously and unassigns, which must not run inside a delivery report). */
+    if (pl->revoking && !uv_is_closing((uv_handle_t *)&pl->revoke_timer) &&
+        inflight_in(pl, pl->revoking) == 0)
+        uv_timer_start(&pl->revoke_timer, on_revoke_timer, 0, 0);
     if (pl->stopping || pl->failed)
         pl->d.on_idle(pl->d.arg);
     else if (pl->starved)
@@ -611,6 +622,19 @@ void rf_pipeline_drain(rf_pipeline_t *pl) {
                 rd_kafka_message_destroy(rkm);
                 continue;
             }
+            /* A message of a partition we no longer own (prefetched before a revocation and
+             * still queued) belongs to its new owner: scoring it here would score it twice,
+             * and its offset could not be stored anyway. */
+            int32_t k = get_part(pl, rkm->rkt, rd_kafka_topic_name(rkm->rkt), rkm->partition);
+            if (!pl->parts[k].assigned) {
+                pl->d.metrics->not_owned++;
+                if (log_allowed(pl))
+                    RF_INFO("KAFKA", "%s [%" PRId32 "] @%" PRId64 ": no longer assigned here; "
+                            "left to its new owner", pl->parts[k].topic, rkm->partition,
+                            rkm->offset);
+                rd_kafka_message_destroy(rkm);
+                continue;
+            }
             pl->batch[n++] = take(pl, rkm);
         }
         if (n == 0)
@@ -660,20 +684,107 @@ static void kick(rf_pipeline_t *pl) {
 
 /* ---- rebalances ---- */
 
+/* Let go of revoked partitions: commit what is stored, synchronously, then unassign. */
+static void revoke_finish(rf_pipeline_t *pl, rd_kafka_t *rk,
+                          rd_kafka_topic_partition_list_t *parts, int cooperative, int lost) {
+    rd_kafka_error_t *error = NULL;
+    rd_kafka_resp_err_t rerr = 0;
+    rd_kafka_resp_err_t cerr = lost ? RD_KAFKA_RESP_ERR_NO_ERROR /* cannot succeed */
+                                    : rd_kafka_commit(rk, NULL, 0);
+    if (cerr && cerr != RD_KAFKA_RESP_ERR__NO_OFFSET)
+        RF_WARN("KAFKA", "commit on revoke: %s", rd_kafka_err2str(cerr));
+    /* A cooperative revoke is followed by the assign that ends its round, and then the
+     * member rejoins: commits must wait for the assign that ends that second round
+     * (observed with 2.0.2: revoke, an empty assign 2 ms later, the rejoin pending until
+     * every member has rejoined). A lost assignment has no second round to wait for. */
+    if (cooperative && !lost) {
+        pl->rejoin_assigns = 2;
+        pl->rebalance_start_ms = uv_now(pl->d.loop);
+    }
+    for (int i = 0; i < parts->cnt; i++) {
+        int32_t k = get_part(pl, NULL, parts->elems[i].topic, parts->elems[i].partition);
+        struct part *pt = &pl->parts[k]; /* after get_part: it may move the array */
+        pt->assigned = 0;
+        RF_INFO("KAFKA", "revoked %s [%" PRId32 "]", pt->topic, pt->partition);
+    }
+    /* Another member may now change these customers: cached copies could go stale. */
+    rf_store_drop_clean(pl->d.store);
+    rf_store_new_epoch(pl->d.store);
+    if (cooperative)
+        error = rd_kafka_incremental_unassign(rk, parts);
+    else
+        rerr = rd_kafka_assign(rk, NULL);
+    if (error) {
+        RF_ERR("KAFKA", "unassign: %s", rd_kafka_error_string(error));
+        rd_kafka_error_destroy(error);
+    } else if (rerr) {
+        RF_ERR("KAFKA", "unassign: %s", rd_kafka_err2str(rerr));
+    }
+}
+
+/* Events consumed from these partitions and not yet complete. */
+static int inflight_in(const rf_pipeline_t *pl, const rd_kafka_topic_partition_list_t *parts) {
+    int n = 0;
+    for (int i = 0; i < parts->cnt; i++) {
+        for (int k = 0; k < pl->n_parts; k++) {
+            const struct part *pt = &pl->parts[k];
+            if (pt->partition != parts->elems[i].partition ||
+                strcmp(pt->topic, parts->elems[i].topic) != 0)
+                continue;
+            for (int32_t e = pt->head; e >= 0; e = pl->pool[e].next)
+                n += !pl->pool[e].done;
+        }
+    }
+    return n;
+}
+
+/* Finish a deferred revocation now: its partitions drained, or the wait is over. */
+static void revoke_settle(rf_pipeline_t *pl) {
+    rd_kafka_topic_partition_list_t *parts = pl->revoking;
+    if (!parts)
+        return;
+    pl->revoking = NULL;
+    uv_timer_stop(&pl->revoke_timer);
+    int left = inflight_in(pl, parts);
+    if (left)
+        RF_WARN("KAFKA", "revocation: %d events of the revoked partitions did not finish in "
+                "rebalance.drain.timeout.ms; the next owner will see them again", left);
+    rd_kafka_resume_partitions(pl->d.rk, parts); /* a pause must not outlive the assignment */
+    revoke_finish(pl, pl->d.rk, parts, pl->revoking_cooperative, 0);
+    rd_kafka_topic_partition_list_destroy(parts);
+}
+
+static void on_revoke_timer(uv_timer_t *t) {
+    rf_pipeline_t *pl = t->data;
+    if (pl->revoking && inflight_in(pl, pl->revoking) > 0 &&
+        uv_now(pl->d.loop) < pl->revoke_deadline_ms) {
+        uv_timer_start(&pl->revoke_timer, on_revoke_timer,
+                       pl->revoke_deadline_ms - uv_now(pl->d.loop), 0);
+        return;
+    }
+    revoke_settle(pl);
+}
+
+void rf_pipeline_settle_revoke(rf_pipeline_t *pl) {
+    revoke_settle(pl);
+}
+
 void rf_pipeline_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                               rd_kafka_topic_partition_list_t *parts, void *opaque) {
     rf_pipeline_t *pl = opaque;
     int cooperative = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
-    rd_kafka_error_t *error = NULL;
-    rd_kafka_resp_err_t rerr = 0;
+    int lost = rd_kafka_assignment_lost(rk);
     RF_INFO("KAFKA", "rebalance: %s of %d partition(s), %s protocol%s",
             err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS   ? "assignment"
             : err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS ? "revocation"
                                                           : rd_kafka_err2name(err),
-            parts->cnt, rd_kafka_rebalance_protocol(rk),
-            rd_kafka_assignment_lost(rk) ? ", assignment LOST" : "");
+            parts->cnt, rd_kafka_rebalance_protocol(rk), lost ? ", assignment LOST" : "");
+    /* librdkafka starts no new rebalance before the last unassign: settle it if one waits. */
+    revoke_settle(pl);
 
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        rd_kafka_error_t *error = NULL;
+        rd_kafka_resp_err_t rerr = 0;
         for (int i = 0; i < parts->cnt; i++) {
             int32_t k = get_part(pl, NULL, parts->elems[i].topic, parts->elems[i].partition);
             struct part *pt = &pl->parts[k]; /* after get_part: it may move the array */
@@ -691,43 +802,35 @@ void rf_pipeline_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
             error = rd_kafka_incremental_assign(rk, parts);
         else
             rerr = rd_kafka_assign(rk, parts);
-    } else {
-        /* Revoked (or lost): commit what is stored, synchronously, before letting go.
-         * In-flight events of these partitions finish but their offsets can no longer be
-         * stored: the next owner sees them again (at-least-once). */
-        int lost = rd_kafka_assignment_lost(rk);
-        rd_kafka_resp_err_t cerr = lost ? RD_KAFKA_RESP_ERR_NO_ERROR /* cannot succeed */
-                                        : rd_kafka_commit(rk, NULL, 0);
-        if (cerr && cerr != RD_KAFKA_RESP_ERR__NO_OFFSET)
-            RF_WARN("KAFKA", "commit on revoke: %s", rd_kafka_err2str(cerr));
-        /* A cooperative revoke is followed by the assign that ends its round, and then the
-         * member rejoins: the commit must wait for the assign that ends that second round
-         * (observed with 2.0.2: revoke, an empty assign 2 ms later, the rejoin pending until
-         * every member has rejoined). A lost assignment has no second round to wait for. */
-        if (cooperative && err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS && !lost) {
-            pl->rejoin_assigns = 2;
-            pl->rebalance_start_ms = uv_now(pl->d.loop);
+        if (error) {
+            RF_ERR("KAFKA", "assign: %s", rd_kafka_error_string(error));
+            rd_kafka_error_destroy(error);
+        } else if (rerr) {
+            RF_ERR("KAFKA", "assign: %s", rd_kafka_err2str(rerr));
         }
-        for (int i = 0; i < parts->cnt; i++) {
-            int32_t k = get_part(pl, NULL, parts->elems[i].topic, parts->elems[i].partition);
-            struct part *pt = &pl->parts[k]; /* after get_part: it may move the array */
-            pt->assigned = 0;
-            RF_INFO("KAFKA", "revoked %s [%" PRId32 "]", pt->topic, pt->partition);
-        }
-        /* Another member may now change these customers: cached copies could go stale. */
-        rf_store_drop_clean(pl->d.store);
-        rf_store_new_epoch(pl->d.store);
-        if (cooperative)
-            error = rd_kafka_incremental_unassign(rk, parts);
-        else
-            rerr = rd_kafka_assign(rk, NULL);
+        return;
     }
-    if (error) {
-        RF_ERR("KAFKA", "rebalance: %s", rd_kafka_error_string(error));
-        rd_kafka_error_destroy(error);
-    } else if (rerr) {
-        RF_ERR("KAFKA", "rebalance: %s", rd_kafka_err2str(rerr));
+
+    /* Revoked: finish the events already taken from these partitions before letting go, so
+     * their offsets are stored and committed and the next owner does not score them again
+     * (design.md §3). That takes broker acknowledgements and Redis flushes, i.e. the loop:
+     * pause the partitions, return, and unassign once they have drained. librdkafka waits
+     * for the unassign. A lost assignment is already gone, and a stopping daemon has
+     * drained already (or gave up): both let go at once. */
+    int n = inflight_in(pl, parts);
+    RF_INFO("KAFKA", "revocation: %d events of those partitions in flight (%d in all)", n,
+            pl->inflight);
+    if (!lost && !pl->stopping && n > 0 && pl->d.conf->rebalance_drain_timeout_ms > 0) {
+        pl->revoking = rd_kafka_topic_partition_list_copy(parts);
+        pl->revoking_cooperative = cooperative;
+        pl->revoke_deadline_ms = uv_now(pl->d.loop) + (uint64_t)pl->d.conf->rebalance_drain_timeout_ms;
+        rd_kafka_pause_partitions(rk, pl->revoking);
+        RF_INFO("KAFKA", "revocation waits for %d in-flight events of those partitions", n);
+        uv_timer_start(&pl->revoke_timer, on_revoke_timer,
+                       (uint64_t)pl->d.conf->rebalance_drain_timeout_ms, 0);
+        return;
     }
+    revoke_finish(pl, rk, parts, cooperative, lost);
 }
 
 /* ---- life cycle ---- */
@@ -785,6 +888,8 @@ rf_pipeline_t *rf_pipeline_new(const struct rf_pipeline_deps *deps, char *errstr
     pl->retry_ms = RETRY_MIN_MS;
     uv_idle_init(deps->loop, &pl->kick);
     pl->kick.data = pl;
+    uv_timer_init(deps->loop, &pl->revoke_timer);
+    pl->revoke_timer.data = pl;
     return pl;
 fail:
     free(pl->pool);
@@ -834,9 +939,10 @@ void rf_pipeline_close(rf_pipeline_t *pl, void (*cb)(void *arg), void *arg) {
     pl->stopping = 1;
     pl->close_cb = cb;
     pl->close_arg = arg;
-    pl->closing_left = 2;
+    pl->closing_left = 3;
     uv_close((uv_handle_t *)&pl->retry_timer, on_closed);
     uv_close((uv_handle_t *)&pl->kick, on_closed);
+    uv_close((uv_handle_t *)&pl->revoke_timer, on_closed);
 }
 
 void rf_pipeline_destroy(rf_pipeline_t *pl) {
@@ -846,6 +952,8 @@ void rf_pipeline_destroy(rf_pipeline_t *pl) {
     for (int i = 0; i < pl->pool_n; i++)
         if (pl->pool[i].rkm)
             rd_kafka_message_destroy(pl->pool[i].rkm);
+    if (pl->revoking)
+        rd_kafka_topic_partition_list_destroy(pl->revoking);
     for (int i = 0; i < pl->n_parts; i++)
         rd_kafka_topic_destroy(pl->parts[i].rkt);
     rd_kafka_topic_destroy(pl->rkt_scores);

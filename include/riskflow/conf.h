@@ -48,6 +48,7 @@ struct rf_conf {
     char *fraud_model_path;
     double fraud_threshold; /* < 0: the model's own threshold */
     /* daemon */
+    int rebalance_drain_timeout_ms;
     int commit_interval_ms;
     int shutdown_timeout_ms;
     char *log_level;

@@ -38,6 +38,7 @@ struct rf_metrics {
     uint64_t dead_lettered;    /* DLQ records acknowledged */
     uint64_t dlq_by_reason[RF_DLQ_REASONS];
     uint64_t replays;          /* events already applied to the state (redelivery) */
+    uint64_t not_owned;        /* messages of partitions no longer assigned, left alone */
     uint64_t produce_retries;  /* outputs produced again after a failed delivery */
     uint64_t store_fetches;    /* Redis round trips to read states */
     uint64_t store_flushes;    /* Redis flushes (pipelined SETs) completed */

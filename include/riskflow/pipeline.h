@@ -70,6 +70,10 @@ void rf_pipeline_dr_msg_cb(rd_kafka_t *rkp, const rd_kafka_message_t *rkm, void 
 void rf_pipeline_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                               rd_kafka_topic_partition_list_t *parts, void *opaque);
 
+/* A revocation deferred until its partitions drain (see the rebalance callback): finish it
+ * now. The daemon calls this before its final commit. */
+void rf_pipeline_settle_revoke(rf_pipeline_t *pl);
+
 /* Stop taking messages; in-flight events still complete. */
 void rf_pipeline_stop(rf_pipeline_t *pl);
 

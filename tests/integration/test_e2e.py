@@ -599,7 +599,10 @@ def test_sigterm_during_rebalance(services, model, daemon_bin, tmp_path):
             for p in stream]
     by_id = {r.payment["event_id"]: r for r in recs}
     conf = base_conf(services, run, tin, scores_t, alerts_t, dlq_t)
-    a = rfkit.Daemon(tmp_path, conf, name="A")
+    # A lingers 200 ms before sending its outputs, so events are always in flight when its
+    # partitions are revoked: the revocation must wait for them (their offsets committed
+    # before the partitions go), or B scores them again.
+    a = rfkit.Daemon(tmp_path, dict(conf, **{"kafka.linger.ms": 200}), name="A")
     # B heartbeats every 5 s: the second round of the cooperative rebalance waits for B's
     # next heartbeat, so A stays "rejoining" for a few seconds and the SIGTERM lands there.
     b = rfkit.Daemon(tmp_path, dict(conf, **{"kafka.heartbeat.interval.ms": 5000}), name="B")
@@ -666,6 +669,9 @@ def test_sigterm_during_rebalance(services, model, daemon_bin, tmp_path):
         "rebalance, want 0. Its final commit failed, so everything it scored since its last "
         "successful auto-commit is redelivered to B. Committed after A: %s. A's log:\n%s"
         % (rc_a, secs_a, committed_a, "\n".join(commit_errors)))
+    assert "revocation waits for" in a.log_text(), (
+        "test E never had events in flight at the revocation, so it did not test the wait:\n"
+        + a.log_tail(40))
     again = sorted(e for e, v in scored.items() if len(v) > 1)
     assert not again, ("after A's clean stop, %d events were scored twice (A's work was not "
                        "committed): %s" % (len(again), first(again)))
