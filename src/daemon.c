@@ -405,10 +405,13 @@ static void print_summary(struct daemon *d, FILE *out) {
     uint64_t done = m->scored + m->dead_lettered;
     fprintf(out, "\n== riskflowd summary ==\n");
     if (d->demo) {
-        uint64_t payments, fraud, poison;
-        rf_demo_counts(d->demo, &payments, &fraud, &poison);
+        uint64_t payments, fraud, poison, failed;
+        rf_demo_counts(d->demo, &payments, &fraud, &poison, &failed);
         fprintf(out, "generated:      %" PRIu64 " payments (%" PRIu64 " in fraud bursts), %" PRIu64
                      " poison messages\n", payments, fraud, poison);
+        if (failed)
+            fprintf(out, "NOT delivered:  %" PRIu64 " generated messages the mock broker refused "
+                         "(they never reached riskflowd)\n", failed);
     }
     fprintf(out, "events in:      %" PRIu64 "\n", m->events_in);
     fprintf(out, "scored:         %" PRIu64 "\n", m->scored);

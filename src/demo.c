@@ -19,6 +19,7 @@
 #include "riskflow/err.h"
 
 #define TICK_MS 10
+#define GEN_QUEUE_MAX 50000 /* messages queued in the generator's producer at most */
 #define DEMO_T0_MS 1795996800000LL /* 2026-11-30T00:00:00Z: simulated event time origin */
 
 struct rf_demo_s {
@@ -163,6 +164,10 @@ static void on_tick(uv_timer_t *t) {
     if (slice < 1)
         slice = 1;
     for (int i = 0; i < slice && d->payments < total; i++) {
+        /* Hold back while the producer's queue is deep: a full queue would refuse payments,
+         * and the stream would silently be shorter than demo.events. */
+        if (rd_kafka_outq_len(d->rk) > GEN_QUEUE_MAX)
+            break;
         if (d->burst_left == 0 && unif(d) < 0.0025) {
             d->burst_left = 3 + (int)(rnd(d) % 4);
             d->burst_customer = (int)(rnd(d) % (uint64_t)d->conf->demo_customers);
@@ -261,10 +266,12 @@ int rf_demo_done(const rf_demo_t *d, uint64_t *total) {
     return d->payments >= d->conf->demo_events && d->acked + d->failed >= d->produced;
 }
 
-void rf_demo_counts(const rf_demo_t *d, uint64_t *payments, uint64_t *fraud, uint64_t *poison) {
+void rf_demo_counts(const rf_demo_t *d, uint64_t *payments, uint64_t *fraud, uint64_t *poison,
+                    uint64_t *failed) {
     *payments = (uint64_t)d->payments;
     *fraud = (uint64_t)d->fraud;
     *poison = (uint64_t)d->poison;
+    *failed = (uint64_t)d->failed;
 }
 
 static void on_closed(uv_handle_t *h) {

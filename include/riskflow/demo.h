@@ -33,9 +33,9 @@ void rf_demo_start(rf_demo_t *demo);
 /* 1 once every message is produced and acknowledged; *total gets how many there were. */
 int rf_demo_done(const rf_demo_t *demo, uint64_t *total);
 
-/* Messages by kind so far. */
+/* Messages by kind so far, and how many the mock broker refused (0 in a healthy run). */
 void rf_demo_counts(const rf_demo_t *demo, uint64_t *payments, uint64_t *fraud,
-                    uint64_t *poison);
+                    uint64_t *poison, uint64_t *failed);
 
 /* Stop the timer; cb(arg) when closed. Then rf_demo_destroy. */
 void rf_demo_close(rf_demo_t *demo, void (*cb)(void *arg), void *arg);
