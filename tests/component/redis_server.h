@@ -2,16 +2,21 @@
  * redis_server.h — the real redis-server a component test runs against: RF_REDIS_HOST
  * (default 127.0.0.1) and RF_REDIS_PORT (required). Checked once with a plain blocking hiredis
  * connection, so a missing server is reported as such and not as a bug of the code under test;
- * NEED_SERVER() fails the test case (never skips it) when there is none.
+ * NEED_SERVER() fails the test case (never skips it) when there is none. unused_port() gives
+ * a loopback port where nothing listens, for the connection-refused and restart cases.
  */
 #ifndef RF_TEST_REDIS_SERVER_H
 #define RF_TEST_REDIS_SERVER_H
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/time.h>
+#include <unistd.h>
 
 #include <hiredis/hiredis.h>
 
@@ -48,6 +53,23 @@ static int have_server(void) {
         freeReplyObject(rep);
     redisFree(c);
     return server_ok;
+}
+
+/* A port on loopback where nothing listens: bound, read back, released. */
+static int unused_port(void) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof sa;
+    int p = 0;
+    if (fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0 &&
+        getsockname(fd, (struct sockaddr *)&sa, &len) == 0)
+        p = ntohs(sa.sin_port);
+    if (fd >= 0)
+        close(fd);
+    return p;
 }
 
 #define NEED_SERVER()         \

@@ -131,23 +131,6 @@ static int is_int(const redisReply *rep, long long v) {
     return rep && rep->type == REDIS_REPLY_INTEGER && rep->integer == v;
 }
 
-/* A port on loopback where nothing listens: bound, read back, released. */
-static int unused_port(void) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sin_family = AF_INET;
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof sa;
-    int p = 0;
-    if (fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0 &&
-        getsockname(fd, (struct sockaddr *)&sa, &len) == 0)
-        p = ntohs(sa.sin_port);
-    if (fd >= 0)
-        close(fd);
-    return p;
-}
-
 static void on_never(rf_redis_t *r, int status, redisReply *reply, void *arg) {
     int *calls = arg;
     (*calls)++;

@@ -815,23 +815,6 @@ static void test_eviction(void) {
 
 /* --- 6. Redis goes down and comes back ----------------------------------------------------- */
 
-/* A port on loopback where nothing listens: bound, read back, released. */
-static int unused_port(void) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sin_family = AF_INET;
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof sa;
-    int p = 0;
-    if (fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0 &&
-        getsockname(fd, (struct sockaddr *)&sa, &len) == 0)
-        p = ntohs(sa.sin_port);
-    if (fd >= 0)
-        close(fd);
-    return p;
-}
-
 static int answers_ping(int p) {
     struct timeval tv = {0, 200000};
     redisContext *c = redisConnectWithTimeout("127.0.0.1", p, tv);
