@@ -395,12 +395,17 @@ static void test_registry_load(void) {
     CHECK_EQ_INT(rf_schemas_find(schemas, "riskflow.Payment"), 1);
     CHECK_EQ_INT(rf_schemas_find(schemas, "riskflow.FraudScore"), 2);
     CHECK_EQ_INT(rf_schemas_find(schemas, "riskflow.FraudAlert"), 3);
+    CHECK_EQ_INT(rf_schemas_find(schemas, "riskflow.Trade"), 4);
+    CHECK_EQ_INT(rf_schemas_find(schemas, "riskflow.Quote"), 5);
+    CHECK_EQ_INT(rf_schemas_find(schemas, "riskflow.CreditEvent"), 6);
+    CHECK_EQ_INT(rf_schemas_find(schemas, "riskflow.PdUpdate"), 7);
+    CHECK_EQ_INT(rf_schemas_find(schemas, "riskflow.MarketSignal"), 8);
     CHECK_EQ_INT(rf_schemas_find(schemas, "Payment"), RF_E_NOTFOUND);
     CHECK_EQ_INT(rf_schemas_find(schemas, "riskflow.Channel"), RF_E_NOTFOUND);
     CHECK_EQ_INT(rf_schemas_find(schemas, NULL), RF_E_INVAL);
     avro_schema_t pay = rf_schemas_avro(schemas, 1);
     CHECK(pay != NULL);
-    CHECK(rf_schemas_avro(schemas, 4) == NULL);
+    CHECK(rf_schemas_avro(schemas, 9) == NULL);
     CHECK(rf_schemas_avro(schemas, -1) == NULL);
     if (pay) {
         CHECK_EQ_STR(avro_schema_name(pay), "Payment");
