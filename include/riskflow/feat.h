@@ -1,0 +1,79 @@
+/*
+ * feat.h — applying events to entity values and evaluating declared features over them
+ * (docs/FEATURES.md §2.5–§4; the declarations come from decl.h).
+ *
+ * An entity value is the stored form itself (FEATURES.md §4: little-endian, natural
+ * alignment): riskflowd keeps it in memory exactly as Redis holds it, so writing it back is a
+ * copy. Values passed here must be 8-byte aligned buffers of rf_decl_value_size() bytes.
+ *
+ * Owns nothing but evaluation plans (rf_feat_plan_t: the features a model reads, in its
+ * order, with the derived features they need). Pure functions over caller memory otherwise: no
+ * allocation, no I/O, any thread; the loop thread calls them once per event.
+ * Must never trust a value beyond rf_feat_check_value(): any bytes give some features, never
+ * undefined behaviour (unsigned tile distances, saturating counts, guarded logs).
+ */
+#ifndef RISKFLOW_FEAT_H
+#define RISKFLOW_FEAT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "riskflow/codec.h"
+#include "riskflow/decl.h"
+
+/* Where an event came from: its replay-guard source and offset. */
+struct rf_src {
+    uint32_t topic_id; /* rf_feat_topic_id(topic name) */
+    int32_t partition;
+    int64_t offset;
+};
+
+/* FNV-1a 32-bit of a topic name (offset basis 2166136261, prime 16777619): stored in values. */
+uint32_t rf_feat_topic_id(const char *topic);
+
+/* A fresh value of `kind` (FEATURES.md §4) into v[rf_decl_value_size()]. */
+void rf_feat_init_value(const rf_decl_t *d, int kind, uint8_t *v);
+
+/* Whether buf is a value of `kind` as this declaration lays it out: size, magic, version,
+ * layout hash and n_sources <= 4. 0 or RF_E_MALFORMED. */
+int rf_feat_check_value(const rf_decl_t *d, int kind, const uint8_t *buf, size_t len);
+
+/* The entity time of a value (INT64_MIN when fresh). */
+int64_t rf_feat_t_last(const uint8_t *v);
+
+/*
+ * ents[k] is the value of the entity of kind k the record touches, or NULL for a kind it does
+ * not touch. Replay check (FEATURES.md §3): 1 when any touched entity already holds an
+ * offset >= src->offset for src's (topic, partition), else 0.
+ */
+int rf_feat_is_replay(const rf_decl_t *d, const struct rf_rec *r, uint8_t *const ents[],
+                      const struct rf_src *src);
+
+/* Apply a record that is not a replay to every entity it touches (FEATURES.md §3 step 2). */
+void rf_feat_apply(const rf_decl_t *d, const struct rf_rec *r, uint8_t *const ents[],
+                   const struct rf_src *src);
+
+/* One feature's value for record r from the values as they stand (derived included, its
+ * arguments evaluated recursively). For tests and tools; jobs use plans. */
+double rf_feat_eval_one(const rf_decl_t *d, int id, const struct rf_rec *r, uint8_t *const ents[]);
+
+typedef struct rf_feat_plan_s rf_feat_plan_t;
+
+/*
+ * The features a model reads, in its order. Every name must be declared and available for
+ * every record type in types[0..n_types) (FEATURES.md §2.7): else NULL and errstr names the
+ * feature, the record type and, for a declared one, its line in the feature file.
+ */
+rf_feat_plan_t *rf_feat_plan_new(const rf_decl_t *d, const char *const *names, int n,
+                                 const struct rf_rtype *const *types, int n_types, char *errstr,
+                                 size_t errstr_size);
+void rf_feat_plan_destroy(rf_feat_plan_t *plan); /* accepts NULL */
+int rf_feat_plan_n(const rf_feat_plan_t *plan);
+/* The name of the plan's i-th feature (borrowed from the declarations). */
+const char *rf_feat_plan_name(const rf_feat_plan_t *plan, int i);
+
+/* Evaluate the plan for record r: out[0..n) in the plan's order. */
+void rf_feat_eval(const rf_feat_plan_t *plan, const struct rf_rec *r, uint8_t *const ents[],
+                  double *out);
+
+#endif
