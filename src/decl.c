@@ -75,21 +75,27 @@ static int parse_duration(const char *s, int64_t *ms) {
     return 0;
 }
 
-/* A decimal number with nothing after it. */
+/* A decimal number (FEATURES.md §2): -?[0-9]+(\.[0-9]+)?, nothing else. */
 static int parse_number(const char *s, double *v) {
-    char *end;
-    if (!*s)
+    const char *p = s;
+    if (*p == '-')
+        p++;
+    if (!isdigit((unsigned char)*p))
+        return -1;
+    while (isdigit((unsigned char)*p))
+        p++;
+    if (*p == '.') {
+        p++;
+        if (!isdigit((unsigned char)*p))
+            return -1;
+        while (isdigit((unsigned char)*p))
+            p++;
+    }
+    if (*p)
         return -1;
     errno = 0;
-    *v = strtod(s, &end);
-    if (errno || *end || !isfinite(*v) || end == s)
-        return -1;
-    /* hex floats and "inf"/"nan" words are not decimal numbers */
-    for (const char *p = s; *p; p++)
-        if (!(isdigit((unsigned char)*p) || *p == '.' || *p == '-' || *p == '+' || *p == 'e' ||
-              *p == 'E'))
-            return -1;
-    return 0;
+    *v = strtod(s, NULL);
+    return errno || !isfinite(*v) ? -1 : 0;
 }
 
 static int is_numeric(enum rf_ftype t) {
@@ -257,8 +263,8 @@ static int parse_input(struct parser *p, const char *s, const struct rf_rtype *r
             return 0;
         }
         if (kind < 0)
-            return PERR(p, "%s(%s) keeps a previous value per entity: this feature needs 'per "
-                        "KIND'", fn, arg);
+            return PERR(p, "%s(%s) is an input of stateful aggregations only, not of value()",
+                        fn, arg);
         in->op = fn[0] == 'c' ? RF_IN_CHANGE : RF_IN_LOGCHANGE;
         in->prev = prev_slot(p, &p->d->kinds[kind], rec, in->field);
         return in->prev < 0 ? in->prev : 0;
@@ -525,6 +531,9 @@ static int parse_feature(struct parser *p) {
             }
             if (i + 1 < p->ntok && strcmp(p->tok[i + 1], "and") == 0)
                 return PERR(p, "'and' needs a condition after it");
+            if (i + 1 < p->ntok)
+                return PERR(p, "unexpected '%s': 'where' and its conditions come last (join "
+                            "conditions with 'and')", p->tok[i + 1]);
             continue;
         }
         return PERR(p, "unexpected '%s'", t);
@@ -545,6 +554,8 @@ static int parse_feature(struct parser *p) {
     } else if (f->agg != RF_AGG_VALUE) {
         return PERR(p, "missing 'per KIND'");
     }
+    if (per && f->agg == RF_AGG_VALUE)
+        return PERR(p, "value() is stateless: it takes no 'per KIND'");
     if (in_text[0]) {
         int rc = parse_input(p, in_text, f->rec, f->kind, &f->in);
         if (rc)
@@ -593,8 +604,6 @@ static int parse_feature(struct parser *p) {
             return PERR(p, "bad cap '%s' (up to 3660d)", cap);
         f->cap_s = (double)cap_ms / 1000.0;
     }
-    if (f->agg == RF_AGG_VALUE && f->kind < 0 && f->in.prev >= 0)
-        return PERR(p, "value(%s) needs 'per KIND'", in_text);
 
     /* record it; the line joins its kind's canonical text */
     if (f->kind >= 0) {

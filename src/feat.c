@@ -241,11 +241,11 @@ static void group_add(const struct group *g, const struct kind *k, uint8_t *v,
             upd[c] = n == 0 ? 0.0 : cur + (x - s / dn) * (x - (s + x) / (dn + 1.0));
             break;
         }
-        case RF_COL_MIN:
-            upd[c] = n == 0 ? x : fmin(cur, x);
+        case RF_COL_MIN: /* strict comparisons: a tie keeps the current value (±0 too) */
+            upd[c] = n == 0 || x < cur ? x : cur;
             break;
         case RF_COL_MAX:
-            upd[c] = n == 0 ? x : fmax(cur, x);
+            upd[c] = n == 0 || x > cur ? x : cur;
             break;
         }
     }
@@ -312,7 +312,8 @@ static double window_value(const struct rf_feature *f, const struct group *g, co
             if (ld_u32(v, cnt + 4 * s) == 0)
                 continue;
             double x = ld_f64(v, col + 8 * s);
-            m = !any ? x : f->agg == RF_AGG_MIN ? fmin(m, x) : fmax(m, x);
+            if (!any || (f->agg == RF_AGG_MIN ? x < m : x > m))
+                m = x;
             any = 1;
         }
         return m;
