@@ -603,3 +603,64 @@ int rf_encode_fraud_alert(const struct rf_fraud_alert *a, enum rf_framing framin
     put_long(&w, a->alerted_at_ms);
     return wr_end(&w, len);
 }
+
+int rf_encode_pd_update(const struct rf_pd_update *u, enum rf_framing framing, int32_t schema_id,
+                        uint8_t *buf, size_t cap, size_t *len) {
+    struct wr w;
+    int rc = wr_begin(&w, framing, schema_id, buf, cap, len);
+    if (rc)
+        return rc;
+    if (!u || u->n_reasons < 0 || u->n_reasons > RF_REASONS_MAX)
+        return RF_E_INVAL;
+    put_str(&w, u->customer_id);
+    put_double(&w, u->pd);
+    put_double(&w, u->score);
+    put_str(&w, u->band);
+    put_str(&w, u->previous_band);
+    if (u->n_reasons > 0) {
+        put_long(&w, u->n_reasons);
+        for (int i = 0; i < u->n_reasons; i++) {
+            put_str(&w, u->reasons[i].feature);
+            put_double(&w, u->reasons[i].value);
+            put_double(&w, u->reasons[i].points_lost);
+        }
+    }
+    put_long(&w, 0);
+    put_str(&w, u->model_version);
+    put_str(&w, u->cause_event_id);
+    put_str(&w, u->cause_type);
+    put_long(&w, u->event_time_ms);
+    put_long(&w, u->updated_at_ms);
+    put_int(&w, u->source_partition);
+    put_long(&w, u->source_offset);
+    return wr_end(&w, len);
+}
+
+int rf_encode_market_signal(const struct rf_market_signal *m, enum rf_framing framing,
+                            int32_t schema_id, uint8_t *buf, size_t cap, size_t *len) {
+    struct wr w;
+    int rc = wr_begin(&w, framing, schema_id, buf, cap, len);
+    if (rc)
+        return rc;
+    if (!m || m->n_features < 0 || m->n_features > RF_FEATURES_MAX)
+        return RF_E_INVAL;
+    put_str(&w, m->instrument);
+    put_long(&w, m->bar_end_ms);
+    put_long(&w, m->bar_index);
+    put_int(&w, m->horizon_bars);
+    put_double(&w, m->expected_return_bps);
+    put_double(&w, m->p_up);
+    put_str(&w, m->model_version);
+    if (m->n_features > 0) {
+        put_long(&w, m->n_features);
+        for (int i = 0; i < m->n_features; i++) {
+            put_str(&w, m->features[i].name);
+            put_double(&w, m->features[i].value);
+        }
+    }
+    put_long(&w, 0);
+    put_long(&w, m->signal_at_ms);
+    put_int(&w, m->source_partition);
+    put_long(&w, m->source_offset);
+    return wr_end(&w, len);
+}

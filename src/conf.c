@@ -1,10 +1,10 @@
 /*
- * conf.c — THE property table and everything driven by it.
+ * conf.c — THE core property table, and everything driven by it and by the jobs' tables.
  *
- * One row per key: name, type, where it lives in struct rf_conf, default, bounds, allowed
- * values and the sentence that documents it. Parsing, defaults, validation, --dump-config and
- * the generated reference all read this table, so a key cannot exist in one and not the
- * others. Runs before the loop starts; allocation is fine here.
+ * One row per key: name, type, where it lives in its struct, default, bounds, allowed values
+ * and the sentence that documents it. Parsing, defaults, validation, --dump-config and the
+ * generated reference all read the tables (the core one here, each job's in its module), so a
+ * key cannot exist in one and not the others. Runs before the loop starts; allocation is fine.
  */
 #include "riskflow/conf.h"
 
@@ -16,50 +16,46 @@
 #include <string.h>
 
 #include "riskflow/err.h"
+#include "riskflow/jobs.h"
 
-enum prop_type { T_STR, T_INT, T_DBL, T_ENUM };
+#define STR(name, field, def, desc) RF_PROP_S(name, struct rf_conf, field, def, desc)
+#define INT(name, field, def, min, max, desc) RF_PROP_I(name, struct rf_conf, field, def, min, max, desc)
+#define DBL(name, field, def, min, max, desc) RF_PROP_D(name, struct rf_conf, field, def, min, max, desc)
+#define ENUM(name, field, def, values, desc) RF_PROP_E(name, struct rf_conf, field, def, values, desc)
 
-struct prop {
-    const char *name;
-    enum prop_type type;
-    size_t offset;
-    const char *def; /* default as text: parsed like user input */
-    double min, max; /* T_INT, T_DBL */
-    const char *values; /* T_ENUM: "a|b|c" */
-    const char *desc;
-};
-
-#define OFF(field) offsetof(struct rf_conf, field)
-#define STR(name, field, def, desc) {name, T_STR, OFF(field), def, 0, 0, NULL, desc}
-#define INT(name, field, def, min, max, desc) {name, T_INT, OFF(field), def, min, max, NULL, desc}
-#define DBL(name, field, def, min, max, desc) {name, T_DBL, OFF(field), def, min, max, NULL, desc}
-#define ENUM(name, field, def, values, desc) {name, T_ENUM, OFF(field), def, 0, 0, values, desc}
-
-static const struct prop props[] = {
+static const struct rf_conf_prop props[] = {
     STR("input.topics", input_topics, "txn.payments",
-        "Comma-separated input topics. A topic may carry its framing: `topic:plain` or "
-        "`topic:confluent`; without a suffix it uses input.framing."),
+        "Comma-separated input topics. A topic may carry its framing: `topic:confluent`, or "
+        "`topic:plain` with the record type its messages hold, `topic:plain:riskflow.Trade` "
+        "(without a type: input.schema.id); without a suffix it uses input.framing. "
+        "Confluent-framed messages name their record type by schema id."),
     ENUM("input.framing", input_framing, "confluent", "confluent|plain",
          "Default wire framing of input messages: Confluent (magic byte 0 + 4-byte schema id "
          "+ Avro) or plain Avro."),
     INT("input.schema.id", input_schema_id, "0", 0, 2147483647,
-        "Schema id of payments: plain-framed messages are read with it and Confluent-framed "
-        "ones must carry it. 0: the id of riskflow.Payment in schemas.dir/registry.txt."),
+        "Schema id of the messages of plain-framed topics that declare no record type. 0: the "
+        "id of riskflow.Payment in schemas.dir/registry.txt."),
     INT("input.max.message.bytes", input_max_bytes, "65536", 16, 900000,
         "Size cap: a larger input message is dead-lettered with reason `oversize` before any "
         "decoding. Its original bytes go to the DLQ as they are up to 900000 bytes, and are "
         "cut beyond that (header rf.truncated), so a DLQ record always fits the producer's "
         "default message.max.bytes of 1000000."),
-    STR("output.scores.topic", scores_topic, "fraud.scores",
-        "Topic for one riskflow.FraudScore per scored payment (keyed by customer id)."),
-    STR("output.alerts.topic", alerts_topic, "fraud.alerts",
-        "Topic for riskflow.FraudAlert records: scores at or above the threshold."),
+    STR("jobs", jobs, "fraud",
+        "Comma-separated jobs to run (fraud, credit, market), each with its own keys below. "
+        "A record that no enabled job takes is dead-lettered (wrong_type). The order is the "
+        "order of the jobs' state in entity values."),
+    STR("features.path", features_path, "deploy/features.conf",
+        "The feature declarations: entities, features and derived features "
+        "(docs/FEATURES.md). Every model reads features declared here."),
     STR("output.dlq.topic", dlq_topic, "riskflow.dlq",
         "Dead-letter topic: the original bytes, with reason and source topic/partition/offset "
         "in headers (rf.reason, rf.error, rf.source.topic, rf.source.partition, "
         "rf.source.offset)."),
     ENUM("output.framing", output_framing, "confluent", "confluent|plain",
-         "Wire framing of score and alert records."),
+         "Wire framing of every job's output records."),
+    ENUM("outputs.print", outputs_print, "none", "none|stdout",
+         "Also print each notable output (fraud alerts, PD updates, market signals) to stdout "
+         "as the broker acknowledges it."),
     STR("schemas.dir", schemas_dir, "schemas",
         "Directory holding registry.txt (`<id> <file>` lines) and the .avsc files."),
     ENUM("store.backend", store_backend, "redis", "redis|memory",
@@ -73,19 +69,17 @@ static const struct prop props[] = {
         "A command without a reply after this long fails with a timeout; the connection is "
         "dropped and re-established, and the work is retried."),
     STR("redis.key.prefix", redis_key_prefix, "rf",
-        "Prefix of every Redis key; customer state lives at `<prefix>:cust:{<customer id>}`."),
+        "Prefix of every Redis key (at most 32 bytes); an entity's state lives at "
+        "`<prefix>:<kind>:{<id>}`."),
     INT("store.cache.max.entries", store_cache_max, "200000", 16, 100000000,
-        "Local cache of customer states. Above this, clean least-recently-used entries are "
-        "evicted (with store.backend=memory nothing is ever evicted)."),
+        "Local cache of entity states, per entity kind. Above this, clean least-recently-used "
+        "entries are evicted (with store.backend=memory nothing is ever evicted)."),
     INT("pipeline.batch.max", batch_max, "64", 1, 256,
-        "Events taken from the consumer per micro-batch (one Redis round trip, one model call)."),
+        "Events taken from the consumer per micro-batch (one Redis round trip, one model call "
+        "per job)."),
     INT("pipeline.max.inflight", max_inflight, "8192", 64, 1048576,
         "Events consumed but not yet complete (outputs acknowledged and state flushed). At the "
         "limit riskflowd stops taking messages until completions free room."),
-    STR("model.fraud.path", fraud_model_path, "deploy/models/fraud_lr.json",
-        "The fraud model (riskflow.logistic.v1 JSON, see include/riskflow/model.h)."),
-    DBL("fraud.alert.threshold", fraud_threshold, "-1", -1, 1,
-        "Alert when score >= this. Negative: use the threshold stored in the model file."),
     INT("rebalance.drain.timeout.ms", rebalance_drain_timeout_ms, "10000", 0, 600000,
         "On a revocation, how long to wait for the events already taken from those partitions "
         "to complete (outputs acknowledged, state flushed, offsets committed) before letting "
@@ -100,8 +94,6 @@ static const struct prop props[] = {
     ENUM("log.level", log_level, "info", "error|warn|notice|info|debug", "Log level."),
     INT("stats.interval.ms", stats_interval_ms, "10000", 0, 86400000,
         "Log a line of counters this often (0: never)."),
-    ENUM("alerts.print", alerts_print, "none", "none|stdout",
-         "Also print each alert to stdout as it is acknowledged by the broker."),
     INT("demo.events", demo_events, "20000", 1, 10000000,
         "--demo: synthetic payments to generate (plus a few poison messages)."),
     INT("demo.customers", demo_customers, "2000", 1, 1000000, "--demo: customers in the stream."),
@@ -119,11 +111,82 @@ static void errf(char *errstr, size_t size, const char *fmt, ...) {
     va_end(ap);
 }
 
-static const struct prop *find_prop(const char *name) {
-    for (size_t i = 0; i < N_PROPS; i++)
-        if (strcmp(props[i].name, name) == 0)
-            return &props[i];
+/* The tables: 0 is the core one over struct rf_conf, t > 0 job t-1's over conf->job[t-1]. */
+static int n_tables(void) {
+    return 1 + rf_jobs_n();
+}
+
+static const struct rf_conf_prop *table(int t, int *n) {
+    if (t == 0) {
+        *n = (int)N_PROPS;
+        return props;
+    }
+    *n = rf_jobs_at(t - 1)->n_props;
+    return rf_jobs_at(t - 1)->props;
+}
+
+static char *table_base(const struct rf_conf *conf, int t) {
+    return t == 0 ? (char *)conf : (char *)conf->job[t - 1];
+}
+
+/* A key's row; *base gets the struct its value lives in. */
+static const struct rf_conf_prop *find_prop(const struct rf_conf *conf, const char *name,
+                                            char **base) {
+    for (int t = 0; t < n_tables(); t++) {
+        int n;
+        const struct rf_conf_prop *rows = table(t, &n);
+        for (int i = 0; i < n; i++) {
+            if (strcmp(rows[i].name, name) == 0) {
+                *base = table_base(conf, t);
+                return &rows[i];
+            }
+        }
+    }
     return NULL;
+}
+
+/* Remember where a key's value came from (the last setting wins, like the value). */
+static int set_origin(struct rf_conf *conf, const char *key, const char *where) {
+    char *w = strdup(where);
+    if (!w)
+        return RF_E_NOMEM;
+    for (int i = 0; i < conf->n_origin; i++) {
+        if (strcmp(conf->origin[i].key, key) == 0) {
+            free(conf->origin[i].where);
+            conf->origin[i].where = w;
+            return 0;
+        }
+    }
+    struct rf_conf_kv *o = realloc(conf->origin, sizeof *o * (size_t)(conf->n_origin + 1));
+    char *k = strdup(key);
+    if (!o || !k) {
+        free(w);
+        free(k);
+        if (o)
+            conf->origin = o;
+        return RF_E_NOMEM;
+    }
+    conf->origin = o;
+    o[conf->n_origin].key = k;
+    o[conf->n_origin].value = NULL;
+    o[conf->n_origin].where = w;
+    conf->n_origin++;
+    return 0;
+}
+
+const char *rf_conf_str(const struct rf_conf *conf, const char *key) {
+    char *base;
+    const struct rf_conf_prop *pr = find_prop(conf, key, &base);
+    if (!pr || (pr->type != RF_PROP_STR && pr->type != RF_PROP_ENUM))
+        return NULL;
+    return *(char **)(void *)(base + pr->offset);
+}
+
+const char *rf_conf_where(const struct rf_conf *conf, const char *key) {
+    for (int i = 0; i < conf->n_origin; i++)
+        if (strcmp(conf->origin[i].key, key) == 0)
+            return conf->origin[i].where;
+    return "default";
 }
 
 static int enum_allows(const char *values, const char *v) {
@@ -140,20 +203,20 @@ static int enum_allows(const char *values, const char *v) {
     return 0;
 }
 
-static int set_prop(struct rf_conf *conf, const struct prop *pr, const char *value,
+static int set_prop(char *st, const struct rf_conf_prop *pr, const char *value,
                     const char *where, char *errstr, size_t size) {
-    char *base = (char *)conf + pr->offset;
+    char *base = st + pr->offset;
     char *end;
     switch (pr->type) {
-    case T_ENUM:
+    case RF_PROP_ENUM:
         if (!enum_allows(pr->values, value)) {
             errf(errstr, size, "%s: %s: '%s' is not one of %s", where, pr->name, value,
                  pr->values);
             return RF_E_CONF;
         }
         /* fall through */
-    case T_STR: {
-        if (pr->type == T_STR && *value == '\0') {
+    case RF_PROP_STR: {
+        if (pr->type == RF_PROP_STR && *value == '\0') {
             errf(errstr, size, "%s: %s: empty value", where, pr->name);
             return RF_E_CONF;
         }
@@ -167,7 +230,7 @@ static int set_prop(struct rf_conf *conf, const struct prop *pr, const char *val
         *slot = copy;
         return 0;
     }
-    case T_INT: {
+    case RF_PROP_INT: {
         errno = 0;
         long long v = strtoll(value, &end, 10);
         if (errno || end == value || *end != '\0') {
@@ -182,7 +245,7 @@ static int set_prop(struct rf_conf *conf, const struct prop *pr, const char *val
         *(int *)(void *)base = (int)v;
         return 0;
     }
-    case T_DBL: {
+    case RF_PROP_DBL: {
         errno = 0;
         double v = strtod(value, &end);
         if (errno || end == value || *end != '\0' || !isfinite(v)) {
@@ -247,12 +310,18 @@ int rf_conf_set(struct rf_conf *conf, const char *key, const char *value, const 
                 char *errstr, size_t size) {
     if (strncmp(key, "kafka.", 6) == 0)
         return set_kafka(conf, key + 6, value, where, errstr, size);
-    const struct prop *pr = find_prop(key);
+    char *base;
+    const struct rf_conf_prop *pr = find_prop(conf, key, &base);
     if (!pr) {
         errf(errstr, size, "%s: unknown key '%s' (see riskflowd --dump-config)", where, key);
         return RF_E_CONF;
     }
-    return set_prop(conf, pr, value, where, errstr, size);
+    int rc = set_prop(base, pr, value, where, errstr, size);
+    if (rc == 0 && set_origin(conf, key, where) != 0) {
+        errf(errstr, size, "%s: out of memory", where);
+        return RF_E_NOMEM;
+    }
+    return rc;
 }
 
 struct rf_conf *rf_conf_new(char *errstr, size_t size) {
@@ -261,10 +330,22 @@ struct rf_conf *rf_conf_new(char *errstr, size_t size) {
         errf(errstr, size, "out of memory");
         return NULL;
     }
-    for (size_t i = 0; i < N_PROPS; i++) {
-        if (set_prop(conf, &props[i], props[i].def, "default", errstr, size) != 0) {
+    for (int j = 0; j < rf_jobs_n(); j++) {
+        conf->job[j] = calloc(1, rf_jobs_at(j)->conf_size);
+        if (!conf->job[j]) {
+            errf(errstr, size, "out of memory");
             rf_conf_destroy(conf);
             return NULL;
+        }
+    }
+    for (int t = 0; t < n_tables(); t++) {
+        int n;
+        const struct rf_conf_prop *rows = table(t, &n);
+        for (int i = 0; i < n; i++) {
+            if (set_prop(table_base(conf, t), &rows[i], rows[i].def, "default", errstr, size)) {
+                rf_conf_destroy(conf);
+                return NULL;
+            }
         }
     }
     return conf;
@@ -273,16 +354,28 @@ struct rf_conf *rf_conf_new(char *errstr, size_t size) {
 void rf_conf_destroy(struct rf_conf *conf) {
     if (!conf)
         return;
-    for (size_t i = 0; i < N_PROPS; i++) {
-        if (props[i].type == T_STR || props[i].type == T_ENUM)
-            free(*(char **)(void *)((char *)conf + props[i].offset));
+    for (int t = 0; t < n_tables(); t++) {
+        int n;
+        const struct rf_conf_prop *rows = table(t, &n);
+        char *base = table_base(conf, t);
+        for (int i = 0; base && i < n; i++) {
+            if (rows[i].type == RF_PROP_STR || rows[i].type == RF_PROP_ENUM)
+                free(*(char **)(void *)(base + rows[i].offset));
+        }
     }
+    for (int j = 0; j < rf_jobs_n(); j++)
+        free(conf->job[j]);
     for (int i = 0; i < conf->n_kafka; i++) {
         free(conf->kafka[i].key);
         free(conf->kafka[i].value);
         free(conf->kafka[i].where);
     }
     free(conf->kafka);
+    for (int i = 0; i < conf->n_origin; i++) {
+        free(conf->origin[i].key);
+        free(conf->origin[i].where);
+    }
+    free(conf->origin);
     free(conf);
 }
 
@@ -365,6 +458,17 @@ const char *rf_conf_kafka_get(const struct rf_conf *conf, const char *key) {
     return NULL;
 }
 
+/* "fraud, credit, market": for messages. */
+static const char *job_names(void) {
+    static char buf[256];
+    size_t off = 0;
+    buf[0] = '\0';
+    for (int i = 0; i < rf_jobs_n() && off < sizeof buf; i++)
+        off += (size_t)snprintf(buf + off, sizeof buf - off, "%s%s", i ? ", " : "",
+                                rf_jobs_at(i)->name);
+    return buf;
+}
+
 int rf_conf_validate(const struct rf_conf *conf, int demo, char *errstr, size_t size) {
     if (!demo && !rf_conf_kafka_get(conf, "bootstrap.servers")) {
         errf(errstr, size, "kafka.bootstrap.servers is required");
@@ -380,42 +484,93 @@ int rf_conf_validate(const struct rf_conf *conf, int demo, char *errstr, size_t 
         return RF_E_CONF;
     }
     /* Topic list syntax: checked here so a typo is a config error, not a runtime one. */
-    const char *p = conf->input_topics;
-    while (*p) {
-        const char *comma = strchr(p, ',');
-        size_t len = comma ? (size_t)(comma - p) : strlen(p);
-        const char *colon = memchr(p, ':', len);
-        if (len == 0 || colon == p) {
-            errf(errstr, size, "input.topics: empty topic name in '%s'", conf->input_topics);
+    const char *cur = conf->input_topics;
+    struct rf_conf_topic t;
+    int rc, n = 0;
+    while ((rc = rf_conf_topic_next(&cur, &t, errstr, size)) == 1)
+        n++;
+    if (rc < 0)
+        return rc;
+    if (n == 0) {
+        errf(errstr, size, "input.topics: no topic");
+        return RF_E_CONF;
+    }
+    /* jobs: known names, each once */
+    const char *j = conf->jobs;
+    int seen[RF_JOBS_KNOWN_MAX] = {0};
+    while (*j) {
+        const char *comma = strchr(j, ',');
+        size_t len = comma ? (size_t)(comma - j) : strlen(j);
+        int idx = rf_jobs_find(j, len);
+        if (idx < 0) {
+            errf(errstr, size, "jobs: unknown job '%.*s' (known: %s)", (int)len, j, job_names());
             return RF_E_CONF;
         }
-        if (colon) {
-            size_t flen = len - (size_t)(colon + 1 - p);
-            if (!((flen == 5 && strncmp(colon + 1, "plain", 5) == 0) ||
-                  (flen == 9 && strncmp(colon + 1, "confluent", 9) == 0))) {
-                errf(errstr, size, "input.topics: framing of '%.*s' must be plain or confluent",
-                     (int)len, p);
-                return RF_E_CONF;
-            }
+        if (seen[idx]++) {
+            errf(errstr, size, "jobs: '%.*s' listed twice", (int)len, j);
+            return RF_E_CONF;
         }
         if (!comma)
             break;
-        p = comma + 1;
+        j = comma + 1;
     }
     return 0;
 }
 
-static void prop_value(const struct rf_conf *conf, const struct prop *pr, char *buf, size_t n) {
-    const char *base = (const char *)conf + pr->offset;
+int rf_conf_topic_next(const char **cursor, struct rf_conf_topic *t, char *errstr, size_t size) {
+    const char *p = *cursor;
+    if (!*p)
+        return 0;
+    const char *comma = strchr(p, ',');
+    size_t len = comma ? (size_t)(comma - p) : strlen(p);
+    *cursor = comma ? comma + 1 : p + len;
+    memset(t, 0, sizeof *t);
+    t->framing = -1;
+    const char *c1 = memchr(p, ':', len);
+    size_t nlen = c1 ? (size_t)(c1 - p) : len;
+    if (nlen == 0 || nlen >= sizeof t->name) {
+        errf(errstr, size, "input.topics: %s topic name in '%.*s'", nlen ? "too long a" : "empty",
+             (int)len, p);
+        return RF_E_CONF;
+    }
+    memcpy(t->name, p, nlen);
+    if (!c1)
+        return 1;
+    const char *f = c1 + 1;
+    size_t rest = len - nlen - 1;
+    const char *c2 = memchr(f, ':', rest);
+    size_t flen = c2 ? (size_t)(c2 - f) : rest;
+    if (flen == 9 && strncmp(f, "confluent", 9) == 0 && !c2) {
+        t->framing = 0;
+    } else if (flen == 5 && strncmp(f, "plain", 5) == 0) {
+        t->framing = 1;
+        if (c2) {
+            size_t tl = rest - flen - 1;
+            if (tl == 0 || tl >= sizeof t->type) {
+                errf(errstr, size, "input.topics: bad record type in '%.*s'", (int)len, p);
+                return RF_E_CONF;
+            }
+            memcpy(t->type, c2 + 1, tl);
+        }
+    } else {
+        errf(errstr, size, "input.topics: '%.*s': the framing must be confluent, plain or "
+             "plain:RecordType", (int)len, p);
+        return RF_E_CONF;
+    }
+    return 1;
+}
+
+static void prop_value(const char *st, const struct rf_conf_prop *pr, char *buf, size_t n) {
+    const char *base = st + pr->offset;
     switch (pr->type) {
-    case T_STR:
-    case T_ENUM:
+    case RF_PROP_STR:
+    case RF_PROP_ENUM:
         snprintf(buf, n, "%s", *(char *const *)(const void *)base);
         break;
-    case T_INT:
+    case RF_PROP_INT:
         snprintf(buf, n, "%d", *(const int *)(const void *)base);
         break;
-    case T_DBL:
+    case RF_PROP_DBL:
         snprintf(buf, n, "%.17g", *(const double *)(const void *)base);
         break;
     }
@@ -423,9 +578,13 @@ static void prop_value(const struct rf_conf *conf, const struct prop *pr, char *
 
 void rf_conf_dump(const struct rf_conf *conf, FILE *out) {
     char v[4096];
-    for (size_t i = 0; i < N_PROPS; i++) {
-        prop_value(conf, &props[i], v, sizeof v);
-        fprintf(out, "%s=%s\n", props[i].name, v);
+    for (int t = 0; t < n_tables(); t++) {
+        int n;
+        const struct rf_conf_prop *rows = table(t, &n);
+        for (int i = 0; i < n; i++) {
+            prop_value(table_base(conf, t), &rows[i], v, sizeof v);
+            fprintf(out, "%s=%s\n", rows[i].name, v);
+        }
     }
     for (int i = 0; i < conf->n_kafka; i++)
         fprintf(out, "kafka.%s=%s\n", conf->kafka[i].key, conf->kafka[i].value);
@@ -434,22 +593,27 @@ void rf_conf_dump(const struct rf_conf *conf, FILE *out) {
 void rf_conf_reference(FILE *out) {
     static const char *type_names[] = {"string", "integer", "number", "one of"};
     fprintf(out, "# riskflowd configuration reference\n\n"
-                 "Generated by `riskflowd --config-reference` from the property table in "
-                 "src/conf.c. One `key=value` per line, `#` comments. Keys starting with "
+                 "Generated by `riskflowd --config-reference` from the property tables (the "
+                 "core one in src/conf.c, each job's in src/job_<name>.c). One `key=value` per "
+                 "line, `#` comments. Keys starting with "
                  "`kafka.` go to librdkafka without the prefix (both the consumer and the "
                  "producer; see librdkafka's CONFIGURATION.md). `-X key=value` on the command "
                  "line overrides the file.\n\n"
                  "| key | type | default | description |\n|---|---|---|---|\n");
-    for (size_t i = 0; i < N_PROPS; i++) {
-        const struct prop *pr = &props[i];
+    for (int t = 0; t < n_tables(); t++) {
+      int n;
+      const struct rf_conf_prop *rows = table(t, &n);
+      for (int i = 0; i < n; i++) {
+        const struct rf_conf_prop *pr = &rows[i];
         char type[160];
-        if (pr->type == T_ENUM)
+        if (pr->type == RF_PROP_ENUM)
             snprintf(type, sizeof type, "%s `%s`", type_names[pr->type], pr->values);
-        else if (pr->type == T_STR)
+        else if (pr->type == RF_PROP_STR)
             snprintf(type, sizeof type, "%s", type_names[pr->type]);
         else
             snprintf(type, sizeof type, "%s in [%g, %g]", type_names[pr->type], pr->min,
                      pr->max);
         fprintf(out, "| `%s` | %s | `%s` | %s |\n", pr->name, type, pr->def, pr->desc);
+      }
     }
 }

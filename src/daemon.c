@@ -21,13 +21,13 @@
 #include <time.h>
 
 #include "riskflow/codec.h"
+#include "riskflow/decl.h"
 #include "riskflow/demo.h"
+#include "riskflow/engine.h"
 #include "riskflow/err.h"
 #include "riskflow/kafka.h"
 #include "riskflow/log.h"
 #include "riskflow/metrics.h"
-#include "riskflow/model.h"
-#include "riskflow/pipeline.h"
 #include "riskflow/store.h"
 
 /* OpenBLAS 0.3.21 exports these without a prototype in cblas.h on every build. */
@@ -39,12 +39,12 @@ struct daemon {
     const struct rf_conf *conf;
     int demo_mode;
     rf_schemas_t *schemas;
-    rf_model_t *model;
+    rf_decl_t *decl;
     rf_store_t *store;
     rd_kafka_t *rk, *rkp;
     rd_kafka_queue_t *rkqu_cons, *rkqu_prod;
     struct rf_kafka_watch watch_cons, watch_prod;
-    rf_pipeline_t *pl;
+    rf_engine_t *engine;
     rf_demo_t *demo;
     struct rf_metrics metrics;
 
@@ -55,20 +55,26 @@ struct daemon {
     uv_timer_t deadline;     /* shutdown.timeout.ms */
 
     int demo_started;
+    int watching; /* both queue watches are up */
     int stopping;
     int stopped;
     int timed_out;
     uint64_t stop_deadline_ns;
     uint64_t committed_mark; /* metrics.offsets_stored at the last commit */
-    int group_steady;        /* the consumer group's join state is "steady" (statistics) */
-    int group_state_seen; /* uv_hrtime() when shutdown.timeout.ms runs out */
     int exit_code;
     uint64_t t_start_ns, t_end_ns;
     struct rusage ru_start, ru_thread_start;
 };
 
-int rf_daemon_check(const struct rf_conf *conf, char *errstr, size_t size) {
-    char err[512];
+static void on_dry_idle(void *arg) {
+    (void)arg;
+}
+
+static void on_walk_close(uv_handle_t *h, void *arg);
+
+int rf_daemon_check(const struct rf_conf *conf, FILE *layout, char *errstr, size_t size) {
+    char err[768];
+    int rc = RF_E_CONF;
     if (rf_kafka_conf_check(conf, errstr, size) != 0)
         return RF_E_CONF;
     rf_schemas_t *schemas = rf_schemas_load(conf->schemas_dir, err, sizeof err);
@@ -76,38 +82,49 @@ int rf_daemon_check(const struct rf_conf *conf, char *errstr, size_t size) {
         snprintf(errstr, size, "schemas.dir: %s", err);
         return RF_E_CONF;
     }
-    int rc = 0;
-    if (rf_schemas_find(schemas, "riskflow.Payment") < 0 ||
-        rf_schemas_find(schemas, "riskflow.FraudScore") < 0 ||
-        rf_schemas_find(schemas, "riskflow.FraudAlert") < 0) {
-        snprintf(errstr, size, "schemas.dir: %s/registry.txt must name riskflow.Payment, "
-                 "riskflow.FraudScore and riskflow.FraudAlert", conf->schemas_dir);
-        rc = RF_E_CONF;
+    rf_decl_t *decl = rf_decl_load(conf->features_path, schemas, err, sizeof err);
+    if (!decl) {
+        snprintf(errstr, size, "%s", err);
+        goto free_schemas;
     }
+    /* The engine as it starts, without Kafka: jobs load their models and check every
+     * feature they read against the declarations. */
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    struct rf_metrics metrics;
+    memset(&metrics, 0, sizeof metrics);
+    struct rf_engine_deps deps = {.loop = &loop, .conf = conf, .schemas = schemas, .decl = decl,
+                                  .metrics = &metrics, .on_idle = on_dry_idle};
+    rf_engine_t *engine = rf_engine_new(&deps, err, sizeof err);
+    if (engine && err[0] == '\0') {
+        rc = 0;
+        if (layout)
+            rf_decl_print_layout(decl, layout);
+    } else
+        snprintf(errstr, size, "%s", err);
+    if (engine)
+        rf_engine_close(engine, NULL, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    rf_engine_destroy(engine);
+    uv_loop_close(&loop);
+    rf_decl_destroy(decl);
+free_schemas:
     rf_schemas_destroy(schemas);
-    if (rc)
-        return rc;
-    rf_model_t *model = rf_model_load(conf->fraud_model_path, err, sizeof err);
-    if (!model) {
-        snprintf(errstr, size, "model.fraud.path: %s", err);
-        return RF_E_CONF;
-    }
-    rf_model_destroy(model);
-    return 0;
+    return rc;
 }
 
-/* ---- callbacks into the pipeline ---- */
+/* ---- callbacks into the engine ---- */
 
 static void on_cons_ready(void *arg) {
     struct daemon *d = arg;
-    if (d->pl)
-        rf_pipeline_drain(d->pl);
+    if (d->engine)
+        rf_engine_drain(d->engine);
 }
 
 static void on_prod_ready(void *arg) {
     struct daemon *d = arg;
-    if (d->pl)
-        rf_pipeline_serve_producer(d->pl);
+    if (d->engine)
+        rf_engine_serve_producer(d->engine);
     else
         while (rd_kafka_poll(d->rkp, 0) > 0)
             ;
@@ -115,13 +132,13 @@ static void on_prod_ready(void *arg) {
 
 static void dr_cb(rd_kafka_t *rkp, const rd_kafka_message_t *rkm, void *opaque) {
     struct daemon *d = opaque;
-    rf_pipeline_dr_msg_cb(rkp, rkm, d->pl);
+    rf_engine_dr_cb(rkp, rkm, d->engine);
 }
 
 static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                          rd_kafka_topic_partition_list_t *parts, void *opaque) {
     struct daemon *d = opaque;
-    rf_pipeline_rebalance_cb(rk, err, parts, d->pl);
+    rf_engine_rebalance_cb(rk, err, parts, d->engine);
 }
 
 /* Async commit results: a failure is logged and the next tick commits again. */
@@ -140,10 +157,9 @@ static int stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque) {
     struct daemon *d = opaque;
     const char *cgrp = strstr(json, "\"cgrp\":");
     const char *js = cgrp ? strstr(cgrp, "\"join_state\":\"") : NULL;
-    if (js) {
+    if (js && d->engine) {
         js += strlen("\"join_state\":\"");
-        d->group_steady = strncmp(js, "steady\"", 7) == 0;
-        d->group_state_seen = 1;
+        rf_engine_group_state(d->engine, strncmp(js, "steady\"", 7) == 0);
     }
     return 0;
 }
@@ -151,17 +167,17 @@ static int stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque) {
 /* Whether a commit may go out now: not inside a rebalance, as far as we can tell (our own
  * callbacks, and librdkafka's join state as of its last statistics). */
 static int may_commit(const struct daemon *d) {
-    return !rf_pipeline_rebalancing(d->pl) && (!d->group_state_seen || d->group_steady);
+    return rf_engine_may_commit(d->engine);
 }
 
 static void on_fetched(rf_store_t *store, int status, void *arg) {
     struct daemon *d = arg;
-    rf_pipeline_on_fetched(d->pl, status);
+    rf_engine_on_fetched(d->engine, status);
 }
 
 static void on_flushed(rf_store_t *store, uint64_t gen, void *arg) {
     struct daemon *d = arg;
-    rf_pipeline_on_flushed(d->pl, gen);
+    rf_engine_on_flushed(d->engine, gen);
 }
 
 static void on_store_state(rf_store_t *store, int status, void *arg) {
@@ -173,12 +189,22 @@ static void on_store_state(rf_store_t *store, int status, void *arg) {
                 rf_strerror(status), rf_store_errstr(store));
 }
 
+/* A stored value of another layout: logged (rate-limited by the log budget of its caller's
+ * batch, at most one per key and fetch) and counted; the entity starts fresh. */
+static void on_store_mismatch(rf_store_t *store, const char *key, void *arg) {
+    struct daemon *d = arg;
+    if (d->metrics.store_mismatch <= 20 || d->metrics.store_mismatch % 1000 == 0)
+        RF_WARN("REDIS", "%s: the stored value is not of this feature file's layout (%s): the "
+                "entity starts fresh (%" PRIu64 " so far)", key, d->conf->features_path,
+                d->metrics.store_mismatch);
+}
+
 /* ---- stopping ---- */
 
 static void begin_stop(struct daemon *d, const char *why);
 static void on_stop_check(uv_timer_t *t);
 
-static void on_pipeline_idle(void *arg) {
+static void on_engine_idle(void *arg) {
     struct daemon *d = arg;
     if (!uv_is_closing((uv_handle_t *)&d->stop_timer))
         uv_timer_start(&d->stop_timer, on_stop_check, 0, 0);
@@ -218,7 +244,7 @@ static void serve_consumer_ms(struct daemon *d, unsigned ms) {
 }
 
 static rd_kafka_resp_err_t final_commit(struct daemon *d) {
-    rf_pipeline_settle_revoke(d->pl); /* everything has drained, or we gave up waiting */
+    rf_engine_settle_revoke(d->engine); /* everything has drained, or we gave up waiting */
     /* Caught between the halves of a cooperative rebalance: let it finish first, or the
      * commit itself would cost us the assignment (librdkafka issue #4059). */
     if (!may_commit(d))
@@ -235,6 +261,28 @@ static rd_kafka_resp_err_t final_commit(struct daemon *d) {
                 rd_kafka_err2str(err));
         serve_consumer_ms(d, 500);
     }
+}
+
+/* Close every handle the daemon's objects hold; the loop then runs out. The one close
+ * sequence, for a normal stop and for a failed start alike. */
+static void close_all(struct daemon *d) {
+    if (d->rkqu_cons)
+        rd_kafka_queue_io_event_enable(d->rkqu_cons, -1, NULL, 0);
+    if (d->rkqu_prod)
+        rd_kafka_queue_io_event_enable(d->rkqu_prod, -1, NULL, 0);
+    if (d->watching) {
+        rf_kafka_watch_close(&d->watch_cons, NULL);
+        rf_kafka_watch_close(&d->watch_prod, NULL);
+    }
+    if (d->engine)
+        rf_engine_close(d->engine, NULL, NULL);
+    if (d->store)
+        rf_store_close(d->store, NULL, NULL);
+    d->store = NULL;
+    if (d->demo)
+        rf_demo_close(d->demo, NULL, NULL);
+    /* Signals, timers: whatever is left. */
+    uv_walk(&d->loop, on_walk_close, NULL);
 }
 
 /* Everything in flight is done (or abandoned): commit, leave the group, flush, close. */
@@ -258,38 +306,26 @@ static void finish(struct daemon *d) {
         rd_kafka_resp_err_t err = rd_kafka_flush(d->rkp, 10000);
         if (err)
             RF_ERR("KAFKA", "producer flush: %s", rd_kafka_err2str(err));
-        rf_pipeline_serve_producer(d->pl);
+        rf_engine_serve_producer(d->engine);
     }
-    if (d->rkqu_cons)
-        rd_kafka_queue_io_event_enable(d->rkqu_cons, -1, NULL, 0);
-    if (d->rkqu_prod)
-        rd_kafka_queue_io_event_enable(d->rkqu_prod, -1, NULL, 0);
-    rf_kafka_watch_close(&d->watch_cons, NULL);
-    rf_kafka_watch_close(&d->watch_prod, NULL);
-    rf_pipeline_close(d->pl, NULL, NULL);
-    rf_store_close(d->store, NULL, NULL);
-    d->store = NULL;
-    if (d->demo)
-        rf_demo_close(d->demo, NULL, NULL);
-    /* Signals, timers: whatever is left. */
-    uv_walk(&d->loop, on_walk_close, NULL);
+    close_all(d);
 }
 
 static void on_stop_check(uv_timer_t *t) {
     struct daemon *d = t->data;
-    if (rf_pipeline_failed(d->pl)) {
+    if (rf_engine_failed(d->engine)) {
         d->exit_code = RF_EXIT_FAILURE;
         if (!d->stopping)
             begin_stop(d, "fatal error");
     }
-    if (d->stopping && (rf_pipeline_inflight(d->pl) == 0 || d->timed_out))
+    if (d->stopping && (rf_engine_inflight(d->engine) == 0 || d->timed_out))
         finish(d);
 }
 
 static void on_deadline(uv_timer_t *t) {
     struct daemon *d = t->data;
     RF_ERR("DAEMON", "shutdown timed out with %d events in flight; their offsets are not "
-           "committed and they will be redelivered", rf_pipeline_inflight(d->pl));
+           "committed and they will be redelivered", rf_engine_inflight(d->engine));
     d->timed_out = 1;
     d->exit_code = RF_EXIT_FAILURE;
     finish(d);
@@ -299,12 +335,12 @@ static void begin_stop(struct daemon *d, const char *why) {
     if (d->stopping)
         return;
     d->stopping = 1;
-    RF_NOTICE("DAEMON", "stopping (%s): %d events in flight", why, rf_pipeline_inflight(d->pl));
-    rf_pipeline_stop(d->pl);
+    RF_NOTICE("DAEMON", "stopping (%s): %d events in flight", why, rf_engine_inflight(d->engine));
+    rf_engine_stop(d->engine);
     d->stop_deadline_ns = uv_hrtime() + (uint64_t)d->conf->shutdown_timeout_ms * 1000000ULL;
     if (d->conf->shutdown_timeout_ms > 0)
         uv_timer_start(&d->deadline, on_deadline, (uint64_t)d->conf->shutdown_timeout_ms, 0);
-    on_pipeline_idle(d);
+    on_engine_idle(d);
 }
 
 static void on_signal(uv_signal_t *s, int signum) {
@@ -315,7 +351,7 @@ static void on_signal(uv_signal_t *s, int signum) {
     }
     if (d->stopping) {
         RF_WARN("DAEMON", "second %s: still draining %d events", strsignal(signum),
-                rf_pipeline_inflight(d->pl));
+                rf_engine_inflight(d->engine));
         return;
     }
     begin_stop(d, strsignal(signum));
@@ -337,22 +373,37 @@ static void on_commit_timer(uv_timer_t *t) {
 
 /* ---- stats ---- */
 
+/* "fraud=20000 (scores=20000 alerts=250) credit=..." for the stats line and the summary. */
+static void jobs_text(const struct rf_metrics *m, char *buf, size_t size) {
+    size_t off = 0;
+    buf[0] = '\0';
+    for (int j = 0; j < RF_METRIC_JOBS && off < size; j++) {
+        const struct rf_job_metrics *jm = &m->jobs[j];
+        if (!jm->name)
+            continue;
+        off += (size_t)snprintf(buf + off, size - off, " %s=%" PRIu64, jm->name, jm->events);
+        for (int k = 0; k < jm->kinds && k < RF_METRIC_KINDS && off < size; k++)
+            off += (size_t)snprintf(buf + off, size - off, " %s.%s=%" PRIu64, jm->name,
+                                    jm->kind_names[k], jm->outputs[k]);
+    }
+}
+
 static void log_stats(struct daemon *d) {
     const struct rf_metrics *m = &d->metrics;
-    char reasons[256] = "";
+    char reasons[256] = "", jobs[512];
     size_t off = 0;
     for (int r = 1; r < RF_DLQ_REASONS && off < sizeof reasons; r++)
         if (m->dlq_by_reason[r])
             off += (size_t)snprintf(reasons + off, sizeof reasons - off, " dlq.%s=%" PRIu64,
                                     rf_err_reason(-r), m->dlq_by_reason[r]);
-    RF_INFO("STATS", "in=%" PRIu64 " scored=%" PRIu64 " alerts=%" PRIu64 " dlq=%" PRIu64
-            "%s inflight=%d cache=%d p50=%" PRIu64 "us p99=%" PRIu64 "us store_errors=%" PRIu64
-            " corrupt=%" PRIu64 " produce_retries=%" PRIu64,
-            m->events_in, m->scored, m->alerts, m->dead_lettered, reasons,
-            rf_pipeline_inflight(d->pl),
-            rf_store_size(d->store), rf_hist_quantile(&m->latency, 0.5),
-            rf_hist_quantile(&m->latency, 0.99), m->store_errors, m->store_corrupt,
-            m->produce_retries);
+    jobs_text(m, jobs, sizeof jobs);
+    RF_INFO("STATS", "in=%" PRIu64 " done=%" PRIu64 "%s dlq=%" PRIu64 "%s replays=%" PRIu64
+            " inflight=%d cache=%d p50=%" PRIu64 "us p99=%" PRIu64 "us store_errors=%" PRIu64
+            " mismatch=%" PRIu64 " produce_retries=%" PRIu64,
+            m->events_in, m->scored, jobs, m->dead_lettered, reasons, m->replays,
+            rf_engine_inflight(d->engine), rf_store_size(d->store),
+            rf_hist_quantile(&m->latency, 0.5), rf_hist_quantile(&m->latency, 0.99),
+            m->store_errors, m->store_mismatch, m->produce_retries);
 }
 
 static void on_stats(uv_timer_t *t) {
@@ -370,7 +421,7 @@ static void on_stats(uv_timer_t *t) {
         uint64_t total;
         /* Generate only once we consume: the latency figures are then the steady state at
          * demo.rate, not the drain of a backlog built while the group formed. */
-        if (!d->demo_started && rf_pipeline_assigned(d->pl) > 0) {
+        if (!d->demo_started && rf_engine_assigned(d->engine) > 0) {
             d->demo_started = 1;
             rf_demo_start(d->demo);
         }
@@ -415,7 +466,16 @@ static void print_summary(struct daemon *d, FILE *out) {
     }
     fprintf(out, "events in:      %" PRIu64 "\n", m->events_in);
     fprintf(out, "scored:         %" PRIu64 "\n", m->scored);
-    fprintf(out, "alerts:         %" PRIu64 "\n", m->alerts);
+    for (int j = 0; j < RF_METRIC_JOBS; j++) {
+        const struct rf_job_metrics *jm = &m->jobs[j];
+        if (!jm->name)
+            continue;
+        fprintf(out, "%-7s         %" PRIu64 " events", jm->name, jm->events);
+        for (int k = 0; k < jm->kinds && k < RF_METRIC_KINDS; k++)
+            fprintf(out, "%s %" PRIu64 " %s", k ? "," : ";", jm->outputs[k], jm->kind_names[k]);
+        fprintf(out, "; latency p50 %" PRIu64 " us, p99 %" PRIu64 " us\n",
+                rf_hist_quantile(&jm->latency, 0.5), rf_hist_quantile(&jm->latency, 0.99));
+    }
     fprintf(out, "dead-lettered:  %" PRIu64, m->dead_lettered);
     const char *sep = " (";
     for (int r = 1; r < RF_DLQ_REASONS; r++) {
@@ -446,23 +506,17 @@ static void print_summary(struct daemon *d, FILE *out) {
 
 static int subscribe(struct daemon *d, char *errstr, size_t size) {
     rd_kafka_topic_partition_list_t *topics = rd_kafka_topic_partition_list_new(4);
-    char name[256];
-    const char *p = d->conf->input_topics;
-    while (*p) {
-        const char *comma = strchr(p, ',');
-        size_t len = comma ? (size_t)(comma - p) : strlen(p);
-        const char *colon = memchr(p, ':', len);
-        size_t nlen = colon ? (size_t)(colon - p) : len;
-        snprintf(name, sizeof name, "%.*s", (int)nlen, p);
-        rd_kafka_topic_partition_list_add(topics, name, RD_KAFKA_PARTITION_UA);
-        if (!comma)
-            break;
-        p = comma + 1;
-    }
-    rd_kafka_resp_err_t err = rd_kafka_subscribe(d->rk, topics);
+    const char *cur = d->conf->input_topics;
+    struct rf_conf_topic t;
+    int rc;
+    while ((rc = rf_conf_topic_next(&cur, &t, errstr, size)) == 1)
+        rd_kafka_topic_partition_list_add(topics, t.name, RD_KAFKA_PARTITION_UA);
+    rd_kafka_resp_err_t err = rc < 0 ? RD_KAFKA_RESP_ERR__INVALID_ARG
+                                     : rd_kafka_subscribe(d->rk, topics);
     rd_kafka_topic_partition_list_destroy(topics);
     if (err) {
-        snprintf(errstr, size, "subscribe: %s", rd_kafka_err2str(err));
+        if (rc >= 0)
+            snprintf(errstr, size, "subscribe: %s", rd_kafka_err2str(err));
         return RF_E_KAFKA;
     }
     return 0;
@@ -480,13 +534,11 @@ static int start(struct daemon *d, char *errstr, size_t size) {
         snprintf(errstr, size, "schemas.dir: %s", err);
         return RF_EXIT_CONFIG;
     }
-    d->model = rf_model_load(conf->fraud_model_path, err, sizeof err);
-    if (!d->model) {
-        snprintf(errstr, size, "model.fraud.path: %s", err);
+    d->decl = rf_decl_load(conf->features_path, d->schemas, err, sizeof err);
+    if (!d->decl) {
+        snprintf(errstr, size, "%s", err);
         return RF_EXIT_CONFIG;
     }
-    RF_INFO("MODEL", "fraud model %s (%d features) from %s", rf_model_version(d->model),
-            rf_model_n_features(d->model), conf->fraud_model_path);
 
     const char *bootstrap = NULL;
     const char *group = NULL;
@@ -498,22 +550,6 @@ static int start(struct daemon *d, char *errstr, size_t size) {
         }
         bootstrap = rf_demo_bootstrap(d->demo);
         group = "riskflow-demo";
-    }
-
-    struct rf_store_conf sc = {
-        .backend = strcmp(conf->store_backend, "memory") == 0 ? RF_STORE_MEMORY : RF_STORE_REDIS,
-        .redis_host = conf->redis_host,
-        .redis_port = conf->redis_port,
-        .connect_timeout_ms = (unsigned)conf->redis_connect_timeout_ms,
-        .command_timeout_ms = (unsigned)conf->redis_command_timeout_ms,
-        .key_prefix = conf->redis_key_prefix,
-        .cache_max = conf->store_cache_max,
-    };
-    struct rf_store_cbs cbs = {on_flushed, on_fetched, on_store_state, d};
-    d->store = rf_store_new(&d->loop, &sc, &cbs, &d->metrics, err, sizeof err);
-    if (!d->store) {
-        snprintf(errstr, size, "store: %s", err);
-        return RF_EXIT_CONFIG;
     }
 
     d->rkp = rf_kafka_producer_new(conf, bootstrap, dr_cb, d, err, sizeof err);
@@ -528,39 +564,58 @@ static int start(struct daemon *d, char *errstr, size_t size) {
         return RF_EXIT_CONFIG;
     }
 
-    struct rf_pipeline_deps deps = {
+    struct rf_engine_deps deps = {
         .loop = &d->loop,
         .conf = conf,
         .rk = d->rk,
         .rkp = d->rkp,
-        .store = d->store,
-        .model = d->model,
         .schemas = d->schemas,
+        .decl = d->decl,
         .metrics = &d->metrics,
-        .on_idle = on_pipeline_idle,
+        .on_idle = on_engine_idle,
         .arg = d,
     };
-    d->pl = rf_pipeline_new(&deps, err, sizeof err);
-    if (!d->pl) {
-        snprintf(errstr, size, "%s", err);
+    /* Jobs first (they register entity state), then the store over the finished layout. */
+    d->engine = rf_engine_new(&deps, err, sizeof err);
+    if (!d->engine || err[0]) {
+        snprintf(errstr, size, "%s", d->engine ? err : "out of memory");
         return RF_EXIT_CONFIG;
     }
+    struct rf_store_conf sc = {
+        .backend = strcmp(conf->store_backend, "memory") == 0 ? RF_STORE_MEMORY : RF_STORE_REDIS,
+        .redis_host = conf->redis_host,
+        .redis_port = conf->redis_port,
+        .connect_timeout_ms = (unsigned)conf->redis_connect_timeout_ms,
+        .command_timeout_ms = (unsigned)conf->redis_command_timeout_ms,
+        .key_prefix = conf->redis_key_prefix,
+        .cache_max = conf->store_cache_max,
+    };
+    struct rf_store_cbs cbs = {on_flushed, on_fetched, on_store_state, on_store_mismatch, d};
+    d->store = rf_store_new(&d->loop, &sc, d->decl, &cbs, &d->metrics, err, sizeof err);
+    if (!d->store) {
+        snprintf(errstr, size, "store: %s", err);
+        return RF_EXIT_CONFIG;
+    }
+    rf_engine_set_store(d->engine, d->store);
 
     d->rkqu_cons = rd_kafka_queue_get_consumer(d->rk);
     d->rkqu_prod = rd_kafka_queue_get_main(d->rkp);
-    if (rf_kafka_watch_init(&d->loop, &d->watch_cons, d->rkqu_cons, on_cons_ready, d) != 0 ||
-        rf_kafka_watch_init(&d->loop, &d->watch_prod, d->rkqu_prod, on_prod_ready, d) != 0) {
+    if (rf_kafka_watch_init(&d->loop, &d->watch_cons, d->rkqu_cons, on_cons_ready, d) != 0) {
         snprintf(errstr, size, "cannot create the queue wake-up pipes");
         return RF_EXIT_UNAVAILABLE;
     }
+    if (rf_kafka_watch_init(&d->loop, &d->watch_prod, d->rkqu_prod, on_prod_ready, d) != 0) {
+        rf_kafka_watch_close(&d->watch_cons, NULL);
+        snprintf(errstr, size, "cannot create the queue wake-up pipes");
+        return RF_EXIT_UNAVAILABLE;
+    }
+    d->watching = 1;
     if (subscribe(d, errstr, size) != 0)
         return RF_EXIT_UNAVAILABLE;
-    RF_NOTICE("DAEMON", "consuming %s as group %s; scores -> %s, alerts -> %s (threshold %g), "
-              "dlq -> %s; store %s", conf->input_topics,
-              group ? group : rf_conf_kafka_get(conf, "group.id"), conf->scores_topic,
-              conf->alerts_topic,
-              conf->fraud_threshold >= 0 ? conf->fraud_threshold : rf_model_threshold(d->model),
-              conf->dlq_topic, conf->store_backend);
+    RF_NOTICE("DAEMON", "consuming %s as group %s; jobs %s; features %s; dlq -> %s; store %s",
+              conf->input_topics, group ? group : rf_conf_kafka_get(conf, "group.id"),
+              rf_engine_jobs(d->engine), conf->features_path, conf->dlq_topic,
+              conf->store_backend);
 
     uv_signal_init(&d->loop, &d->sig_term);
     uv_signal_init(&d->loop, &d->sig_int);
@@ -607,23 +662,13 @@ int rf_daemon_run(const struct rf_conf *conf, int demo) {
         RF_ERR("DAEMON", "%s", errstr);
         d->exit_code = rc;
         d->stopped = 1;
-        if (d->rkqu_cons)
-            rd_kafka_queue_io_event_enable(d->rkqu_cons, -1, NULL, 0);
-        if (d->rkqu_prod)
-            rd_kafka_queue_io_event_enable(d->rkqu_prod, -1, NULL, 0);
-        if (d->pl)
-            rf_pipeline_close(d->pl, NULL, NULL);
-        if (d->store)
-            rf_store_close(d->store, NULL, NULL);
-        if (d->demo)
-            rf_demo_close(d->demo, NULL, NULL);
-        uv_walk(&d->loop, on_walk_close, NULL);
+        close_all(d);
     }
     uv_run(&d->loop, UV_RUN_DEFAULT);
 
     if (rc == RF_EXIT_OK)
         print_summary(d, d->demo ? stdout : stderr);
-    rf_pipeline_destroy(d->pl);
+    rf_engine_destroy(d->engine);
     if (d->rkqu_cons)
         rd_kafka_queue_destroy(d->rkqu_cons);
     if (d->rkqu_prod)
@@ -633,7 +678,7 @@ int rf_daemon_run(const struct rf_conf *conf, int demo) {
     if (d->rkp)
         rd_kafka_destroy(d->rkp);
     rf_demo_destroy(d->demo);
-    rf_model_destroy(d->model);
+    rf_decl_destroy(d->decl);
     rf_schemas_destroy(d->schemas);
     if (uv_loop_close(&d->loop) != 0) {
         RF_ERR("DAEMON", "a handle was left open at exit");

@@ -979,32 +979,64 @@ static const char *col_name(enum rf_col c) {
     return names[c];
 }
 
+static const char *agg_name(enum rf_agg a) {
+    static const char *const names[] = {
+        [RF_AGG_LAST] = "last", [RF_AGG_TSL] = "time_since_last", [RF_AGG_AGE] = "age",
+        [RF_AGG_EWMA] = "ewma", [RF_AGG_DSUM] = "dsum"};
+    return a < sizeof names / sizeof names[0] && names[a] ? names[a] : "?";
+}
+
+/* The same lines as tools/train/riskflow_features.py --layout (offsets, sizes, the header
+ * line of each kind), so a test can compare the two implementations of FEATURES.md §4. */
 void rf_decl_print_layout(const rf_decl_t *d, void *file) {
     FILE *out = file;
+    fprintf(out, "# layout of %s (docs/FEATURES.md §4), %d entities\n", d->path, d->n_kinds);
     for (int ki = 0; ki < d->n_kinds; ki++) {
         const struct kind *k = &d->kinds[ki];
-        fprintf(out, "kind %s size %" PRIu32 " hash %016" PRIx64 "\n", k->name, k->size, k->hash);
-        fprintf(out, "  %5d  header (88)\n", 0);
+        fprintf(out, "\nentity %s: value %" PRIu32 " bytes, layout hash 0x%016" PRIx64 "\n",
+                k->name, k->size, k->hash);
+        fprintf(out, "  offset   size  slot\n");
+        static const struct {
+            int off, size;
+            const char *what;
+        } header[] = {{0, 4, "magic (u32 0x31454652)"}, {4, 2, "version (u16 1)"},
+                      {6, 2, "n_sources (u16)"},         {8, 8, "layout hash (u64)"},
+                      {16, 8, "t_last (i64)"},
+                      {24, 64, "sources[4] (u32 topic_id, i32 partition, i64 offset)"}};
+        for (size_t i = 0; i < sizeof header / sizeof header[0]; i++)
+            fprintf(out, "  %6d %6d  %s\n", header[i].off, header[i].size, header[i].what);
         for (int gi = 0; gi < k->n_groups; gi++) {
             const struct group *g = &k->groups[gi];
-            fprintf(out, "  %5" PRIu32 "  group %d on %s window %" PRId64 "ms/%d%s%s: head\n",
-                    g->off, gi, g->rec->fullname, g->tile_ms * g->n, g->n,
-                    g->where_text[0] ? " where " : "", g->where_text);
-            fprintf(out, "  %5" PRIu32 "    cnt[%d]\n", g->off + 8, g->n);
+            char what[TEXT_MAX * 2];
+            snprintf(what, sizeof what, "group %d: %s window=%" PRId64 "ms/%d%s%s", gi,
+                     g->rec->name, g->tile_ms * g->n, g->n, g->where_text[0] ? " where " : "",
+                     g->where_text);
+            fprintf(out, "  %6" PRIu32 " %6d  %s: head (i64)\n", g->off, 8, what);
+            fprintf(out, "  %6" PRIu32 " %6d  %s: cnt[%d] (u32)\n", g->off + 8, 4 * g->n, what,
+                    g->n);
+            if (g->n & 1)
+                fprintf(out, "  %6" PRIu32 " %6d  %s: padding\n", g->off + 8 + 4 * g->n, 4, what);
             for (int c = 0; c < g->n_cols; c++)
-                fprintf(out, "  %5" PRIu32 "    %s(%s)[%d]\n", g->cols[c].off,
-                        col_name(g->cols[c].col), g->cols[c].in_text, g->n);
+                fprintf(out, "  %6" PRIu32 " %6d  %s: %s(%s)[%d] (f64)\n", g->cols[c].off,
+                        8 * g->n, what, col_name(g->cols[c].col), g->cols[c].in_text, g->n);
         }
         for (int i = 0; i < k->n_scalars; i++) {
             const struct rf_feature *f = &d->feats[k->scalars[i]];
-            fprintf(out, "  %5" PRIu32 "  %s (%" PRIu32 ")\n", f->off, f->name,
-                    scalar_bytes[f->agg]);
+            fprintf(out, "  %6" PRIu32 " %6" PRIu32 "  %s: %s\n", f->off, scalar_bytes[f->agg],
+                    f->name, agg_name(f->agg));
         }
         for (int i = 0; i < k->n_prevs; i++)
-            fprintf(out, "  %5" PRIu32 "  prev %s.%s (16)\n", k->prevs[i].off,
-                    k->prevs[i].rec->fullname, k->prevs[i].rec->fields[k->prevs[i].field].name);
-        for (int i = 0; i < k->n_jobs; i++)
-            fprintf(out, "  %5" PRIu32 "  job %s (%" PRIu32 ")\n", k->jobs[i].off,
-                    k->jobs[i].name, k->jobs[i].bytes);
+            fprintf(out, "  %6" PRIu32 " %6d  previous %s.%s (i64 has, f64 value)\n",
+                    k->prevs[i].off, 16, k->prevs[i].rec->name,
+                    k->prevs[i].rec->fields[k->prevs[i].field].name);
+        for (int i = 0; i < k->n_jobs; i++) {
+            const struct job_state *js = &k->jobs[i];
+            uint32_t rounded = (js->bytes + 7u) & ~7u;
+            fprintf(out, "  %6" PRIu32 " %6" PRIu32 "  job %s version %d state (%" PRIu32
+                         " bytes)\n", js->off, js->bytes, js->name, js->version, js->bytes);
+            if (rounded > js->bytes)
+                fprintf(out, "  %6" PRIu32 " %6" PRIu32 "  job %s: padding\n",
+                        js->off + js->bytes, rounded - js->bytes, js->name);
+        }
     }
 }

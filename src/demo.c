@@ -32,6 +32,7 @@ struct rf_demo_s {
     void *close_arg;
 
     int32_t payment_id;
+    char payments_topic[256]; /* the first of input.topics */
     uint64_t rng;
     int64_t sim_ms;        /* simulated clock */
     int64_t sim_step_ms;   /* advance per payment: the stream covers two simulated days */
@@ -69,7 +70,7 @@ static void on_gen_delivery(rd_kafka_t *rk, const rd_kafka_message_t *rkm, void 
 
 static void emit(rf_demo_t *d, const char *key, const void *val, size_t len) {
     rd_kafka_resp_err_t err = rd_kafka_producev(
-        d->rk, RD_KAFKA_V_TOPIC(d->conf->input_topics), RD_KAFKA_V_KEY(key, strlen(key)),
+        d->rk, RD_KAFKA_V_TOPIC(d->payments_topic), RD_KAFKA_V_KEY(key, strlen(key)),
         RD_KAFKA_V_VALUE((void *)val, len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
         RD_KAFKA_V_OPAQUE(d), RD_KAFKA_V_END);
     if (err)
@@ -203,6 +204,11 @@ rf_demo_t *rf_demo_new(uv_loop_t *loop, const struct rf_conf *conf, const rf_sch
     d->conf = conf;
     d->rng = (uint64_t)conf->demo_seed * 0x2545F4914F6CDD1DULL + 1;
     d->payment_id = rf_schemas_find(schemas, "riskflow.Payment");
+    const char *cur = conf->input_topics;
+    struct rf_conf_topic t;
+    if (rf_conf_topic_next(&cur, &t, errstr, size) != 1)
+        goto fail;
+    snprintf(d->payments_topic, sizeof d->payments_topic, "%s", t.name);
     d->sim_ms = DEMO_T0_MS;
     d->sim_step_ms = 2 * 86400000LL / conf->demo_events;
     if (d->sim_step_ms < 1)
@@ -234,10 +240,13 @@ rf_demo_t *rf_demo_new(uv_loop_t *loop, const struct rf_conf *conf, const rf_sch
     }
     rd_kafka_mock_cluster_t *mc = rd_kafka_handle_mock_cluster(d->rk);
     snprintf(d->bootstrap, sizeof d->bootstrap, "%s", rd_kafka_mock_cluster_bootstraps(mc));
-    /* A mock partition keeps only its last 5 MiB: spread the outputs over partitions. */
-    if (rd_kafka_mock_topic_create(mc, conf->input_topics, 4, 1) ||
-        rd_kafka_mock_topic_create(mc, conf->scores_topic, 8, 1) ||
-        rd_kafka_mock_topic_create(mc, conf->alerts_topic, 2, 1) ||
+    /* A mock partition keeps only its last 5 MiB: spread the outputs over partitions (topics
+     * of jobs not enabled are created too: harmless). */
+    const char *scores = rf_conf_str(conf, "fraud.scores.topic");
+    const char *alerts = rf_conf_str(conf, "fraud.alerts.topic");
+    if (rd_kafka_mock_topic_create(mc, d->payments_topic, 4, 1) ||
+        (scores && rd_kafka_mock_topic_create(mc, scores, 8, 1)) ||
+        (alerts && rd_kafka_mock_topic_create(mc, alerts, 2, 1)) ||
         rd_kafka_mock_topic_create(mc, conf->dlq_topic, 1, 1)) {
         snprintf(errstr, size, "demo: cannot create mock topics");
         goto fail;

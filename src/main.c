@@ -15,12 +15,14 @@
 
 static void usage(FILE *out) {
     fprintf(out,
-            "usage: riskflowd [-c FILE] [-X key=value]... [--check-config | --dump-config |\n"
-            "                 --config-reference | --demo]\n"
+            "usage: riskflowd [-c FILE] [-X key=value]... [--check-config | --layout |\n"
+            "                 --dump-config | --config-reference | --demo]\n"
             "\n"
             "  -c FILE              properties file (key=value, # comments)\n"
             "  -X key=value         set one key (after the file); kafka.* goes to librdkafka\n"
-            "  --check-config       load and validate config, schemas and model, then exit\n"
+            "  --check-config       load and validate the config, schemas, feature declarations\n"
+            "                       and every enabled job's model, then exit\n"
+            "  --layout             the same, then print the stored layout of every entity kind\n"
             "  --dump-config        print every key with its value, then exit\n"
             "  --config-reference   print the configuration reference (markdown), then exit\n"
             "  --demo               run on librdkafka's in-process mock cluster with a synthetic\n"
@@ -32,7 +34,7 @@ static void usage(FILE *out) {
 
 int main(int argc, char **argv) {
     const char *file = NULL;
-    int check = 0, dump = 0, reference = 0, demo = 0;
+    int check = 0, layout = 0, dump = 0, reference = 0, demo = 0;
     char errstr[1024];
 
     /* hiredis writes with write(2): a Redis that goes away must be an error return, not a
@@ -58,6 +60,8 @@ int main(int argc, char **argv) {
             i++;
         else if (strcmp(a, "--check-config") == 0)
             check = 1;
+        else if (strcmp(a, "--layout") == 0)
+            check = layout = 1;
         else if (strcmp(a, "--dump-config") == 0)
             dump = 1;
         else if (strcmp(a, "--config-reference") == 0)
@@ -85,9 +89,9 @@ int main(int argc, char **argv) {
         return RF_EXIT_OK;
     }
     if (demo) {
-        /* The demo's defaults: no Redis, alerts on the terminal. The file and -X still win. */
+        /* The demo's defaults: no Redis, notable outputs on the terminal. The file and -X win. */
         rf_conf_set(conf, "store.backend", "memory", "demo", errstr, sizeof errstr);
-        rf_conf_set(conf, "alerts.print", "stdout", "demo", errstr, sizeof errstr);
+        rf_conf_set(conf, "outputs.print", "stdout", "demo", errstr, sizeof errstr);
         rf_conf_set(conf, "log.level", "notice", "demo", errstr, sizeof errstr);
     }
     int rc = 0;
@@ -102,7 +106,7 @@ int main(int argc, char **argv) {
     if (rc == 0 && !dump)
         rc = rf_conf_validate(conf, demo, errstr, sizeof errstr);
     if (rc == 0 && check)
-        rc = rf_daemon_check(conf, errstr, sizeof errstr);
+        rc = rf_daemon_check(conf, layout ? stdout : NULL, errstr, sizeof errstr);
     if (rc != 0) {
         fprintf(stderr, "riskflowd: config error: %s\n", errstr);
         rf_conf_destroy(conf);
@@ -111,7 +115,7 @@ int main(int argc, char **argv) {
     if (dump || check) {
         if (dump)
             rf_conf_dump(conf, stdout);
-        else
+        else if (!layout)
             fprintf(stderr, "riskflowd: configuration OK\n");
         rf_conf_destroy(conf);
         return RF_EXIT_OK;

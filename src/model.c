@@ -25,14 +25,13 @@
 #include <string.h>
 
 #include "riskflow/err.h"
-#include "riskflow/features.h"
 
 #define RF_MODEL_FORMAT "riskflow.logistic.v1"
 
 struct rf_model_s {
     char *version;
     int n;                      /* features */
-    int ids[RF_FEATURES_MAX];   /* catalogue ids, model order */
+    char names[RF_FEATURES_MAX][RF_MODEL_NAME_MAX]; /* model order; declared in the feature file */
     double mean[RF_FEATURES_MAX];
     double scale[RF_FEATURES_MAX];
     double coef[RF_FEATURES_MAX];
@@ -121,7 +120,7 @@ static int get_vector(json_t *obj, const char *key, const char *where, int n, do
 }
 
 /* Feature names → catalogue ids. Returns the count or -1 with errstr set. */
-static int get_features(json_t *root, int *ids, const char *path, char *errstr, size_t size) {
+static int get_features(json_t *root, char (*names)[RF_MODEL_NAME_MAX], const char *path, char *errstr, size_t size) {
     json_t *arr = json_object_get(root, "features");
     if (!arr) {
         seterr(errstr, size, path, "missing field 'features'");
@@ -142,21 +141,22 @@ static int get_features(json_t *root, int *ids, const char *path, char *errstr, 
             seterr(errstr, size, path, "features[%zu]: expected a string", i);
             return -1;
         }
-        int id = rf_feature_lookup(json_string_value(v));
-        if (id < 0) {
-            seterr(errstr, size, path, "features[%zu]: unknown feature '%s'", i,
-                   json_string_value(v));
+        const char *name = json_string_value(v);
+        /* Whether it is declared (and available for payments) is the fraud job's check, with
+         * the feature file at hand: here, only what the file itself can get wrong. */
+        if (strlen(name) == 0 || strlen(name) >= RF_MODEL_NAME_MAX) {
+            seterr(errstr, size, path, "features[%zu]: a name of 1 to %d bytes expected", i,
+                   RF_MODEL_NAME_MAX - 1);
             return -1;
         }
         /* A repeated column is a training-export bug, and reasons would name it twice. */
         for (size_t j = 0; j < i; j++) {
-            if (ids[j] == id) {
-                seterr(errstr, size, path, "features[%zu]: duplicate feature '%s'", i,
-                       json_string_value(v));
+            if (strcmp(names[j], name) == 0) {
+                seterr(errstr, size, path, "features[%zu]: duplicate feature '%s'", i, name);
                 return -1;
             }
         }
-        ids[i] = id;
+        memcpy(names[i], name, strlen(name) + 1);
     }
     return (int)n;
 }
@@ -187,7 +187,7 @@ static int parse(json_t *root, rf_model_t *model, const char *path, char *errstr
         return -1;
     }
 
-    model->n = get_features(root, model->ids, path, errstr, size);
+    model->n = get_features(root, model->names, path, errstr, size);
     if (model->n < 0)
         return -1;
 
@@ -208,8 +208,7 @@ static int parse(json_t *root, rf_model_t *model, const char *path, char *errstr
         /* scikit-learn replaces a zero variance by 1 when it fits; a 0 here means the file
          * was not written by a fitted scaler, and dividing by it would yield inf/NaN. */
         if (model->scale[i] == 0.0) {
-            seterr(errstr, size, path, "scaler.scale[%d]: 0 (feature '%s')", i,
-                   rf_feature_name(model->ids[i]));
+            seterr(errstr, size, path, "scaler.scale[%d]: 0 (feature '%s')", i, model->names[i]);
             return -1;
         }
     }
@@ -293,15 +292,10 @@ int rf_model_n_features(const rf_model_t *model) {
     return model->n;
 }
 
-const int *rf_model_feature_ids(const rf_model_t *model) {
-    return model->ids;
-}
-
-/* The catalogue's static string; callers still treat it as borrowed from the model. */
 const char *rf_model_feature_name(const rf_model_t *model, int i) {
     if (i < 0 || i >= model->n)
         return NULL;
-    return rf_feature_name(model->ids[i]);
+    return model->names[i];
 }
 
 double rf_model_threshold(const rf_model_t *model) {
@@ -361,7 +355,7 @@ int rf_model_reasons(const rf_model_t *model, const double *x_row, struct rf_rea
         int last = got < k ? got : k - 1;
         for (int j = last; j > pos; j--)
             out[j] = out[j - 1];
-        out[pos].feature = rf_feature_name(model->ids[i]);
+        out[pos].feature = model->names[i];
         out[pos].value = x_row[i];
         out[pos].contribution = c;
         if (got < k)

@@ -132,6 +132,17 @@ static inline const char *rf_rec_str(const struct rf_rec *r, int f, size_t *len)
     return (const char *)r->base + r->v[f].s.off;
 }
 
+/* A string field copied out as a C string (it holds no NUL and fits: RF_FIELD_STR_MAX). */
+static inline const char *rf_rec_cstr(const struct rf_rec *r, int f,
+                                      char buf[RF_FIELD_STR_MAX + 1]) {
+    size_t n;
+    const char *p = rf_rec_str(r, f, &n);
+    for (size_t i = 0; i < n; i++)
+        buf[i] = p[i];
+    buf[n] = '\0';
+    return buf;
+}
+
 /*
  * Split the framing off one message: the size cap (RF_E_OVERSIZE), then for CONFLUENT the
  * magic byte (RF_E_BADMAGIC) and the header (RF_E_TRUNCATED), whose id goes to *schema_id;
@@ -171,5 +182,9 @@ int rf_encode_fraud_score(const struct rf_fraud_score *s, enum rf_framing framin
                           int32_t schema_id, uint8_t *buf, size_t cap, size_t *len);
 int rf_encode_fraud_alert(const struct rf_fraud_alert *a, enum rf_framing framing,
                           int32_t schema_id, uint8_t *buf, size_t cap, size_t *len);
+int rf_encode_pd_update(const struct rf_pd_update *u, enum rf_framing framing, int32_t schema_id,
+                        uint8_t *buf, size_t cap, size_t *len);
+int rf_encode_market_signal(const struct rf_market_signal *m, enum rf_framing framing,
+                            int32_t schema_id, uint8_t *buf, size_t cap, size_t *len);
 
 #endif

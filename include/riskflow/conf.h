@@ -1,10 +1,13 @@
 /*
  * conf.h — riskflowd's configuration: one properties file, one table.
  *
- * Owns struct rf_conf and the property table (src/conf.c) that drives parsing, defaults,
- * range checks, `-X key=value` overrides, `--dump-config` and docs/CONFIGURATION.md.
- * Keys under `kafka.` are not in the table: they pass through to librdkafka unchanged
- * (without the prefix) and librdkafka validates them when the clients are built.
+ * Owns struct rf_conf and the property tables that drive parsing, defaults, range checks,
+ * `-X key=value` overrides, `--dump-config` and docs/CONFIGURATION.md: the core table
+ * (src/conf.c) and one table per job (its "<job>." keys, in its own module, laid over its own
+ * config struct; see job.h). Keys under `kafka.` are in no table: they pass through to
+ * librdkafka unchanged (without the prefix) and librdkafka validates them when the clients are
+ * built. Every key remembers where its value came from ("file:line", "-X" or "default"), so
+ * later errors about a value (a model that does not load) can name the line.
  * Errors name the source and line ("riskflow.conf:12: unknown key 'foo'"); the daemon exits
  * with 78 (EX_CONFIG) on any of them. Loaded before the loop starts; read-only afterwards.
  */
@@ -13,6 +16,31 @@
 
 #include <stddef.h>
 #include <stdio.h>
+#include <stdint.h>
+
+enum rf_prop_type { RF_PROP_STR, RF_PROP_INT, RF_PROP_DBL, RF_PROP_ENUM };
+
+/* One row of a property table: the key, its type, where it lives in its struct, its default
+ * (as text, parsed like user input), bounds (INT, DBL), allowed values (ENUM: "a|b|c") and the
+ * sentence that documents it. */
+struct rf_conf_prop {
+    const char *name;
+    enum rf_prop_type type;
+    size_t offset;
+    const char *def;
+    double min, max;
+    const char *values;
+    const char *desc;
+};
+
+#define RF_PROP_S(name, st, field, def, desc) \
+    {name, RF_PROP_STR, offsetof(st, field), def, 0, 0, NULL, desc}
+#define RF_PROP_I(name, st, field, def, min, max, desc) \
+    {name, RF_PROP_INT, offsetof(st, field), def, min, max, NULL, desc}
+#define RF_PROP_D(name, st, field, def, min, max, desc) \
+    {name, RF_PROP_DBL, offsetof(st, field), def, min, max, NULL, desc}
+#define RF_PROP_E(name, st, field, def, values, desc) \
+    {name, RF_PROP_ENUM, offsetof(st, field), def, 0, 0, values, desc}
 
 /* One `kafka.*` pass-through property (prefix removed). */
 struct rf_conf_kv {
@@ -23,15 +51,17 @@ struct rf_conf_kv {
 
 struct rf_conf {
     /* input */
-    char *input_topics;      /* comma list; "topic" or "topic:plain" / "topic:confluent" */
+    char *input_topics;      /* comma list: "topic", "topic:confluent", "topic:plain[:Type]" */
     char *input_framing;     /* default framing for topics without a suffix */
-    int input_schema_id;     /* schema id of plain-framed payments; 0: look up riskflow.Payment */
+    int input_schema_id;     /* plain topics without a type: this schema id; 0: riskflow.Payment */
     int input_max_bytes;     /* size cap; larger messages are dead-lettered (oversize) */
+    /* jobs and features */
+    char *jobs;              /* comma list of enabled jobs, in layout order */
+    char *features_path;     /* the feature declarations (docs/FEATURES.md) */
     /* outputs */
-    char *scores_topic;
-    char *alerts_topic;
     char *dlq_topic;
     char *output_framing;
+    char *outputs_print;     /* "none" or "stdout": print each notable output as acknowledged */
     char *schemas_dir;
     /* feature store */
     char *store_backend;     /* "redis" or "memory" */
@@ -44,24 +74,25 @@ struct rf_conf {
     /* pipeline */
     int batch_max;
     int max_inflight;
-    /* model */
-    char *fraud_model_path;
-    double fraud_threshold; /* < 0: the model's own threshold */
     /* daemon */
     int rebalance_drain_timeout_ms;
     int commit_interval_ms;
     int shutdown_timeout_ms;
     char *log_level;
     int stats_interval_ms;
-    char *alerts_print;     /* "none" or "stdout": print each alert as it is acknowledged */
     /* demo (riskflowd --demo) */
     int demo_events;
     int demo_customers;
     int demo_rate;
     int demo_seed;
+    /* the jobs' own config structs, by index in the jobs table (jobs.h) */
+    void *job[8]; /* RF_JOBS_KNOWN_MAX */
     /* kafka.* */
     struct rf_conf_kv *kafka;
     int n_kafka;
+    /* where each table key's value came from */
+    struct rf_conf_kv *origin;
+    int n_origin;
 };
 
 /* Defaults for every table key. NULL + errstr only on out-of-memory. */
@@ -83,6 +114,25 @@ int rf_conf_set_kv(struct rf_conf *conf, const char *kv, char *errstr, size_t er
 /* Cross-key checks after everything is set (e.g. kafka.bootstrap.servers present unless
  * demo). demo: 1 when running --demo. 0 or RF_E_CONF. */
 int rf_conf_validate(const struct rf_conf *conf, int demo, char *errstr, size_t errstr_size);
+
+/* One entry of input.topics. framing: -1 (input.framing), 0 confluent, 1 plain; type: the
+ * declared record type of a plain topic ("" when none). */
+struct rf_conf_topic {
+    char name[256];
+    int framing;
+    char type[128];
+};
+
+/* The next entry of a topic list (*cursor starts at conf->input_topics). 1 with *t filled, 0
+ * at the end, RF_E_CONF with errstr on a syntax error. The one parser of input.topics. */
+int rf_conf_topic_next(const char **cursor, struct rf_conf_topic *t, char *errstr,
+                       size_t errstr_size);
+
+/* The value of a string or enum key of any table (the core's or a job's), or NULL. */
+const char *rf_conf_str(const struct rf_conf *conf, const char *key);
+
+/* Where a table key's value came from: "file:line", "-X" or "default" (borrowed). */
+const char *rf_conf_where(const struct rf_conf *conf, const char *key);
 
 /* The value of a kafka.* pass-through key (without prefix), or NULL. */
 const char *rf_conf_kafka_get(const struct rf_conf *conf, const char *key);

@@ -13,6 +13,7 @@
 #define RISKFLOW_DAEMON_H
 
 #include <stddef.h>
+#include <stdio.h>
 
 #include "riskflow/conf.h"
 
@@ -23,9 +24,10 @@
 #define RF_EXIT_UNAVAILABLE 69 /* EX_UNAVAILABLE: could not start (e.g. Kafka client) */
 #define RF_EXIT_CONFIG 78      /* EX_CONFIG */
 
-/* Load what the config names (schemas, model) without starting anything: --check-config.
- * 0, or RF_E_CONF with the reason in errstr. */
-int rf_daemon_check(const struct rf_conf *conf, char *errstr, size_t errstr_size);
+/* Load what the config names (schemas, feature declarations, every enabled job's model and
+ * the features it reads) without starting anything: --check-config. With `layout`, print the
+ * entity value layout there (--layout). 0, or RF_E_CONF with the reason in errstr. */
+int rf_daemon_check(const struct rf_conf *conf, FILE *layout, char *errstr, size_t errstr_size);
 
 /* Run until stopped; returns a RF_EXIT_* code. demo: run against the in-process mock cluster
  * with the synthetic generator and print a summary at the end. */

@@ -4,7 +4,8 @@
  * Owns the one table of RF_E* codes. Every internal function returns 0 or one of these
  * (negative) values; rf_strerror() names them. A library's own error type is translated
  * into one of these once, at the module boundary, and goes no further.
- * The DLQ reasons for undecodable input are a subset (RF_E_TRUNCATED .. RF_E_MALFORMED):
+ * The DLQ reasons are a subset (RF_E_TRUNCATED .. RF_E_MALFORMED, RF_E_WRONG_TYPE,
+ * RF_E_BAD_KEY):
  * rf_err_reason() gives the short, stable token used in DLQ headers and metrics.
  */
 #ifndef RISKFLOW_ERR_H
@@ -31,7 +32,9 @@
     X(SCHEMA, -16, "schema", "schema error")                                            \
     X(BUSY, -17, "busy", "resource busy, try again")                                    \
     X(CLOSED, -18, "closed", "closed or shutting down")                                 \
-    X(NOTFOUND, -19, "notfound", "not found")
+    X(NOTFOUND, -19, "notfound", "not found")                                           \
+    X(WRONG_TYPE, -20, "wrong_type", "a record type no enabled job takes")              \
+    X(BAD_KEY, -21, "bad_key", "an entity key field is empty")
 
 enum rf_err {
 #define RF_ERR_ENUM(name, val, tok, msg) RF_E_##name = (val),

@@ -99,4 +99,45 @@ struct rf_fraud_alert {
     int64_t alerted_at_ms;
 };
 
+/* One adverse-action reason of riskflow.PdUpdate: a feature, its value, the points it cost. */
+struct rf_adverse_reason {
+    const char *feature;
+    double value;
+    double points_lost;
+};
+
+/* riskflow.PdUpdate (schemas/pd_update.avsc). Strings borrowed. */
+struct rf_pd_update {
+    const char *customer_id;
+    double pd;
+    double score;
+    const char *band;
+    const char *previous_band; /* "" when none was published */
+    int n_reasons;
+    struct rf_adverse_reason reasons[RF_REASONS_MAX];
+    const char *model_version;
+    const char *cause_event_id;
+    const char *cause_type; /* the causing record's full name */
+    int64_t event_time_ms;
+    int64_t updated_at_ms;
+    int32_t source_partition;
+    int64_t source_offset;
+};
+
+/* riskflow.MarketSignal (schemas/market_signal.avsc). Strings borrowed. */
+struct rf_market_signal {
+    const char *instrument;
+    int64_t bar_end_ms;
+    int64_t bar_index;
+    int32_t horizon_bars;
+    double expected_return_bps;
+    double p_up;
+    const char *model_version;
+    int n_features;
+    struct rf_named_value features[RF_FEATURES_MAX];
+    int64_t signal_at_ms;
+    int32_t source_partition;
+    int64_t source_offset;
+};
+
 #endif

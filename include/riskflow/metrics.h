@@ -29,26 +29,39 @@ void rf_hist_add(struct rf_hist *h, uint64_t us);
 uint64_t rf_hist_quantile(const struct rf_hist *h, double q);
 
 /* DLQ reasons are the decode errors, indexed by -RF_E_* (err.h). */
-#define RF_DLQ_REASONS 20
+#define RF_DLQ_REASONS 24
+
+#define RF_METRIC_JOBS 8
+#define RF_METRIC_KINDS 8
+
+/* Per job: the events it took that completed, and its outputs acknowledged, by kind. */
+struct rf_job_metrics {
+    const char *name;          /* NULL: no job in this slot */
+    uint64_t events;
+    uint64_t outputs[RF_METRIC_KINDS];
+    const char *const *kind_names;
+    int kinds;
+    struct rf_hist latency;    /* consumed -> complete, for its events */
+};
 
 struct rf_metrics {
     uint64_t events_in;        /* messages taken from the consumer */
-    uint64_t scored;           /* payments whose outputs and state are complete */
-    uint64_t alerts;           /* alerts acknowledged */
+    uint64_t scored;           /* events complete with their outputs and state (not DLQ) */
     uint64_t dead_lettered;    /* DLQ records acknowledged */
     uint64_t dlq_by_reason[RF_DLQ_REASONS];
-    uint64_t replays;          /* events already applied to the state (redelivery) */
+    uint64_t replays;          /* events already applied and written (redelivery): no output */
     uint64_t not_owned;        /* messages of partitions no longer assigned, left alone */
     uint64_t produce_retries;  /* outputs produced again after a failed delivery */
     uint64_t store_fetches;    /* Redis round trips to read states */
     uint64_t store_flushes;    /* Redis flushes (pipelined SETs) completed */
     uint64_t store_errors;     /* Redis commands that failed (then retried) */
-    uint64_t store_corrupt;    /* stored values that did not parse (state restarted) */
+    uint64_t store_mismatch;   /* stored values of another layout (the entity started fresh) */
     uint64_t offsets_stored;   /* rd_kafka_offsets_store calls */
     uint64_t first_in_ns;      /* uv_hrtime() of the first message taken */
     uint64_t last_done_ns;     /* uv_hrtime() of the last event completed */
     struct rf_hist latency;    /* consumed -> complete, per event */
     struct rf_hist batch_size;
+    struct rf_job_metrics jobs[RF_METRIC_JOBS];
 };
 
 #endif

@@ -10,7 +10,7 @@
  *     "format": "riskflow.logistic.v1",
  *     "name": "fraud",
  *     "version": "fraud-lr-…",                 stamped on every output
- *     "features": ["amount", …],               names from the catalogue in features.h
+ *     "features": ["amount", …],               declared in the feature file (decl.h)
  *     "scaler": {"mean": [...], "scale": [...]},   z_i = (x_i - mean_i) / scale_i
  *     "coefficients": [...],
  *     "intercept": b,
@@ -28,14 +28,16 @@
 
 #define RF_MODEL_BATCH_MAX 256 /* rows per rf_model_score_batch call */
 #define RF_MODEL_VERSION_MAX 128 /* characters; the version is stamped on every output */
+#define RF_MODEL_NAME_MAX 48     /* feature names, NUL included (decl.h's RF_NAME_MAX) */
 #define RF_STR_(x) #x
 #define RF_STR(x) RF_STR_(x)
 
 typedef struct rf_model_s rf_model_t;
 
-/* Load and validate a model file. NULL with a message in errstr on any error (unknown
- * feature name, length mismatch, scale of 0, non-finite numbers, more than RF_FEATURES_MAX
- * features). The caller owns the result (rf_model_destroy). */
+/* Load and validate a model file. NULL with a message in errstr on any error (length
+ * mismatch, scale of 0, non-finite numbers, more than RF_FEATURES_MAX features, a duplicate
+ * name). Whether its features are declared is checked by the job against the feature file.
+ * The caller owns the result (rf_model_destroy). */
 rf_model_t *rf_model_load(const char *path, char *errstr, size_t errstr_size);
 
 /* Accepts NULL. */
@@ -44,7 +46,6 @@ void rf_model_destroy(rf_model_t *model);
 /* Borrowed strings/arrays: valid until rf_model_destroy. */
 const char *rf_model_version(const rf_model_t *model);
 int rf_model_n_features(const rf_model_t *model);
-const int *rf_model_feature_ids(const rf_model_t *model); /* catalogue ids, model order */
 const char *rf_model_feature_name(const rf_model_t *model, int i);
 double rf_model_threshold(const rf_model_t *model);
 

@@ -1,21 +1,27 @@
 /*
- * store.h — the customer-state store: a bounded local cache in front of Redis.
+ * store.h — entity values: a bounded local cache per entity kind in front of Redis.
  *
- * Owns every customer state the daemon holds, the Redis client (redis.h) and the flush
+ * Owns every entity value the daemon holds (each kind's values are fixed-size, laid out by
+ * decl.h, kept in memory in their stored form), the Redis client (redis.h) and the write-back
  * machinery. Laid out as design.md §10 says the measurements demand: one compact binary value
- * per customer (features.h) with its last applied offset inside; read only on a cache miss,
- * with one MGET for all the misses of a batch; written back by pipelined SETs in coalesced
- * flushes (a customer touched by 40 events since the last flush is written once).
- * With backend "memory" there is no Redis: the cache is the store and is never evicted.
+ * per entity with its replay watermarks inside; read only on a cache miss, with one MGET for
+ * all the misses of a batch, every kind together; written back in coalesced flushes.
  *
- * Durability is tracked by flush generations. Events applied while generation G is open are
- * durable once a flush covering G has succeeded; flushed_cb(G) says so. A failed fetch or
- * flush is retried by the store itself (the entries stay dirty, the batch keeps waiting), so
- * Redis being down means backpressure, never lost or wrong state.
+ * Generations (docs/ENGINE.md §4). The engine closes a generation after each batch: the store
+ * snapshots every value the batch changed. A generation is written to Redis only once the
+ * engine releases it (every output of its events acknowledged), and a flush writes, for each
+ * entity, its newest released snapshot inside MULTI/EXEC, so Redis holds all of a flush or
+ * none of it. flushed_cb(G): generation G and every one before it are durable. A failed fetch
+ * or flush is retried by the store itself (backoff), so Redis being down means backpressure,
+ * never lost or wrong state.
+ * With backend "memory" there is no Redis: the cache is the store, never evicted, and a
+ * released generation is durable at once.
  *
- * Entries are named by index; an index stays valid while the entry is pinned. Pointers from
- * rf_store_state() are valid only until the next rf_store_lookup() (the pool may grow).
- * Loop thread only; allocates only when the cache grows, never per event once warm.
+ * A key of another Redis type (a hash, a list) reads as missing (MGET returns nil for it) and
+ * is replaced by the entity's first flush.
+ * Entries are named by a ref (kind and index); a value pointer from rf_store_value() stays
+ * valid while the entry is pinned (entries never move). Loop thread only; allocates only when
+ * the cache grows, never per event once warm.
  */
 #ifndef RISKFLOW_STORE_H
 #define RISKFLOW_STORE_H
@@ -23,12 +29,14 @@
 #include <stdint.h>
 #include <uv.h>
 
-#include "riskflow/features.h"
+#include "riskflow/decl.h"
 #include "riskflow/metrics.h"
 
 typedef struct rf_store_s rf_store_t;
 
 enum rf_store_backend { RF_STORE_MEMORY, RF_STORE_REDIS };
+
+#define RF_STORE_PREFIX_MAX 32
 
 struct rf_store_conf {
     enum rf_store_backend backend;
@@ -36,8 +44,8 @@ struct rf_store_conf {
     int redis_port;
     unsigned connect_timeout_ms;
     unsigned command_timeout_ms;
-    const char *key_prefix; /* at most 32 bytes */
-    int cache_max;
+    const char *key_prefix; /* at most RF_STORE_PREFIX_MAX bytes */
+    int cache_max;          /* entries per kind */
 };
 
 /* Generation `gen` and all before it are durable. */
@@ -47,64 +55,80 @@ typedef void (*rf_store_flushed_cb)(rf_store_t *store, uint64_t gen, void *arg);
 typedef void (*rf_store_fetched_cb)(rf_store_t *store, int status, void *arg);
 /* Redis connection up (0) or down (< 0): for logs and readiness. */
 typedef void (*rf_store_state_cb)(rf_store_t *store, int status, void *arg);
+/* A stored value that is not a value of this declaration's layout (another version, another
+ * declaration, garbage): the entity starts fresh. key: borrowed, for the log. */
+typedef void (*rf_store_mismatch_cb)(rf_store_t *store, const char *key, void *arg);
 
 struct rf_store_cbs {
     rf_store_flushed_cb flushed;
     rf_store_fetched_cb fetched;
     rf_store_state_cb state;
+    rf_store_mismatch_cb mismatch;
     void *arg;
 };
 
-/* metrics is borrowed (the daemon's) and must outlive the store. */
-rf_store_t *rf_store_new(uv_loop_t *loop, const struct rf_store_conf *conf,
+/* decl (finished) and metrics are borrowed and must outlive the store. */
+rf_store_t *rf_store_new(uv_loop_t *loop, const struct rf_store_conf *conf, const rf_decl_t *decl,
                          const struct rf_store_cbs *cbs, struct rf_metrics *metrics,
                          char *errstr, size_t errstr_size);
 
+/* A ref: the kind in the top 4 bits, the entry's index in the other 28. */
+#define RF_STORE_REF(kind, idx) (((uint32_t)(kind) << 28) | (uint32_t)(idx))
+
 /*
- * Find or create the entry for a customer id and pin it. *idx gets its index.
- * Returns 1 when the state is loaded, 0 when it must be fetched first (rf_store_fetch), or
- * RF_E_INVAL for an id that does not fit a key. Out of memory aborts.
- * A clean entry loaded before the last rf_store_new_epoch() is fetched again.
+ * Find or create the entry for (kind, id) and pin it; *ref names it. Returns 1 when its value
+ * is loaded, 0 when it must be fetched first (rf_store_fetch), RF_E_INVAL for an empty id or
+ * one that does not fit a key. Out of memory aborts. A clean entry loaded before the last
+ * rf_store_new_epoch() is fetched again.
  */
-int rf_store_lookup(rf_store_t *store, const char *customer_id, int32_t *idx);
+int rf_store_lookup(rf_store_t *store, int kind, const char *id, size_t id_len, uint32_t *ref);
 
-/* Unpin an entry looked up earlier (it may be evicted again once clean). */
-void rf_store_unpin(rf_store_t *store, int32_t idx);
+/* The value of an entry (its kind's size; valid once loaded, stable while pinned). */
+uint8_t *rf_store_value(rf_store_t *store, uint32_t ref);
 
-/* The state of a loaded entry (borrowed; see the note on pointers above). */
-struct rf_cust_state *rf_store_state(rf_store_t *store, int32_t idx);
+/* The Redis key of an entry (borrowed). */
+const char *rf_store_key(const rf_store_t *store, uint32_t ref);
 
-/* Fetch every entry waiting for its state. Returns 1 when there was nothing to fetch
- * (no callback), 0 when fetched_cb will be called, or a negative RF_E_*. One fetch at a time:
- * RF_E_BUSY if one is in flight. */
+/* Unpin an entry looked up earlier (it may be evicted again once clean and written). */
+void rf_store_unpin(rf_store_t *store, uint32_t ref);
+
+/* Fetch every entry waiting for its value: one MGET. Returns 1 when there was nothing to
+ * fetch (no callback), 0 when fetched_cb will be called, or a negative RF_E_*. One fetch at
+ * a time: RF_E_BUSY if one is in flight. */
 int rf_store_fetch(rf_store_t *store);
 
-/* Record that a loaded entry changed; returns the open generation its change belongs to. */
-uint64_t rf_store_mark_dirty(rf_store_t *store, int32_t idx);
+/* A loaded entry changed in the current batch. */
+void rf_store_mark_dirty(rf_store_t *store, uint32_t ref);
 
-/* Start a flush of the dirty entries if none is in flight (else one starts when it ends).
- * With the memory backend flushed_cb is called before this returns. */
-void rf_store_flush(rf_store_t *store);
+/* End of a batch: snapshot every entry changed since the last call into a new generation and
+ * return its number (1, 2, ...). Generations are closed even when nothing changed. */
+uint64_t rf_store_close_gen(rf_store_t *store);
 
-/* 1 when nothing is dirty, no flush or fetch is in flight. */
+/* Generations up to `gen` may be written (their events' outputs are acknowledged); `gen` is
+ * capped at the last closed one. flushed_cb may run before this returns: always with the
+ * memory backend, and with Redis when every released generation is empty. */
+void rf_store_release(rf_store_t *store, uint64_t gen);
+
+/* 1 when nothing is waiting to be written and no flush or fetch is in flight. */
 int rf_store_idle(const rf_store_t *store);
 
-/* A rebalance happened: from now on, a clean cached state loaded before it is read from
+/* A rebalance happened: from now on, a clean cached value loaded before it is read from
  * Redis again on its next use (another member may have written it meanwhile). */
 void rf_store_new_epoch(rf_store_t *store);
 
-/* Drop every clean, unpinned entry (after a rebalance the cached copies may be stale). */
+/* Drop every clean, unpinned, written entry (after a rebalance the cached copies may be
+ * stale). */
 void rf_store_drop_clean(rf_store_t *store);
 
 /* Text of the last Redis connection failure ("" if none, or the memory backend). Borrowed. */
 const char *rf_store_errstr(const rf_store_t *store);
 
-/* Entries in the cache. */
+/* Entries in the cache, all kinds. */
 int rf_store_size(const rf_store_t *store);
 
-/* Close Redis and every handle; close_cb runs when done and the memory is freed. Pending
- * fetch gets fetched_cb(RF_E_CLOSED); unflushed state is lost (the offsets of its events were
- * not committed, so they are redelivered). */
+/* Close Redis and every handle; close_cb runs when done and the memory is freed. A pending
+ * fetch gets fetched_cb(RF_E_CLOSED); unwritten generations are lost (the offsets of their
+ * events were not committed, so they are redelivered). */
 void rf_store_close(rf_store_t *store, void (*close_cb)(void *arg), void *arg);
 
 #endif

@@ -26,11 +26,15 @@ from confluent_kafka.admin import AdminClient, NewTopic
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 SCHEMAS_DIR = os.path.join(ROOT, "schemas")
 MODEL_PATH = os.path.join(ROOT, "deploy", "models", "fraud_lr.json")
+FEATURES_PATH = os.path.join(ROOT, "deploy", "features.conf")
 
 sys.path.insert(0, os.path.join(ROOT, "tools", "train"))
 import riskflow_features as rff  # noqa: E402  (the independent feature computation)
 
 PAYMENT_ID, SCORE_ID, ALERT_ID = 1, 2, 3
+
+# The declarations the daemon runs with (features.path), read by the independent reference.
+DECL = rff.load(FEATURES_PATH, SCHEMAS_DIR)
 EXIT_CONFIG = 78
 
 
@@ -171,8 +175,17 @@ def ts_ms(v):
 
 # ---------------------------------------------------------------------------- payments
 
-CHANNELS = rff.CHANNELS
-KINDS = rff.KINDS
+def _symbols(schema_file, field):
+    with open(os.path.join(SCHEMAS_DIR, schema_file)) as f:
+        doc = json.load(f)
+    for fl in doc["fields"]:
+        if fl["name"] == field:
+            return tuple(fl["type"]["symbols"])
+    raise KeyError(field)
+
+
+CHANNELS = _symbols("payment.avsc", "channel")
+KINDS = _symbols("payment.avsc", "kind")
 T_BASE_MS = 1793491200000  # 2026-11-01T00:00:00Z
 
 
@@ -454,30 +467,47 @@ def close(a, b, rel=1e-9, abs_=1e-12):
     return math.isclose(a, b, rel_tol=rel, abs_tol=abs_)
 
 
-def replay_features(payments_in_order):
+def replay_features(payments_in_order, job_state=None):
     """payments_in_order: [(payment, topic, partition, offset)], each customer's payments in
     the order the daemon applied them (for a customer on one partition: offset order; any
-    interleaving across customers). Returns ({event_id: features dict},
-    {customer_id: CustomerState})."""
-    states = {}
+    interleaving across customers). Returns ({event_id: features dict of every feature
+    available for payments}, {customer_id: EntityState}). A replay (an event its entities
+    already hold) gets no features: the daemon writes nothing for it either."""
+    eng = rff.Engine(DECL, job_state)
     feats = {}
+    customers = set()
     for p, topic, part, off in payments_in_order:
-        st = states.get(p["customer_id"])
-        if st is None:
-            st = states[p["customer_id"]] = rff.CustomerState()
-        feats[p["event_id"]] = st.apply(p, part, off, topic=topic)
-    return feats, states
+        customers.add(p["customer_id"])
+        if eng.apply("riskflow.Payment", p, topic, part, off):
+            feats[p["event_id"]] = eng.evaluate("riskflow.Payment", p)
+    return feats, {c: eng.state("customer", c) for c in customers}
+
+
+def state_key(prefix, kind, entity_id):
+    """The Redis key of an entity's value: <prefix>:<kind>:{<id>}."""
+    return "%s:%s:{%s}" % (prefix, kind, entity_id)
+
+
+def unpack_state(raw, kind="customer", job_state=None):
+    """A stored value, parsed by the reference (ValueError when not of the layout)."""
+    return rff.Engine(DECL, job_state).kind(kind).unpack(raw)
 
 
 def state_diff(got, want):
-    """Readable differences between two CustomerStates ('' when equal)."""
+    """Readable differences between two EntityStates ('' when equal)."""
+    if got.pack() == want.pack():
+        return ""
     out = []
-    for f in ("sources", "last_event_ms", "head_5m", "head_1h",
-              "cnt_5m", "sum_5m", "cnt_1h", "sum_1h"):
+    for f in ("t_last", "sources", "prevs", "scalars", "jobs"):
         g, w = getattr(got, f), getattr(want, f)
         if g != w:
             out.append("%s: redis %r, expected %r" % (f, g, w))
-    return "; ".join(out)
+    for i, (g, w) in enumerate(zip(got.groups, want.groups)):
+        for f in ("head", "cnt", "cols"):
+            if getattr(g, f) != getattr(w, f):
+                out.append("group %d %s: redis %r, expected %r" % (i, f, getattr(g, f),
+                                                                   getattr(w, f)))
+    return "; ".join(out) or "bytes differ"
 
 
 class Pacer(threading.Thread):

@@ -16,7 +16,7 @@ GOOD = {
     "kafka.group.id": "rf-cli-test",
     "input.topics": "payments,transfers:plain",
     "schemas.dir": rfkit.SCHEMAS_DIR,
-    "model.fraud.path": rfkit.MODEL_PATH,
+    "fraud.model.path": rfkit.MODEL_PATH,
     "redis.port": "6379",
     "fraud.alert.threshold": "0.5",
 }
@@ -90,10 +90,10 @@ def test_bad_value_on_command_line(daemon_bin, tmp_path):
 
 def test_missing_model_check_config(daemon_bin, tmp_path):
     missing = os.path.join(str(tmp_path), "no-such-model.json")
-    path = write_conf(tmp_path, good_lines(**{"model.fraud.path": missing}))
+    path = write_conf(tmp_path, good_lines(**{"fraud.model.path": missing}))
     rc, out = run(daemon_bin, "-c", path, "--check-config")
     assert rc == rfkit.EXIT_CONFIG, "missing model: exit %d, want 78:\n%s" % (rc, out)
-    assert missing in out and "model.fraud.path" in out, out
+    assert missing in out and "fraud.model.path" in out, out
 
 
 def test_missing_config_file(daemon_bin, tmp_path):
@@ -124,3 +124,71 @@ def test_check_config_validates_kafka_keys(daemon_bin, tmp_path, line):
     assert names_line(out_run, path, 4), (
         "DAEMON BUG: the daemon's error for `%s` does not name %s line 4:\n%s"
         % (line, path, out_run))
+
+
+# ---- jobs, feature declarations, record types (docs/FEATURES.md, docs/ENGINE.md)
+
+def features_with(tmp_path, replace=None, drop=None):
+    """deploy/features.conf with one line replaced or dropped; returns (path, line number)."""
+    with open(rfkit.FEATURES_PATH) as f:
+        lines = f.read().split("\n")
+    key = replace[0] if replace else drop
+    idx = next(i for i, l in enumerate(lines) if l.startswith(key))
+    if replace:
+        lines[idx] = replace[1]
+    else:
+        del lines[idx]
+    path = os.path.join(str(tmp_path), "features.conf")
+    with open(path, "w") as f:
+        f.write("\n".join(lines))
+    return path, idx + 1
+
+
+@pytest.mark.parametrize("mode", [[], ["--check-config"]], ids=["run", "check-config"])
+def test_bad_feature_declaration(daemon_bin, tmp_path, mode):
+    feats, line = features_with(tmp_path, replace=(
+        "feature cust_sum_1h ", "feature cust_sum_1h = sum(nope) per customer on Payment "
+        "window=1h/12"))
+    path = write_conf(tmp_path, good_lines(**{"features.path": feats}))
+    rc, out = run(daemon_bin, "-c", path, *mode)
+    assert rc == rfkit.EXIT_CONFIG, "bad declaration: exit %d, want 78:\n%s" % (rc, out)
+    assert "%s:%d: " % (feats, line) in out and "no field 'nope'" in out, out
+
+
+def test_model_feature_not_declared(daemon_bin, tmp_path):
+    feats, _ = features_with(tmp_path, drop="feature is_night ")
+    path = write_conf(tmp_path, good_lines(**{"features.path": feats}))
+    rc, out = run(daemon_bin, "-c", path, "--check-config")
+    assert rc == rfkit.EXIT_CONFIG, "undeclared model feature: exit %d, want 78:\n%s" % (rc, out)
+    assert "is_night" in out and rfkit.MODEL_PATH in out and feats in out, out
+    assert names_line(out, path, 7), "the message does not name fraud.model.path's line:\n" + out
+
+
+def test_model_feature_not_available(daemon_bin, tmp_path):
+    """Declared, but not computable for payments: on another record type."""
+    feats, line = features_with(tmp_path, replace=(
+        "feature is_night ", "feature is_night = value() on CreditEvent where "
+        "hour(event_time)<6"))
+    path = write_conf(tmp_path, good_lines(**{"features.path": feats}))
+    rc, out = run(daemon_bin, "-c", path, "--check-config")
+    assert rc == rfkit.EXIT_CONFIG, out
+    assert "is_night" in out and "%s:%d" % (feats, line) in out and "riskflow.Payment" in out, out
+
+
+@pytest.mark.parametrize("topics,needle", [
+    ("payments,trades:plain:riskflow.Nope", "riskflow.Nope"),
+    ("payments,scores:plain:riskflow.FraudScore", "riskflow.FraudScore"),
+    ("payments,trades:confluent:riskflow.Trade", "plain:RecordType"),
+], ids=["unknown-type", "output-type", "type-on-confluent"])
+def test_plain_topic_types(daemon_bin, tmp_path, topics, needle):
+    path = write_conf(tmp_path, good_lines(**{"input.topics": topics}))
+    rc, out = run(daemon_bin, "-c", path, "--check-config")
+    assert rc == rfkit.EXIT_CONFIG, "%s: exit %d, want 78:\n%s" % (topics, rc, out)
+    assert needle in out and "input.topics" in out, out
+
+
+def test_unknown_job(daemon_bin, tmp_path):
+    path = write_conf(tmp_path, good_lines(jobs="fraud,astrology"))
+    rc, out = run(daemon_bin, "-c", path, "--check-config")
+    assert rc == rfkit.EXIT_CONFIG, out
+    assert "unknown job 'astrology'" in out, out

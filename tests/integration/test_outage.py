@@ -258,8 +258,8 @@ def test_redis_outage_mid_stream(kind, services, model, daemon_bin, tmp_path, pr
         "kafka.bootstrap.servers": services.bootstrap,
         "kafka.group.id": run + ".group",
         "input.topics": tin,
-        "output.scores.topic": scores_t,
-        "output.alerts.topic": alerts_t,
+        "fraud.scores.topic": scores_t,
+        "fraud.alerts.topic": alerts_t,
         "output.dlq.topic": dlq_t,
         "redis.host": "127.0.0.1",
         "redis.port": red.port,
@@ -269,7 +269,8 @@ def test_redis_outage_mid_stream(kind, services, model, daemon_bin, tmp_path, pr
         "store.cache.max.entries": CACHE_ENTRIES,
         "fraud.alert.threshold": THRESHOLD,
         "schemas.dir": rfkit.SCHEMAS_DIR,
-        "model.fraud.path": rfkit.MODEL_PATH,
+        "fraud.model.path": rfkit.MODEL_PATH,
+        "features.path": rfkit.FEATURES_PATH,
         "log.level": "info",
         "stats.interval.ms": 1000,
         "shutdown.timeout.ms": 20000,
@@ -409,8 +410,8 @@ def test_redis_outage_mid_stream(kind, services, model, daemon_bin, tmp_path, pr
     rc_ = red.client()
     r_bad = []
     for c, st in sorted(ref_states.items()):
-        raw = rc_.get("%s:cust:{%s}" % (run, c))
-        got = rfkit.rff.CustomerState.unpack(raw) if raw is not None else None
+        raw = rc_.get(rfkit.state_key(run, "customer", c))
+        got = rfkit.unpack_state(raw) if raw is not None else None
         if got != st:
             r_bad.append((c, "missing" if got is None else rfkit.state_diff(got, st)))
     assert not r_bad, "DAEMON BUG: final Redis state differs from the reference: " + \

@@ -1121,6 +1121,143 @@ static void test_garbage(void) {
     rf_schemas_destroy(schemas);
 }
 
+
+/* riskflow.PdUpdate: every field through avro-c, 0..3 reasons, both framings. */
+static void test_oracle_encode_pd_update(void) {
+    rf_schemas_t *schemas = load_repo_schemas();
+    struct oracle o;
+    if (!schemas || oracle_init(&o, schemas, 7) != 0)
+        goto out;
+    static const char *const feats[] = {"cr_utilisation", "cr_missed_90d", "cr_cash_30d"};
+    uint8_t buf[2048];
+    size_t len = 0;
+    for (int nr = 0; nr <= RF_REASONS_MAX; nr++) {
+        struct rf_pd_update u = {
+            .customer_id = "C000042",
+            .pd = odd_doubles[nr],
+            .score = 612.25 - nr,
+            .band = "B",
+            .previous_band = nr == 0 ? "" : "A",
+            .n_reasons = nr,
+            .model_version = "credit-sc-20261201-ab12cd34",
+            .cause_event_id = "ce-7",
+            .cause_type = "riskflow.CreditEvent",
+            .event_time_ms = 1795996800000LL + nr,
+            .updated_at_ms = 1795996800999LL,
+            .source_partition = nr,
+            .source_offset = INT64_MAX - nr,
+        };
+        for (int i = 0; i < nr; i++)
+            u.reasons[i] = (struct rf_adverse_reason){feats[i], odd_doubles[i + 3], 40.0 / (i + 1)};
+        for (int fr = 0; fr < 2; fr++) {
+            enum rf_framing framing = fr ? RF_FRAMING_PLAIN : RF_FRAMING_CONFLUENT;
+            size_t hdr = fr ? 0 : 5;
+            CHECK_EQ_INT(rf_encode_pd_update(&u, framing, 7, buf, sizeof buf, &len), 0);
+            if (oracle_read(&o, buf + hdr, len - hdr) != 0)
+                continue;
+            expect_field_str(&o.val, "customer_id", u.customer_id);
+            expect_field_double(&o.val, "pd", u.pd);
+            expect_field_double(&o.val, "score", u.score);
+            expect_field_str(&o.val, "band", u.band);
+            expect_field_str(&o.val, "previous_band", u.previous_band);
+            avro_value_t arr = field_of(&o.val, "reasons");
+            size_t n = 0;
+            CHECK_EQ_INT(avro_value_get_size(&arr, &n), 0);
+            CHECK_EQ_INT(n, nr);
+            for (size_t i = 0; i < n && i < (size_t)nr; i++) {
+                avro_value_t item, f;
+                CHECK_EQ_INT(avro_value_get_by_index(&arr, i, &item, NULL), 0);
+                f = field_of(&item, "feature");
+                expect_str(&f, u.reasons[i].feature);
+                f = field_of(&item, "value");
+                expect_double(&f, u.reasons[i].value);
+                f = field_of(&item, "points_lost");
+                expect_double(&f, u.reasons[i].points_lost);
+            }
+            expect_field_str(&o.val, "model_version", u.model_version);
+            expect_field_str(&o.val, "cause_event_id", u.cause_event_id);
+            expect_field_str(&o.val, "cause_type", u.cause_type);
+            expect_field_long(&o.val, "event_time", u.event_time_ms);
+            expect_field_long(&o.val, "updated_at", u.updated_at_ms);
+            expect_field_int(&o.val, "source_partition", u.source_partition);
+            expect_field_long(&o.val, "source_offset", u.source_offset);
+            expect_oracle_same_bytes(&o, buf + hdr, len - hdr);
+        }
+        u.band = NULL;
+        CHECK_EQ_INT(rf_encode_pd_update(&u, RF_FRAMING_PLAIN, 7, buf, sizeof buf, &len),
+                     RF_E_INVAL);
+    }
+    struct rf_pd_update bad = {.n_reasons = RF_REASONS_MAX + 1};
+    CHECK_EQ_INT(rf_encode_pd_update(&bad, RF_FRAMING_PLAIN, 7, buf, sizeof buf, &len), RF_E_INVAL);
+    oracle_close(&o);
+out:
+    rf_schemas_destroy(schemas);
+}
+
+/* riskflow.MarketSignal: every field through avro-c, 0..RF_FEATURES_MAX features. */
+static void test_oracle_encode_market_signal(void) {
+    rf_schemas_t *schemas = load_repo_schemas();
+    struct oracle o;
+    if (!schemas || oracle_init(&o, schemas, 8) != 0)
+        goto out;
+    static const int counts[] = {0, 1, 12, RF_FEATURES_MAX};
+    char names[RF_FEATURES_MAX][48];
+    uint8_t buf[4096];
+    size_t len = 0;
+    for (size_t c = 0; c < sizeof counts / sizeof counts[0]; c++) {
+        struct rf_market_signal m = {
+            .instrument = "XPAR:ABC",
+            .bar_end_ms = 1795996860000LL,
+            .bar_index = 29933281 + (int64_t)c,
+            .horizon_bars = 5,
+            .expected_return_bps = odd_doubles[c],
+            .p_up = 0.5 + 0.01 * (double)c,
+            .model_version = "market-gru-20261201-0badf00d",
+            .n_features = counts[c],
+            .signal_at_ms = 1795996860123LL,
+            .source_partition = 3,
+            .source_offset = 99,
+        };
+        for (int i = 0; i < counts[c]; i++) {
+            snprintf(names[i], sizeof names[i], "mkt_feature_%d", i);
+            m.features[i] = (struct rf_named_value){names[i], odd_doubles[i % 8] * (i + 1)};
+        }
+        for (int fr = 0; fr < 2; fr++) {
+            enum rf_framing framing = fr ? RF_FRAMING_PLAIN : RF_FRAMING_CONFLUENT;
+            size_t hdr = fr ? 0 : 5;
+            CHECK_EQ_INT(rf_encode_market_signal(&m, framing, 8, buf, sizeof buf, &len), 0);
+            if (oracle_read(&o, buf + hdr, len - hdr) != 0)
+                continue;
+            expect_field_str(&o.val, "instrument", m.instrument);
+            expect_field_long(&o.val, "bar_end", m.bar_end_ms);
+            expect_field_long(&o.val, "bar_index", m.bar_index);
+            expect_field_int(&o.val, "horizon_bars", m.horizon_bars);
+            expect_field_double(&o.val, "expected_return_bps", m.expected_return_bps);
+            expect_field_double(&o.val, "p_up", m.p_up);
+            expect_field_str(&o.val, "model_version", m.model_version);
+            avro_value_t arr = field_of(&o.val, "features");
+            size_t n = 0;
+            CHECK_EQ_INT(avro_value_get_size(&arr, &n), 0);
+            CHECK_EQ_INT(n, m.n_features);
+            for (size_t i = 0; i < n && i < (size_t)m.n_features; i++) {
+                avro_value_t item, f;
+                CHECK_EQ_INT(avro_value_get_by_index(&arr, i, &item, NULL), 0);
+                f = field_of(&item, "name");
+                expect_str(&f, m.features[i].name);
+                f = field_of(&item, "value");
+                expect_double(&f, m.features[i].value);
+            }
+            expect_field_long(&o.val, "signal_at", m.signal_at_ms);
+            expect_field_int(&o.val, "source_partition", m.source_partition);
+            expect_field_long(&o.val, "source_offset", m.source_offset);
+            expect_oracle_same_bytes(&o, buf + hdr, len - hdr);
+        }
+    }
+    oracle_close(&o);
+out:
+    rf_schemas_destroy(schemas);
+}
+
 /* ---- encoder limits --------------------------------------------------------------------- */
 
 typedef int (*encode_fn)(const void *rec, enum rf_framing framing, uint8_t *buf, size_t cap,
@@ -1244,6 +1381,7 @@ static void test_encode_inval(void) {
 RF_TEST_MAIN(RF_TEST(test_registry_load), RF_TEST(test_registry_errors), RF_TEST(test_roundtrip),
              RF_TEST(test_oracle_decode), RF_TEST(test_oracle_encode_payment),
              RF_TEST(test_oracle_encode_score), RF_TEST(test_oracle_encode_alert),
+             RF_TEST(test_oracle_encode_pd_update), RF_TEST(test_oracle_encode_market_signal),
              RF_TEST(test_truncation_every_prefix), RF_TEST(test_framing_errors),
              RF_TEST(test_oversize), RF_TEST(test_strings), RF_TEST(test_string_lengths),
              RF_TEST(test_numbers_and_enums),

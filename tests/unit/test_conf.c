@@ -27,7 +27,13 @@ static void test_defaults(void) {
     CHECK_EQ_STR(c->input_framing, "confluent");
     CHECK_EQ_INT(c->batch_max, 64);
     CHECK_EQ_INT(c->input_max_bytes, 65536);
-    CHECK(c->fraud_threshold < 0);
+    CHECK_EQ_STR(c->jobs, "fraud");
+    CHECK_EQ_STR(c->features_path, "deploy/features.conf");
+    /* a job's keys live in its own table */
+    CHECK_EQ_STR(rf_conf_str(c, "fraud.scores.topic"), "fraud.scores");
+    CHECK(rf_conf_str(c, "fraud.alert.threshold") == NULL); /* a number, not a string */
+    CHECK(rf_conf_str(c, "nope") == NULL);
+    CHECK_EQ_STR(rf_conf_where(c, "fraud.scores.topic"), "default");
     CHECK_EQ_INT(c->n_kafka, 0);
     rf_conf_destroy(c);
 }
@@ -47,7 +53,8 @@ static void test_file_ok(void) {
     CHECK_EQ_INT(rf_conf_load_file(c, p, err, sizeof err), 0);
     CHECK_EQ_STR(c->input_topics, "a,b:plain");
     CHECK_EQ_INT(c->batch_max, 32);
-    CHECK_NEAR(c->fraud_threshold, 0.75, 0, 0);
+    CHECK(strstr(rf_conf_where(c, "fraud.alert.threshold"), ":5") != NULL);
+    CHECK(strstr(rf_conf_where(c, "pipeline.batch.max"), ":4") != NULL);
     CHECK_EQ_INT(c->n_kafka, 2);
     CHECK_EQ_STR(rf_conf_kafka_get(c, "group.id"), "g2");
     CHECK_EQ_STR(rf_conf_kafka_get(c, "bootstrap.servers"), "127.0.0.1:9092");
@@ -124,7 +131,22 @@ static void test_validate(void) {
     CHECK_EQ_INT(rf_conf_validate(c, 0, err, sizeof err), 0);
     rf_conf_set_kv(c, "input.topics=a:json", err, sizeof err);
     CHECK_EQ_INT(rf_conf_validate(c, 0, err, sizeof err), RF_E_CONF);
-    CHECK(strstr(err, "must be plain or confluent") != NULL);
+    CHECK(strstr(err, "must be confluent, plain or plain:RecordType") != NULL);
+    rf_conf_set_kv(c, "input.topics=a:plain:riskflow.Trade,b:confluent", err, sizeof err);
+    CHECK_EQ_INT(rf_conf_validate(c, 0, err, sizeof err), 0);
+    rf_conf_set_kv(c, "input.topics=a:confluent:riskflow.Trade", err, sizeof err);
+    CHECK_EQ_INT(rf_conf_validate(c, 0, err, sizeof err), RF_E_CONF);
+    rf_conf_set_kv(c, "input.topics=a:plain:", err, sizeof err);
+    CHECK_EQ_INT(rf_conf_validate(c, 0, err, sizeof err), RF_E_CONF);
+    rf_conf_set_kv(c, "input.topics=a", err, sizeof err);
+    rf_conf_set_kv(c, "jobs=fraud,nope", err, sizeof err);
+    CHECK_EQ_INT(rf_conf_validate(c, 0, err, sizeof err), RF_E_CONF);
+    CHECK(strstr(err, "jobs: unknown job 'nope'") != NULL);
+    rf_conf_set_kv(c, "jobs=fraud,fraud", err, sizeof err);
+    CHECK_EQ_INT(rf_conf_validate(c, 0, err, sizeof err), RF_E_CONF);
+    CHECK(strstr(err, "listed twice") != NULL);
+    rf_conf_set_kv(c, "jobs=fraud", err, sizeof err);
+    CHECK_EQ_INT(rf_conf_validate(c, 0, err, sizeof err), 0);
     rf_conf_set_kv(c, "input.topics=a,,b", err, sizeof err);
     CHECK_EQ_INT(rf_conf_validate(c, 0, err, sizeof err), RF_E_CONF);
     rf_conf_set_kv(c, "input.topics=a:confluent,b:plain", err, sizeof err);
@@ -154,7 +176,7 @@ static void test_dump_roundtrip(void) {
     rf_conf_dump(b, f);
     fclose(f);
     CHECK_EQ_STR(d1, d2);
-    CHECK(b->fraud_threshold == a->fraud_threshold);
+    CHECK(strstr(d2, "fraud.alert.threshold=0.123456789012345\n") != NULL);
     free(d1);
     free(d2);
     rf_conf_destroy(a);

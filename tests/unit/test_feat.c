@@ -16,6 +16,7 @@
 #include "riskflow/err.h"
 #include "riskflow/feat.h"
 #include "rf_test.h"
+#include "test_decl.h"
 
 #define T0 1795996800000LL /* 2026-11-30T00:00:00Z */
 #define MIN_MS 60000LL
@@ -36,20 +37,7 @@ static double unif(void) {
 
 /* Declarations from text, finished. NULL (and errstr) on error. */
 static rf_decl_t *decl_text(const char *text, char *err, size_t size) {
-    char path[] = "/tmp/rf_test_feat_XXXXXX";
-    int fd = mkstemp(path);
-    if (fd < 0)
-        return NULL;
-    FILE *f = fdopen(fd, "w");
-    fputs(text, f);
-    fclose(f);
-    rf_decl_t *d = rf_decl_load(path, schemas, err, size);
-    unlink(path);
-    if (d && rf_decl_finish(d, err, size) != 0) {
-        rf_decl_destroy(d);
-        return NULL;
-    }
-    return d;
+    return rf_test_decl_text(schemas, text, err, size);
 }
 
 /* ---- records ---- */
@@ -244,7 +232,7 @@ static void test_errors(void) {
         if (cases[i].line > 0) {
             char at[32];
             snprintf(at, sizeof at, ":%d: ", cases[i].line);
-            ok = ok && strstr(err, at) != NULL && strstr(err, "/tmp/rf_test_feat_") == err;
+            ok = ok && strstr(err, at) != NULL && strstr(err, "/tmp/rf_test_decl_") == err;
         }
         if (!ok)
             fprintf(stderr, "  case %zu: got \"%s\", want line %d and \"%s\"\n", i, err,
@@ -317,7 +305,7 @@ static void test_layout(void) {
     if (d) {
         uint64_t h0 = rf_decl_hash(d, 0);
         rf_decl_destroy(d);
-        char path[] = "/tmp/rf_test_feat_XXXXXX";
+        char path[] = "/tmp/rf_test_decl_XXXXXX";
         int fd = mkstemp(path);
         FILE *f = fdopen(fd, "w");
         fputs("entity instrument key=instrument\nfeature q = last(price) per instrument on Trade\n",

@@ -78,11 +78,11 @@ def run_once(daemon, bootstrap, redis_port, topic, n, run_id, paced=None, out=No
     """paced: (customers, rate): produce while the daemon runs, once it has its partitions."""
     conf = {
         "kafka.bootstrap.servers": bootstrap, "kafka.group.id": "bench-" + run_id,
-        "input.topics": topic, "output.scores.topic": (out or topic) + ".scores",
-        "output.alerts.topic": (out or topic) + ".alerts", "output.dlq.topic": (out or topic) + ".dlq",
+        "input.topics": topic, "fraud.scores.topic": (out or topic) + ".scores",
+        "fraud.alerts.topic": (out or topic) + ".alerts", "output.dlq.topic": (out or topic) + ".dlq",
         "redis.port": str(redis_port), "redis.key.prefix": "bench-" + run_id,
         "schemas.dir": os.path.join(ROOT, "schemas"),
-        "model.fraud.path": os.path.join(ROOT, "deploy", "models", "fraud_lr.json"),
+        "fraud.model.path": os.path.join(ROOT, "deploy", "models", "fraud_lr.json"),
         "stats.interval.ms": "200", "log.level": "info",
     }
     with tempfile.NamedTemporaryFile("w", suffix=".conf", delete=False) as f:

@@ -1,0 +1,94 @@
+/*
+ * engine.h — the generic batch engine: consume → decode by record type → load the entities
+ * each record touches → replay check → the jobs' hooks around applying declared features →
+ * the jobs score their batch and write outputs → close a generation; and the bookkeeping that
+ * makes every input message end in exactly one counted outcome (docs/ENGINE.md).
+ *
+ * Owns the pool of in-flight events (pipeline.max.inflight, allocated once), the jobs (built
+ * from the jobs table and `jobs=`), the outputs module and the offsets module. Borrows the
+ * clients, the store, the declarations, the schemas and the metrics from the daemon.
+ *
+ * An event is complete when every output it wrote is acknowledged by the broker and the store
+ * flush covering its generation has succeeded; a generation is released to the store only
+ * once every output of every event of it (and of the generations before) is acknowledged.
+ * Only a complete event's offset can be stored, and only once every earlier offset on its
+ * partition is complete too (offsets.h). The daemon's commit timer sends stored offsets.
+ * Loop thread only. Allocates nothing per event once warm, except what librdkafka does.
+ */
+#ifndef RISKFLOW_ENGINE_H
+#define RISKFLOW_ENGINE_H
+
+#include <librdkafka/rdkafka.h>
+#include <stdio.h>
+#include <uv.h>
+
+#include "riskflow/codec.h"
+#include "riskflow/conf.h"
+#include "riskflow/decl.h"
+#include "riskflow/metrics.h"
+#include "riskflow/store.h"
+
+typedef struct rf_engine_s rf_engine_t;
+
+struct rf_engine_deps {
+    uv_loop_t *loop;
+    const struct rf_conf *conf;
+    rd_kafka_t *rk;  /* consumer */
+    rd_kafka_t *rkp; /* producer */
+    const rf_schemas_t *schemas;
+    rf_decl_t *decl; /* not finished: the engine finishes it once the jobs registered state */
+    struct rf_metrics *metrics;
+    /* Called (on the loop) when the engine has nothing in flight after rf_engine_stop, on
+     * every completion while stopping, or after a failure, so the daemon can check. */
+    void (*on_idle)(void *arg);
+    void *arg;
+};
+
+/* Build the jobs named by `jobs=` (their models, topics, entity state), finish the
+ * declarations, resolve the input topics' record types. NULL + errstr on a configuration
+ * error. The store comes later (it needs the finished declarations): rf_engine_set_store. */
+rf_engine_t *rf_engine_new(const struct rf_engine_deps *deps, char *errstr, size_t errstr_size);
+void rf_engine_set_store(rf_engine_t *e, rf_store_t *store);
+void rf_engine_destroy(rf_engine_t *e); /* after rf_engine_close's callback */
+
+/* Take messages from the consumer queue until it is empty or a limit is reached. */
+void rf_engine_drain(rf_engine_t *e);
+
+/* Serve producer events (delivery reports) until none is left. */
+void rf_engine_serve_producer(rf_engine_t *e);
+
+/* The store's callbacks, wired by the daemon. */
+void rf_engine_on_fetched(rf_engine_t *e, int status);
+void rf_engine_on_flushed(rf_engine_t *e, uint64_t gen);
+
+/* The producer's delivery report callback (opaque = the engine). */
+void rf_engine_dr_cb(rd_kafka_t *rkp, const rd_kafka_message_t *rkm, void *opaque);
+
+/* The consumer's rebalance callback (opaque = the engine). */
+void rf_engine_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                            rd_kafka_topic_partition_list_t *parts, void *opaque);
+
+/* A revocation deferred until its partitions drain: finish it now (before the final commit). */
+void rf_engine_settle_revoke(rf_engine_t *e);
+
+/* librdkafka's statistics said the group's join state is (not) steady. */
+void rf_engine_group_state(rf_engine_t *e, int steady);
+
+/* Whether a commit may be sent now (offsets.h's policy). */
+int rf_engine_may_commit(const rf_engine_t *e);
+
+/* Stop taking messages; in-flight events still complete. */
+void rf_engine_stop(rf_engine_t *e);
+
+int rf_engine_assigned(const rf_engine_t *e);
+int rf_engine_inflight(const rf_engine_t *e);
+/* 1 after a fatal error (fatal producer error, an output that can never be produced). */
+int rf_engine_failed(const rf_engine_t *e);
+
+/* The enabled jobs' names, comma-separated (borrowed). */
+const char *rf_engine_jobs(const rf_engine_t *e);
+
+/* Close the engine's handles; cb(arg) when closed. */
+void rf_engine_close(rf_engine_t *e, void (*cb)(void *arg), void *arg);
+
+#endif

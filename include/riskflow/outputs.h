@@ -1,0 +1,64 @@
+/*
+ * outputs.h — everything riskflowd writes to Kafka: job outputs and dead-letter records,
+ * produced, retried until acknowledged, and reported back through delivery reports.
+ *
+ * Owns the output topic handles, the dead-letter record format (the original bytes and key;
+ * headers rf.reason, rf.error, rf.source.topic, rf.source.partition, rf.source.offset) and
+ * the retry queue (copies of what must be produced again: a full queue or a failed delivery;
+ * backing off from 100 ms to 5 s while the broker keeps refusing). Each output carries a
+ * 64-bit tag of the caller's (event slot, job, kind) that comes back in acked/failed.
+ * Loop thread only (delivery reports are served from the loop). Allocates only on the retry
+ * path, never per output otherwise (librdkafka copies the payload: RD_KAFKA_MSG_F_COPY).
+ */
+#ifndef RISKFLOW_OUTPUTS_H
+#define RISKFLOW_OUTPUTS_H
+
+#include <librdkafka/rdkafka.h>
+#include <stdint.h>
+#include <uv.h>
+
+typedef struct rf_outputs_s rf_outputs_t;
+typedef struct rf_out_topic rf_out_topic_t; /* an output topic (owned by the outputs) */
+
+struct rf_outputs_cbs {
+    /* Acknowledged by the broker (acks=all): rkm is the delivered message (borrowed). */
+    void (*acked)(uint64_t tag, const rd_kafka_message_t *rkm, void *arg);
+    /* Can never succeed (a permanent error, or the producer's fatal error): the daemon stops
+     * cleanly; the event's offset is never stored, so nothing is lost. */
+    void (*failed)(uint64_t tag, const char *what, void *arg);
+    void *arg;
+};
+
+#define RF_DLQ_VALUE_MAX 900000 /* original bytes kept, so a record fits message.max.bytes */
+#define RF_DLQ_KEY_MAX 4096
+
+/* rkp NULL: a dry run (--check-config): topics are named but never created, nothing can be
+ * produced. */
+rf_outputs_t *rf_outputs_new(uv_loop_t *loop, rd_kafka_t *rkp, const char *dlq_topic,
+                             const struct rf_outputs_cbs *cbs, char *errstr, size_t errstr_size);
+void rf_outputs_destroy(rf_outputs_t *out); /* after rf_outputs_close's callback */
+
+/* An output topic, created once per name (owned by the outputs). NULL out of memory. */
+rf_out_topic_t *rf_outputs_topic(rf_outputs_t *out, const char *name);
+
+/* Produce one output (key and payload copied). */
+void rf_outputs_produce(rf_outputs_t *out, uint64_t tag, rf_out_topic_t *topic, const void *key,
+                        size_t key_len, const void *payload, size_t len);
+
+/* Dead-letter an input message: its bytes and key as they are (cut beyond the caps, with
+ * rf.truncated and rf.original.size), the reason token and sentence, its coordinates. */
+void rf_outputs_dlq(rf_outputs_t *out, uint64_t tag, const rd_kafka_message_t *in,
+                    const char *reason, const char *error, const char *topic, int32_t partition,
+                    int64_t offset);
+
+/* The producer's delivery report callback (opaque = the outputs). */
+void rf_outputs_dr_cb(rd_kafka_t *rkp, const rd_kafka_message_t *rkm, void *opaque);
+
+/* Outputs waiting for a retry. */
+int rf_outputs_retrying(const rf_outputs_t *out);
+
+/* Close the retry timer; cb(arg) when closed. Pending retries are dropped (their events are
+ * not complete, so their offsets are not stored). */
+void rf_outputs_close(rf_outputs_t *out, void (*cb)(void *arg), void *arg);
+
+#endif

@@ -1,0 +1,878 @@
+/*
+ * engine.c — one micro-batch at a time from the consumer through the jobs to the producer,
+ * and the bookkeeping that turns out-of-order completions into safe offsets and safe writes.
+ * See engine.h and docs/ENGINE.md.
+ *
+ * Loop thread only: librdkafka callbacks (rebalance, delivery reports, logs) run here because
+ * we serve its queues from the loop; store callbacks run from Redis replies on the loop.
+ * Must never: store an offset past an event that is not complete; release a generation whose
+ * events' outputs are not all acknowledged; drop a message without an outcome; apply an event
+ * twice (replays); allocate per event (librdkafka's own message copies aside).
+ */
+#include "riskflow/engine.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "riskflow/err.h"
+#include "riskflow/feat.h"
+#include "riskflow/job.h"
+#include "riskflow/jobs.h"
+#include "riskflow/log.h"
+#include "riskflow/offsets.h"
+#include "riskflow/outputs.h"
+
+#define NO_REF UINT32_MAX
+#define TAG_DLQ 0xff /* the job byte of a dead letter's tag */
+
+struct evt {
+    rd_kafka_message_t *rkm; /* owned: destroyed when the event leaves its partition FIFO */
+    int32_t part;
+    int32_t flush_next; /* FIFO of events waiting for their generation's flush, then free list */
+    int64_t offset;
+    uint64_t t_in_ns;
+    uint64_t gen;     /* its batch's generation (0: dead-lettered, none) */
+    int32_t pending;  /* outputs not yet acknowledged + 1 while its generation is unwritten */
+    int32_t outs;     /* outputs not yet acknowledged */
+    int8_t reason;    /* 0: a record; else -RF_E_* of why it is dead-lettered */
+    uint8_t replay;
+    uint32_t refs[RF_KINDS_MAX];
+    struct rf_rec rec;
+};
+
+struct job {
+    const struct rf_job_ops *ops;
+    void *obj;
+    int index; /* in the jobs table: its config and metrics slot */
+};
+
+struct rf_job_host {
+    rf_engine_t *e;
+};
+
+struct rf_engine_s {
+    struct rf_engine_deps d;
+    rf_store_t *store;
+    rf_outputs_t *out;
+    rf_offsets_t *offs;
+    struct rf_job_host host;
+    struct job jobs[RF_JOBS_KNOWN_MAX];
+    int n_jobs;
+    char job_names[256];
+    /* by record type index: which of our jobs take it (bit j: jobs[j]) */
+    uint32_t *takers;
+    int n_rtypes;
+    int n_kinds;
+    int print;
+
+    struct evt *pool;
+    int pool_n;
+    int32_t free_head;
+    int inflight;
+
+    int32_t batch[256];
+    int batch_n;
+    int fetch_wait;
+    int starved; /* stopped taking messages for lack of room: resume on completion */
+
+    int32_t flush_head, flush_tail;
+
+    /* generations: events with outputs still unacknowledged, per generation (ring) */
+    int32_t *gen_outs;
+    uint64_t gen_ring;
+    uint64_t gen_closed, gen_released;
+
+    uv_idle_t kick;
+    uv_timer_t revoke_timer;
+    int closing_left;
+    void (*close_cb)(void *);
+    void *close_arg;
+
+    int stopping;
+    int failed;
+    rd_kafka_topic_partition_list_t *revoking; /* a revocation waiting for its events */
+    int revoking_cooperative;
+    uint64_t revoke_deadline_ms;
+    uint64_t log_budget_reset_ms;
+    int log_budget;
+};
+
+/* Per-message problems are logged at most 20 times a second: the counters have the rest. */
+static int log_allowed(rf_engine_t *e) {
+    uint64_t now = uv_now(e->d.loop);
+    if (now - e->log_budget_reset_ms >= 1000) {
+        e->log_budget_reset_ms = now;
+        e->log_budget = 20;
+    }
+    return e->log_budget-- > 0;
+}
+
+int64_t rf_job_now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static uint64_t make_tag(int32_t slot, int job, int kind) {
+    return (uint64_t)slot << 16 | (uint64_t)(job & 0xff) << 8 | (uint64_t)(kind & 0xff);
+}
+
+static void kick(rf_engine_t *e);
+static void on_revoke_timer(uv_timer_t *t);
+
+/* ---- completion ---- */
+
+static void release_slot(int32_t slot, void *arg) {
+    rf_engine_t *e = arg;
+    struct evt *ev = &e->pool[slot];
+    rd_kafka_message_destroy(ev->rkm);
+    ev->rkm = NULL;
+    ev->flush_next = e->free_head;
+    e->free_head = slot;
+    e->inflight--;
+}
+
+static void complete(rf_engine_t *e, int32_t slot) {
+    struct evt *ev = &e->pool[slot];
+    struct rf_metrics *m = e->d.metrics;
+    uint64_t now = uv_hrtime();
+    uint64_t us = (now - ev->t_in_ns) / 1000;
+    rf_hist_add(&m->latency, us);
+    m->last_done_ns = now;
+    if (ev->reason == 0) {
+        m->scored++;
+        uint32_t takers = e->takers[ev->rec.type->index];
+        for (int j = 0; j < e->n_jobs; j++) {
+            if (takers & (1u << j)) {
+                struct rf_job_metrics *jm = &m->jobs[e->jobs[j].index];
+                jm->events++;
+                rf_hist_add(&jm->latency, us);
+            }
+        }
+    }
+    int part;
+    int64_t off = rf_offsets_done(e->offs, slot, &part, release_slot, e);
+    if (off >= 0) {
+        struct rf_part *pt = rf_offsets_part_at(e->offs, part);
+        rd_kafka_resp_err_t err = rd_kafka_offset_store(pt->handle, pt->partition, off);
+        if (err) {
+            if (log_allowed(e))
+                RF_WARN("KAFKA", "offset store %s [%" PRId32 "] @%" PRId64 ": %s", pt->topic,
+                        pt->partition, off + 1, rd_kafka_err2str(err));
+        } else {
+            rf_offsets_stored(e->offs, part, off);
+            m->offsets_stored++;
+        }
+    }
+    /* A revocation waits for its partitions to drain: look again from a clean stack (it
+     * commits synchronously and unassigns, which must not run inside a delivery report). */
+    if (e->revoking && !uv_is_closing((uv_handle_t *)&e->revoke_timer))
+        uv_timer_start(&e->revoke_timer, on_revoke_timer, 0, 0);
+    if (e->stopping || e->failed)
+        e->d.on_idle(e->d.arg);
+    else if (e->starved)
+        kick(e);
+}
+
+static void unpend(rf_engine_t *e, int32_t slot) {
+    if (--e->pool[slot].pending == 0)
+        complete(e, slot);
+}
+
+/* Release every generation whose events' outputs are all acknowledged. */
+static void release_gens(rf_engine_t *e) {
+    uint64_t g = e->gen_released;
+    while (g < e->gen_closed && e->gen_outs[(g + 1) % e->gen_ring] == 0)
+        g++;
+    if (g > e->gen_released) {
+        e->gen_released = g;
+        rf_store_release(e->store, g);
+    }
+}
+
+/* ---- outputs ---- */
+
+rf_out_topic_t *rf_job_topic(rf_job_host_t *host, const char *name) {
+    return rf_outputs_topic(host->e->out, name);
+}
+
+void rf_job_emit(rf_job_host_t *host, int32_t handle, int jobs_index, int kind,
+                 rf_out_topic_t *topic, const void *key, size_t key_len, const void *payload,
+                 size_t len) {
+    rf_engine_t *e = host->e;
+    struct evt *ev = &e->pool[handle];
+    ev->pending++;
+    ev->outs++;
+    rf_outputs_produce(e->out, make_tag(handle, jobs_index, kind), topic, key, key_len, payload,
+                       len);
+}
+
+static struct job *job_by_index(rf_engine_t *e, int index) {
+    for (int j = 0; j < e->n_jobs; j++)
+        if (e->jobs[j].index == index)
+            return &e->jobs[j];
+    return NULL;
+}
+
+static void on_acked(uint64_t tag, const rd_kafka_message_t *rkm, void *arg) {
+    rf_engine_t *e = arg;
+    int32_t slot = (int32_t)(tag >> 16);
+    int job = (int)((tag >> 8) & 0xff), kind = (int)(tag & 0xff);
+    struct evt *ev = &e->pool[slot];
+    struct rf_metrics *m = e->d.metrics;
+    if (job == TAG_DLQ) {
+        m->dead_lettered++;
+        if (ev->reason > 0 && ev->reason < RF_DLQ_REASONS)
+            m->dlq_by_reason[ev->reason]++;
+        unpend(e, slot);
+        return;
+    }
+    if (kind < RF_METRIC_KINDS)
+        m->jobs[job].outputs[kind]++;
+    if (e->print) {
+        struct job *jb = job_by_index(e, job);
+        if (jb && jb->ops->print)
+            jb->ops->print(jb->obj, kind, rkm->payload, rkm->len, stdout);
+    }
+    if (--ev->outs == 0 && ev->gen) {
+        e->gen_outs[ev->gen % e->gen_ring]--;
+        release_gens(e);
+    }
+    unpend(e, slot);
+}
+
+static void on_output_failed(uint64_t tag, const char *what, void *arg) {
+    rf_engine_t *e = arg;
+    e->failed = 1;
+    e->d.on_idle(e->d.arg);
+}
+
+void rf_engine_dr_cb(rd_kafka_t *rkp, const rd_kafka_message_t *rkm, void *opaque) {
+    rf_engine_t *e = opaque;
+    rf_outputs_dr_cb(rkp, rkm, e->out);
+}
+
+void rf_engine_serve_producer(rf_engine_t *e) {
+    while (rd_kafka_poll(e->d.rkp, 0) > 0)
+        ;
+}
+
+/* ---- the batch ---- */
+
+static void dead_letter(rf_engine_t *e, int32_t slot) {
+    struct evt *ev = &e->pool[slot];
+    const struct rf_part *pt = rf_offsets_part_at(e->offs, ev->part);
+    int rc = -ev->reason;
+    ev->pending = 1;
+    rf_outputs_dlq(e->out, make_tag(slot, TAG_DLQ, 0), ev->rkm, rf_err_reason(rc),
+                   rf_strerror(rc), pt->topic, pt->partition, ev->offset);
+}
+
+static void unpin_all(rf_engine_t *e, struct evt *ev) {
+    for (int k = 0; k < e->n_kinds; k++) {
+        if (ev->refs[k] != NO_REF) {
+            rf_store_unpin(e->store, ev->refs[k]);
+            ev->refs[k] = NO_REF;
+        }
+    }
+}
+
+static void batch_finish(rf_engine_t *e) {
+    struct rf_metrics *m = e->d.metrics;
+    int any = 0;
+    for (int b = 0; b < e->batch_n; b++) {
+        int32_t slot = e->batch[b];
+        struct evt *ev = &e->pool[slot];
+        if (ev->reason)
+            continue;
+        any = 1;
+        uint8_t *ents[RF_KINDS_MAX] = {0};
+        for (int k = 0; k < e->n_kinds; k++)
+            if (ev->refs[k] != NO_REF)
+                ents[k] = rf_store_value(e->store, ev->refs[k]);
+        const struct rf_part *pt = rf_offsets_part_at(e->offs, ev->part);
+        struct rf_src src = {pt->topic_id, pt->partition, ev->offset};
+        /* Its entities already hold it: it was applied and written, which happens only after
+         * its outputs were acknowledged. Nothing to apply, nothing to write. */
+        if (rf_feat_is_replay(e->d.decl, &ev->rec, ents, &src)) {
+            ev->replay = 1;
+            m->replays++;
+            continue;
+        }
+        struct rf_job_event jev = {slot, &ev->rec, ents, pt->topic, pt->partition, ev->offset};
+        uint32_t takers = e->takers[ev->rec.type->index];
+        for (int j = 0; j < e->n_jobs; j++)
+            if ((takers & (1u << j)) && e->jobs[j].ops->before)
+                e->jobs[j].ops->before(e->jobs[j].obj, &jev);
+        rf_feat_apply(e->d.decl, &ev->rec, ents, &src);
+        for (int k = 0; k < e->n_kinds; k++)
+            if (ev->refs[k] != NO_REF)
+                rf_store_mark_dirty(e->store, ev->refs[k]);
+        for (int j = 0; j < e->n_jobs; j++)
+            if ((takers & (1u << j)) && e->jobs[j].ops->after)
+                e->jobs[j].ops->after(e->jobs[j].obj, &jev);
+    }
+    for (int j = 0; j < e->n_jobs; j++)
+        e->jobs[j].ops->end_batch(e->jobs[j].obj);
+
+    /* The batch's changes are one generation: snapshots now, written once released. */
+    uint64_t gen = any ? rf_store_close_gen(e->store) : 0;
+    if (gen)
+        e->gen_closed = gen;
+    for (int b = 0; b < e->batch_n; b++) {
+        int32_t slot = e->batch[b];
+        struct evt *ev = &e->pool[slot];
+        if (ev->reason) {
+            dead_letter(e, slot);
+            continue;
+        }
+        unpin_all(e, ev);
+        ev->gen = gen;
+        ev->pending++; /* its generation's flush */
+        if (ev->outs > 0)
+            e->gen_outs[gen % e->gen_ring]++;
+        ev->flush_next = -1;
+        if (e->flush_tail >= 0)
+            e->pool[e->flush_tail].flush_next = slot;
+        else
+            e->flush_head = slot;
+        e->flush_tail = slot;
+    }
+    e->batch_n = 0;
+    if (gen)
+        release_gens(e);
+}
+
+/* Decode, dispatch by record type, look up entities. Returns 1 when the batch must wait for
+ * a store fetch. */
+static int batch_start(rf_engine_t *e) {
+    size_t max = (size_t)e->d.conf->input_max_bytes;
+    for (int b = 0; b < e->batch_n; b++) {
+        struct evt *ev = &e->pool[e->batch[b]];
+        const struct rf_part *pt = rf_offsets_part_at(e->offs, ev->part);
+        const uint8_t *body;
+        size_t blen;
+        int32_t id = pt->type_id;
+        const struct rf_rtype *t = NULL;
+        int rc = rf_frame(ev->rkm->payload, ev->rkm->len, (enum rf_framing)pt->framing, max, &id,
+                          &body, &blen);
+        if (rc == 0) {
+            t = rf_schemas_rtype(e->d.schemas, id);
+            rc = !t ? RF_E_UNKNOWN_SCHEMA : !e->takers[t->index] ? RF_E_WRONG_TYPE : 0;
+        }
+        if (rc == 0)
+            rc = rf_rec_decode(t, body, blen, &ev->rec);
+        for (int k = 0; rc == 0 && k < e->n_kinds; k++) {
+            int f = rf_decl_key_field(e->d.decl, k, t);
+            if (f < 0)
+                continue;
+            size_t n;
+            const char *id_s = rf_rec_str(&ev->rec, f, &n);
+            if (rf_store_lookup(e->store, k, id_s, n, &ev->refs[k]) < 0)
+                rc = RF_E_BAD_KEY; /* empty: no entity to keep state for, no key to order by */
+        }
+        if (rc != 0) {
+            unpin_all(e, ev);
+            ev->reason = (int8_t)-rc;
+            if (log_allowed(e))
+                RF_WARN("ENGINE", "%s [%" PRId32 "] @%" PRId64 ": %s: dead-lettered", pt->topic,
+                        pt->partition, ev->offset, rf_strerror(rc));
+        }
+    }
+    int rc = rf_store_fetch(e->store);
+    if (rc < 0) {
+        RF_ERR("ENGINE", "store fetch: %s", rf_strerror(rc));
+        abort(); /* BUSY can't happen: one batch at a time */
+    }
+    return rc == 0;
+}
+
+static int32_t take(rf_engine_t *e, rd_kafka_message_t *rkm, int part) {
+    int32_t slot = e->free_head;
+    struct evt *ev = &e->pool[slot];
+    e->free_head = ev->flush_next;
+    e->inflight++;
+    ev->rkm = rkm;
+    ev->part = part;
+    ev->offset = rkm->offset;
+    ev->t_in_ns = uv_hrtime();
+    ev->gen = 0;
+    ev->pending = 0;
+    ev->outs = 0;
+    ev->reason = 0;
+    ev->replay = 0;
+    for (int k = 0; k < RF_KINDS_MAX; k++)
+        ev->refs[k] = NO_REF;
+    rf_offsets_take(e->offs, part, slot, rkm->offset);
+    return slot;
+}
+
+/* A fatal client error (idempotence broken, fenced): the daemon stops. */
+static int fatal(rf_engine_t *e, rd_kafka_t *rk, const char *who) {
+    char reason[256];
+    if (!rd_kafka_fatal_error(rk, reason, sizeof reason))
+        return 0;
+    RF_ERR("KAFKA", "%s fatal error: %s", who, reason);
+    e->failed = 1;
+    e->d.on_idle(e->d.arg);
+    return 1;
+}
+
+static void consumer_error(rf_engine_t *e, const rd_kafka_message_t *rkm) {
+    if (rkm->err == RD_KAFKA_RESP_ERR__PARTITION_EOF)
+        return;
+    if (rkm->err == RD_KAFKA_RESP_ERR__FATAL && fatal(e, e->d.rk, "consumer"))
+        return;
+    if (log_allowed(e))
+        RF_WARN("KAFKA", "consumer: %s%s%s", rd_kafka_err2str(rkm->err), rkm->rkt ? " on " : "",
+                rkm->rkt ? rd_kafka_topic_name(rkm->rkt) : "");
+}
+
+/* The partition's engine data: its own topic handle (for offset stores), framing and type. */
+static int part_of(rf_engine_t *e, const rd_kafka_topic_t *seen, const char *topic,
+                   int32_t partition);
+
+void rf_engine_drain(rf_engine_t *e) {
+    int max = e->d.conf->batch_max;
+    while (!e->stopping && !e->failed && !e->fetch_wait) {
+        int n = 0;
+        e->starved = 0;
+        while (n < max) {
+            if (e->free_head < 0) {
+                e->starved = 1; /* completions free room and kick us */
+                break;
+            }
+            rd_kafka_message_t *rkm = rd_kafka_consumer_poll(e->d.rk, 0);
+            if (!rkm)
+                break;
+            if (rkm->err) {
+                consumer_error(e, rkm);
+                rd_kafka_message_destroy(rkm);
+                continue;
+            }
+            int part = part_of(e, rkm->rkt, rd_kafka_topic_name(rkm->rkt), rkm->partition);
+            /* A message of a partition we no longer own (prefetched before a revocation and
+             * still queued) belongs to its new owner: taking it here would score it twice,
+             * and its offset could not be stored anyway. */
+            if (!rf_offsets_part_at(e->offs, part)->assigned) {
+                e->d.metrics->not_owned++;
+                if (log_allowed(e))
+                    RF_INFO("KAFKA", "%s [%" PRId32 "] @%" PRId64 ": no longer assigned here; "
+                            "left to its new owner", rd_kafka_topic_name(rkm->rkt),
+                            rkm->partition, rkm->offset);
+                rd_kafka_message_destroy(rkm);
+                continue;
+            }
+            e->batch[n++] = take(e, rkm, part);
+        }
+        if (n == 0)
+            return;
+        e->batch_n = n;
+        struct rf_metrics *m = e->d.metrics;
+        if (m->events_in == 0)
+            m->first_in_ns = e->pool[e->batch[0]].t_in_ns;
+        m->events_in += (uint64_t)n;
+        rf_hist_add(&m->batch_size, (uint64_t)n);
+        if (batch_start(e)) {
+            e->fetch_wait = 1;
+            return; /* rf_engine_on_fetched resumes */
+        }
+        batch_finish(e);
+    }
+}
+
+void rf_engine_on_fetched(rf_engine_t *e, int status) {
+    e->fetch_wait = 0;
+    if (status != 0)
+        return; /* closing: the batch's events are abandoned, their offsets not stored */
+    batch_finish(e);
+    kick(e);
+}
+
+void rf_engine_on_flushed(rf_engine_t *e, uint64_t gen) {
+    while (e->flush_head >= 0 && e->pool[e->flush_head].gen <= gen) {
+        int32_t slot = e->flush_head;
+        e->flush_head = e->pool[slot].flush_next;
+        if (e->flush_head < 0)
+            e->flush_tail = -1;
+        unpend(e, slot);
+    }
+}
+
+static void on_kick(uv_idle_t *idle) {
+    rf_engine_t *e = idle->data;
+    uv_idle_stop(idle);
+    rf_engine_drain(e);
+}
+
+/* Drain again on the next loop turn, from a clean stack. */
+static void kick(rf_engine_t *e) {
+    if (!e->stopping && !uv_is_closing((uv_handle_t *)&e->kick))
+        uv_idle_start(&e->kick, on_kick);
+}
+
+/* ---- partitions and rebalances ---- */
+
+/* Framing and record type of a topic, from input.topics (validated at start). */
+static void topic_setup(rf_engine_t *e, struct rf_part *pt) {
+    const struct rf_conf *conf = e->d.conf;
+    const char *cur = conf->input_topics;
+    struct rf_conf_topic t;
+    char err[256];
+    pt->framing = strcmp(conf->input_framing, "plain") == 0 ? RF_FRAMING_PLAIN
+                                                            : RF_FRAMING_CONFLUENT;
+    const struct rf_rtype *plain = conf->input_schema_id
+                                       ? rf_schemas_rtype(e->d.schemas, conf->input_schema_id)
+                                       : rf_schemas_rtype_named(e->d.schemas, "riskflow.Payment");
+    pt->type_id = plain ? plain->schema_id : conf->input_schema_id;
+    while (rf_conf_topic_next(&cur, &t, err, sizeof err) == 1) {
+        if (strcmp(t.name, pt->topic) != 0)
+            continue;
+        if (t.framing >= 0)
+            pt->framing = t.framing ? RF_FRAMING_PLAIN : RF_FRAMING_CONFLUENT;
+        if (t.type[0]) {
+            const struct rf_rtype *rt = rf_schemas_rtype_named(e->d.schemas, t.type);
+            pt->type_id = rt ? rt->schema_id : -1;
+        }
+    }
+}
+
+static int part_of(rf_engine_t *e, const rd_kafka_topic_t *seen, const char *topic,
+                   int32_t partition) {
+    int n = rf_offsets_n_parts(e->offs);
+    int part = rf_offsets_find(e->offs, seen, topic, partition);
+    if (part == n) { /* new */
+        struct rf_part *pt = rf_offsets_part_at(e->offs, part);
+        pt->handle = rd_kafka_topic_new(e->d.rk, topic, NULL);
+        topic_setup(e, pt);
+    }
+    return part;
+}
+
+/* Hand librdkafka the assignment change the rebalance callback must make: incremental for the
+ * cooperative protocol, the whole assignment (or none) for the eager one. Errors are logged:
+ * librdkafka has no other answer to them here. */
+static void change_assignment(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *parts,
+                              int cooperative, int assign) {
+    rd_kafka_error_t *error = NULL;
+    rd_kafka_resp_err_t rerr = 0;
+    if (cooperative)
+        error = assign ? rd_kafka_incremental_assign(rk, parts)
+                       : rd_kafka_incremental_unassign(rk, parts);
+    else
+        rerr = rd_kafka_assign(rk, assign ? parts : NULL);
+    const char *what = assign ? "assign" : "unassign";
+    if (error) {
+        RF_ERR("KAFKA", "%s: %s", what, rd_kafka_error_string(error));
+        rd_kafka_error_destroy(error);
+    } else if (rerr) {
+        RF_ERR("KAFKA", "%s: %s", what, rd_kafka_err2str(rerr));
+    }
+}
+
+/* Let go of revoked partitions: commit what is stored, synchronously, then unassign. */
+static void revoke_finish(rf_engine_t *e, rd_kafka_t *rk, rd_kafka_topic_partition_list_t *parts,
+                          int cooperative, int lost) {
+    rd_kafka_resp_err_t cerr = lost ? RD_KAFKA_RESP_ERR_NO_ERROR /* cannot succeed */
+                                    : rd_kafka_commit(rk, NULL, 0);
+    if (cerr && cerr != RD_KAFKA_RESP_ERR__NO_OFFSET)
+        RF_WARN("KAFKA", "commit on revoke: %s", rd_kafka_err2str(cerr));
+    /* A cooperative revoke is followed by the assign that ends its round, and then the member
+     * rejoins: commits wait for the assign that ends that second round. A lost assignment has
+     * no second round to wait for. */
+    if (cooperative && !lost)
+        rf_offsets_rebalance_begin(e->offs, uv_now(e->d.loop));
+    for (int i = 0; i < parts->cnt; i++) {
+        int part = part_of(e, NULL, parts->elems[i].topic, parts->elems[i].partition);
+        rf_offsets_revoke(e->offs, part);
+        RF_INFO("KAFKA", "revoked %s [%" PRId32 "]", parts->elems[i].topic,
+                parts->elems[i].partition);
+    }
+    /* Another member may now change these entities: cached copies could go stale. */
+    rf_store_drop_clean(e->store);
+    rf_store_new_epoch(e->store);
+    change_assignment(rk, parts, cooperative, 0);
+}
+
+/* Events consumed from these partitions and not yet complete. */
+static int inflight_in(rf_engine_t *e, const rd_kafka_topic_partition_list_t *parts) {
+    int n = 0;
+    for (int i = 0; i < parts->cnt; i++)
+        n += rf_offsets_inflight(e->offs,
+                                 part_of(e, NULL, parts->elems[i].topic, parts->elems[i].partition));
+    return n;
+}
+
+/* Finish a deferred revocation now: its partitions drained, or the wait is over. */
+static void revoke_settle(rf_engine_t *e) {
+    rd_kafka_topic_partition_list_t *parts = e->revoking;
+    if (!parts)
+        return;
+    e->revoking = NULL;
+    uv_timer_stop(&e->revoke_timer);
+    int left = inflight_in(e, parts);
+    if (left)
+        RF_WARN("KAFKA", "revocation: %d events of the revoked partitions did not finish in "
+                "rebalance.drain.timeout.ms; the next owner will see them again", left);
+    rd_kafka_resume_partitions(e->d.rk, parts); /* a pause must not outlive the assignment */
+    revoke_finish(e, e->d.rk, parts, e->revoking_cooperative, 0);
+    rd_kafka_topic_partition_list_destroy(parts);
+}
+
+static void on_revoke_timer(uv_timer_t *t) {
+    rf_engine_t *e = t->data;
+    if (e->revoking && inflight_in(e, e->revoking) > 0 &&
+        uv_now(e->d.loop) < e->revoke_deadline_ms) {
+        uv_timer_start(&e->revoke_timer, on_revoke_timer,
+                       e->revoke_deadline_ms - uv_now(e->d.loop), 0);
+        return;
+    }
+    revoke_settle(e);
+}
+
+void rf_engine_settle_revoke(rf_engine_t *e) {
+    revoke_settle(e);
+}
+
+void rf_engine_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                            rd_kafka_topic_partition_list_t *parts, void *opaque) {
+    rf_engine_t *e = opaque;
+    int cooperative = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
+    int lost = rd_kafka_assignment_lost(rk);
+    RF_INFO("KAFKA", "rebalance: %s of %d partition(s), %s protocol%s",
+            err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS   ? "assignment"
+            : err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS ? "revocation"
+                                                          : rd_kafka_err2name(err),
+            parts->cnt, rd_kafka_rebalance_protocol(rk), lost ? ", assignment LOST" : "");
+    /* librdkafka starts no new rebalance before the last unassign: settle one that waits. */
+    revoke_settle(e);
+
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        for (int i = 0; i < parts->cnt; i++) {
+            int part = part_of(e, NULL, parts->elems[i].topic, parts->elems[i].partition);
+            rf_offsets_assign(e->offs, part);
+            RF_INFO("KAFKA", "assigned %s [%" PRId32 "]", parts->elems[i].topic,
+                    parts->elems[i].partition);
+        }
+        /* Partitions coming back may have been changed by another member meanwhile. */
+        rf_store_new_epoch(e->store);
+        rf_offsets_rebalance_round(e->offs); /* every round ends with an assign, even empty */
+        change_assignment(rk, parts, cooperative, 1);
+        return;
+    }
+
+    /* Revoked: finish the events already taken from these partitions before letting go, so
+     * their offsets are stored and committed and the next owner does not see them again
+     * (design.md §3). That takes broker acknowledgements and Redis flushes, i.e. the loop:
+     * pause the partitions, return, and unassign once they have drained. librdkafka waits
+     * for the unassign. A lost assignment is already gone, and a stopping daemon has
+     * drained already (or gave up): both let go at once. */
+    int n = inflight_in(e, parts);
+    RF_INFO("KAFKA", "revocation: %d events of those partitions in flight (%d in all)", n,
+            e->inflight);
+    if (!lost && !e->stopping && n > 0 && e->d.conf->rebalance_drain_timeout_ms > 0) {
+        e->revoking = rd_kafka_topic_partition_list_copy(parts);
+        e->revoking_cooperative = cooperative;
+        e->revoke_deadline_ms = uv_now(e->d.loop) + (uint64_t)e->d.conf->rebalance_drain_timeout_ms;
+        rd_kafka_pause_partitions(rk, e->revoking);
+        RF_INFO("KAFKA", "revocation waits for %d in-flight events of those partitions", n);
+        uv_timer_start(&e->revoke_timer, on_revoke_timer,
+                       (uint64_t)e->d.conf->rebalance_drain_timeout_ms, 0);
+        return;
+    }
+    revoke_finish(e, rk, parts, cooperative, lost);
+}
+
+void rf_engine_group_state(rf_engine_t *e, int steady) {
+    rf_offsets_group_state(e->offs, steady);
+}
+
+int rf_engine_may_commit(const rf_engine_t *e) {
+    return rf_offsets_may_commit(e->offs, uv_now(e->d.loop));
+}
+
+/* ---- life cycle ---- */
+
+/* Build the jobs `jobs=` names, in that order. */
+static int build_jobs(rf_engine_t *e, char *errstr, size_t size) {
+    const char *p = e->d.conf->jobs;
+    size_t off = 0;
+    while (*p) {
+        const char *comma = strchr(p, ',');
+        size_t len = comma ? (size_t)(comma - p) : strlen(p);
+        int idx = rf_jobs_find(p, len);
+        if (idx < 0) {
+            snprintf(errstr, size, "jobs: unknown job '%.*s'", (int)len, p);
+            return RF_E_CONF;
+        }
+        const struct rf_job_ops *ops = rf_jobs_at(idx);
+        struct rf_job_env env = {
+            .conf = e->d.conf,
+            .jconf = e->d.conf->job[idx],
+            .schemas = e->d.schemas,
+            .decl = e->d.decl,
+            .jobs_index = idx,
+            .host = &e->host,
+            .metrics = e->d.metrics,
+            .out_framing = strcmp(e->d.conf->output_framing, "plain") == 0 ? RF_FRAMING_PLAIN
+                                                                            : RF_FRAMING_CONFLUENT,
+        };
+        struct job *jb = &e->jobs[e->n_jobs];
+        jb->ops = ops;
+        jb->index = idx;
+        jb->obj = ops->init(&env, errstr, size);
+        if (!jb->obj)
+            return RF_E_CONF;
+        e->n_jobs++;
+        struct rf_job_metrics *jm = &e->d.metrics->jobs[idx];
+        jm->name = ops->name;
+        jm->kind_names = ops->kind_names;
+        jm->kinds = ops->kinds;
+        off += (size_t)snprintf(e->job_names + off, sizeof e->job_names - off, "%s%s",
+                                off ? "," : "", ops->name);
+        if (!comma)
+            break;
+        p = comma + 1;
+    }
+    return 0;
+}
+
+/* Every topic of input.topics: a plain one's declared type must be an input record type. */
+static int check_topics(rf_engine_t *e, char *errstr, size_t size) {
+    const char *cur = e->d.conf->input_topics;
+    struct rf_conf_topic t;
+    int rc;
+    while ((rc = rf_conf_topic_next(&cur, &t, errstr, size)) == 1) {
+        if (t.type[0] && !rf_schemas_rtype_named(e->d.schemas, t.type)) {
+            snprintf(errstr, size, "input.topics: '%s' is not an input record type of the "
+                     "schema registry (topic %s)", t.type, t.name);
+            return RF_E_CONF;
+        }
+    }
+    return rc;
+}
+
+rf_engine_t *rf_engine_new(const struct rf_engine_deps *deps, char *errstr, size_t size) {
+    rf_engine_t *e = calloc(1, sizeof *e);
+    if (!e) {
+        snprintf(errstr, size, "out of memory");
+        return NULL;
+    }
+    e->d = *deps;
+    e->host.e = e;
+    const struct rf_conf *conf = deps->conf;
+    e->flush_head = e->flush_tail = -1;
+    e->free_head = -1;
+    uv_idle_init(deps->loop, &e->kick);
+    e->kick.data = e;
+    uv_timer_init(deps->loop, &e->revoke_timer);
+    e->revoke_timer.data = e;
+    e->print = strcmp(conf->outputs_print, "stdout") == 0;
+    struct rf_outputs_cbs ocbs = {on_acked, on_output_failed, e};
+    e->out = rf_outputs_new(deps->loop, deps->rkp, conf->dlq_topic, &ocbs, errstr, size);
+    if (!e->out)
+        return e; /* rf_engine_failed_new: the caller closes and destroys */
+    if (check_topics(e, errstr, size) != 0 || build_jobs(e, errstr, size) != 0)
+        return e;
+    if (rf_decl_finish(deps->decl, errstr, size) != 0)
+        return e;
+    for (int j = 0; j < e->n_jobs; j++)
+        if (e->jobs[j].ops->ready(e->jobs[j].obj, errstr, size) != 0)
+            return e;
+    e->n_kinds = rf_decl_n_kinds(deps->decl);
+    e->n_rtypes = rf_schemas_n_rtypes(deps->schemas);
+    e->takers = calloc((size_t)e->n_rtypes + 1, sizeof *e->takers);
+    e->pool_n = conf->max_inflight;
+    e->pool = calloc((size_t)e->pool_n, sizeof *e->pool);
+    e->gen_ring = (uint64_t)e->pool_n + 2;
+    e->gen_outs = calloc(e->gen_ring, sizeof *e->gen_outs);
+    e->offs = rf_offsets_new(e->pool_n);
+    if (!e->takers || !e->pool || !e->gen_outs || !e->offs) {
+        snprintf(errstr, size, "out of memory");
+        return e;
+    }
+    for (int i = 0; i < e->n_rtypes; i++) {
+        const struct rf_rtype *t = rf_schemas_rtype_at(deps->schemas, i);
+        for (int j = 0; j < e->n_jobs; j++)
+            if (e->jobs[j].ops->takes(e->jobs[j].obj, t))
+                e->takers[i] |= 1u << j;
+    }
+    for (int i = e->pool_n - 1; i >= 0; i--) {
+        e->pool[i].flush_next = e->free_head;
+        e->free_head = i;
+    }
+    errstr[0] = '\0';
+    return e;
+}
+
+void rf_engine_set_store(rf_engine_t *e, rf_store_t *store) {
+    e->store = store;
+}
+
+void rf_engine_stop(rf_engine_t *e) {
+    e->stopping = 1;
+    uv_idle_stop(&e->kick);
+}
+
+int rf_engine_assigned(const rf_engine_t *e) {
+    return e->offs ? rf_offsets_n_assigned(e->offs) : 0;
+}
+
+int rf_engine_inflight(const rf_engine_t *e) {
+    return e->inflight;
+}
+
+int rf_engine_failed(const rf_engine_t *e) {
+    return e->failed;
+}
+
+const char *rf_engine_jobs(const rf_engine_t *e) {
+    return e->job_names;
+}
+
+static void on_closed(uv_handle_t *h) {
+    rf_engine_t *e = h->data;
+    if (--e->closing_left == 0 && e->close_cb)
+        e->close_cb(e->close_arg);
+}
+
+static void on_outputs_closed(void *arg) {
+    rf_engine_t *e = arg;
+    if (--e->closing_left == 0 && e->close_cb)
+        e->close_cb(e->close_arg);
+}
+
+void rf_engine_close(rf_engine_t *e, void (*cb)(void *), void *arg) {
+    e->stopping = 1;
+    e->close_cb = cb;
+    e->close_arg = arg;
+    e->closing_left = e->out ? 3 : 2;
+    uv_close((uv_handle_t *)&e->kick, on_closed);
+    uv_close((uv_handle_t *)&e->revoke_timer, on_closed);
+    if (e->out)
+        rf_outputs_close(e->out, on_outputs_closed, e);
+}
+
+void rf_engine_destroy(rf_engine_t *e) {
+    if (!e)
+        return;
+    /* Events abandoned at a timed-out shutdown still hold their consumer messages. */
+    for (int i = 0; e->pool && i < e->pool_n; i++)
+        if (e->pool[i].rkm)
+            rd_kafka_message_destroy(e->pool[i].rkm);
+    if (e->revoking)
+        rd_kafka_topic_partition_list_destroy(e->revoking);
+    for (int i = 0; e->offs && i < rf_offsets_n_parts(e->offs); i++)
+        rd_kafka_topic_destroy(rf_offsets_part_at(e->offs, i)->handle);
+    for (int j = 0; j < e->n_jobs; j++)
+        e->jobs[j].ops->destroy(e->jobs[j].obj);
+    rf_outputs_destroy(e->out);
+    rf_offsets_destroy(e->offs);
+    free(e->takers);
+    free(e->pool);
+    free(e->gen_outs);
+    free(e);
+}

@@ -1,0 +1,289 @@
+/*
+ * job_fraud.c — the fraud job: every payment scored by the logistic model, a FraudScore for
+ * each and a FraudAlert (top 3 reasons) at or above the threshold (docs/ENGINE.md §5).
+ *
+ * Owns its model, its evaluation plan (the model's features, declared in the feature file),
+ * the batch's staged rows and the encode buffer. Keeps no state on entities. Loop thread;
+ * nothing allocated per event (the rows are sized for pipeline.batch.max at init).
+ * Must never: score a payment from features the model was not trained on (the plan is built
+ * from the model's own names), or emit an output it could not encode (it stops instead).
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "riskflow/avro_view.h"
+#include "riskflow/codec.h"
+#include "riskflow/err.h"
+#include "riskflow/feat.h"
+#include "riskflow/job.h"
+#include "riskflow/log.h"
+#include "riskflow/model.h"
+
+enum { OUT_SCORE, OUT_ALERT };
+
+struct fraud_conf {
+    char *model_path;
+    double threshold;
+    char *scores_topic;
+    char *alerts_topic;
+};
+
+#define C struct fraud_conf
+static const struct rf_conf_prop props[] = {
+    RF_PROP_S("fraud.model.path", C, model_path, "deploy/models/fraud_lr.json",
+              "The fraud model (riskflow.logistic.v1 JSON, docs/MODELS.md); its features must "
+              "be declared in features.path and available for payments."),
+    RF_PROP_D("fraud.alert.threshold", C, threshold, "-1", -1, 1,
+              "Alert when score >= this. Negative: the threshold stored in the model file."),
+    RF_PROP_S("fraud.scores.topic", C, scores_topic, "fraud.scores",
+              "Topic for one riskflow.FraudScore per scored payment (keyed by customer id)."),
+    RF_PROP_S("fraud.alerts.topic", C, alerts_topic, "fraud.alerts",
+              "Topic for riskflow.FraudAlert records: scores at or above the threshold."),
+};
+#undef C
+
+struct staged {
+    int32_t handle;
+    const struct rf_rec *rec;
+    int32_t partition;
+    int64_t offset;
+};
+
+struct fraud {
+    struct rf_job_env env;
+    const struct fraud_conf *c;
+    rf_model_t *model;
+    rf_feat_plan_t *plan;
+    const struct rf_rtype *payment;
+    int f_event, f_customer, f_card, f_terminal, f_amount, f_currency;
+    int32_t score_id, alert_id;
+    double threshold;
+    rf_out_topic_t *scores, *alerts;
+    int n_feat;
+    int batch_max;
+    struct staged *rows;
+    int n_rows;
+    double *x;      /* batch_max × n_feat */
+    double *scores_out;
+    uint8_t enc[16384];
+    rf_avro_view_t *alert_view; /* printing */
+};
+
+static void fraud_destroy(void *job) {
+    struct fraud *f = job;
+    if (!f)
+        return;
+    rf_model_destroy(f->model);
+    rf_feat_plan_destroy(f->plan);
+    rf_avro_view_destroy(f->alert_view);
+    free(f->rows);
+    free(f->x);
+    free(f->scores_out);
+    free(f);
+}
+
+static void *fraud_init(const struct rf_job_env *env, char *errstr, size_t size) {
+    struct fraud *f = calloc(1, sizeof *f);
+    char err[512];
+    if (!f) {
+        snprintf(errstr, size, "out of memory");
+        return NULL;
+    }
+    f->env = *env;
+    f->c = env->jconf;
+    f->model = rf_model_load(f->c->model_path, err, sizeof err);
+    if (!f->model) {
+        snprintf(errstr, size, "%s: fraud.model.path: %s",
+                 rf_conf_where(env->conf, "fraud.model.path"), err);
+        goto fail;
+    }
+    f->payment = rf_schemas_rtype_named(env->schemas, "riskflow.Payment");
+    f->score_id = rf_schemas_find(env->schemas, "riskflow.FraudScore");
+    f->alert_id = rf_schemas_find(env->schemas, "riskflow.FraudAlert");
+    if (!f->payment || f->score_id < 0 || f->alert_id < 0) {
+        snprintf(errstr, size, "schemas.dir: the registry must name riskflow.Payment, "
+                 "riskflow.FraudScore and riskflow.FraudAlert");
+        goto fail;
+    }
+    f->f_event = rf_rtype_field(f->payment, "event_id");
+    f->f_customer = rf_rtype_field(f->payment, "customer_id");
+    f->f_card = rf_rtype_field(f->payment, "card_token");
+    f->f_terminal = rf_rtype_field(f->payment, "terminal_id");
+    f->f_amount = rf_rtype_field(f->payment, "amount_minor");
+    f->f_currency = rf_rtype_field(f->payment, "currency");
+    if (f->f_event < 0 || f->f_customer < 0 || f->f_card < 0 || f->f_terminal < 0 ||
+        f->f_amount < 0 || f->f_currency < 0) {
+        snprintf(errstr, size, "schemas.dir: riskflow.Payment lacks a field the fraud job reads");
+        goto fail;
+    }
+    f->threshold = f->c->threshold >= 0 ? f->c->threshold : rf_model_threshold(f->model);
+    f->scores = rf_job_topic(env->host, f->c->scores_topic);
+    f->alerts = rf_job_topic(env->host, f->c->alerts_topic);
+    if (!f->scores || !f->alerts) {
+        snprintf(errstr, size, "fraud: cannot create the output topic handles");
+        goto fail;
+    }
+    f->n_feat = rf_model_n_features(f->model);
+    f->batch_max = env->conf->batch_max;
+    f->rows = calloc((size_t)f->batch_max, sizeof *f->rows);
+    f->x = calloc((size_t)f->batch_max * (size_t)f->n_feat, sizeof *f->x);
+    f->scores_out = calloc((size_t)f->batch_max, sizeof *f->scores_out);
+    if (!f->rows || !f->x || !f->scores_out) {
+        snprintf(errstr, size, "out of memory");
+        goto fail;
+    }
+    f->alert_view = rf_avro_view_new(env->schemas, f->alert_id);
+    RF_INFO("MODEL", "fraud model %s (%d features) from %s, alert threshold %g",
+            rf_model_version(f->model), f->n_feat, f->c->model_path, f->threshold);
+    return f;
+fail:
+    fraud_destroy(f);
+    return NULL;
+}
+
+static int fraud_ready(void *job, char *errstr, size_t size) {
+    struct fraud *f = job;
+    const char *names[RF_FEATURES_MAX];
+    char err[512];
+    for (int i = 0; i < f->n_feat; i++)
+        names[i] = rf_model_feature_name(f->model, i);
+    f->plan = rf_feat_plan_new(f->env.decl, names, f->n_feat, &f->payment, 1, err, sizeof err);
+    if (!f->plan) {
+        snprintf(errstr, size, "%s: fraud.model.path: %s: %s",
+                 rf_conf_where(f->env.conf, "fraud.model.path"), f->c->model_path, err);
+        return RF_E_CONF;
+    }
+    return 0;
+}
+
+static int fraud_takes(void *job, const struct rf_rtype *t) {
+    struct fraud *f = job;
+    return t == f->payment;
+}
+
+static void fraud_after(void *job, const struct rf_job_event *ev) {
+    struct fraud *f = job;
+    struct staged *s = &f->rows[f->n_rows];
+    s->handle = ev->handle;
+    s->rec = ev->rec;
+    s->partition = ev->partition;
+    s->offset = ev->offset;
+    rf_feat_eval(f->plan, ev->rec, ev->ents, f->x + (size_t)f->n_rows * (size_t)f->n_feat);
+    f->n_rows++;
+}
+
+static void emit(struct fraud *f, const struct staged *s, int kind, rf_out_topic_t *topic,
+                 size_t len) {
+    size_t klen;
+    const char *key = rf_rec_str(s->rec, f->f_customer, &klen);
+    rf_job_emit(f->env.host, s->handle, f->env.jobs_index, kind, topic, key, klen, f->enc, len);
+}
+
+static void fraud_end_batch(void *job) {
+    struct fraud *f = job;
+    if (f->n_rows == 0)
+        return;
+    if (rf_model_score_batch(f->model, f->x, f->n_rows, f->scores_out) != 0)
+        abort(); /* rows <= batch_max <= RF_MODEL_BATCH_MAX: cannot fail */
+    int64_t now = rf_job_now_ms();
+    const char *version = rf_model_version(f->model);
+    for (int r = 0; r < f->n_rows; r++) {
+        const struct staged *s = &f->rows[r];
+        const double *row = f->x + (size_t)r * (size_t)f->n_feat;
+        char event_id[RF_FIELD_STR_MAX + 1], customer[RF_FIELD_STR_MAX + 1];
+        struct rf_fraud_score sc = {
+            .event_id = rf_rec_cstr(s->rec, f->f_event, event_id),
+            .customer_id = rf_rec_cstr(s->rec, f->f_customer, customer),
+            .score = f->scores_out[r],
+            .model_version = version,
+            .n_features = f->n_feat,
+            .event_time_ms = rf_rec_time(s->rec),
+            .scored_at_ms = now,
+            .source_partition = s->partition,
+            .source_offset = s->offset,
+        };
+        for (int j = 0; j < f->n_feat; j++) {
+            sc.features[j].name = rf_feat_plan_name(f->plan, j);
+            sc.features[j].value = row[j];
+        }
+        size_t len = 0;
+        /* Every field is bounded (ids by the decoder, the version by the model loader, at most
+         * RF_FEATURES_MAX names) and the buffer holds the bounds: a failure is a bug. */
+        if (rf_encode_fraud_score(&sc, f->env.out_framing, f->score_id, f->enc, sizeof f->enc,
+                                  &len) != 0)
+            abort();
+        emit(f, s, OUT_SCORE, f->scores, len);
+        if (sc.score < f->threshold)
+            continue;
+        char card[RF_FIELD_STR_MAX + 1], terminal[RF_FIELD_STR_MAX + 1], cur[RF_FIELD_STR_MAX + 1];
+        struct rf_fraud_alert a = {
+            .event_id = sc.event_id,
+            .customer_id = sc.customer_id,
+            .card_token = rf_rec_cstr(s->rec, f->f_card, card),
+            .terminal_id = rf_rec_cstr(s->rec, f->f_terminal, terminal),
+            .amount_minor = s->rec->v[f->f_amount].i,
+            .currency = rf_rec_cstr(s->rec, f->f_currency, cur),
+            .score = sc.score,
+            .threshold = f->threshold,
+            .model_version = version,
+            .event_time_ms = sc.event_time_ms,
+            .alerted_at_ms = now,
+        };
+        a.n_reasons = rf_model_reasons(f->model, row, a.reasons, RF_REASONS_MAX);
+        if (rf_encode_fraud_alert(&a, f->env.out_framing, f->alert_id, f->enc, sizeof f->enc,
+                                  &len) != 0)
+            abort();
+        emit(f, s, OUT_ALERT, f->alerts, len);
+    }
+    f->n_rows = 0;
+}
+
+/* One line per acknowledged alert (outputs.print=stdout). */
+static void fraud_print(void *job, int kind, const void *payload, size_t len, FILE *out) {
+    struct fraud *f = job;
+    struct rf_avro_rec a;
+    if (kind != OUT_ALERT || !f->alert_view ||
+        rf_avro_view_read(f->alert_view, payload, len, &a) != 0)
+        return;
+    char why[512] = "-";
+    size_t off = 0;
+    int n = rf_avro_view_len(&a, "reasons");
+    for (int i = 0; i < n && off < sizeof why; i++) {
+        struct rf_avro_rec r;
+        rf_avro_view_item(&a, "reasons", i, &r);
+        off += (size_t)snprintf(why + off, sizeof why - off, "%s%s=%.4g (%+.2f)", i ? ", " : "",
+                                rf_avro_view_str(&r, "feature"), rf_avro_view_num(&r, "value"),
+                                rf_avro_view_num(&r, "contribution"));
+    }
+    int64_t amount = (int64_t)rf_avro_view_num(&a, "amount_minor");
+    /* The magnitude as unsigned: -INT64_MIN does not exist, and -0.50 keeps its sign. */
+    uint64_t mag = amount < 0 ? 0 - (uint64_t)amount : (uint64_t)amount;
+    fprintf(out, "ALERT %s customer=%s card=%s amount=%s%" PRIu64 ".%02" PRIu64 " %s score=%.3f "
+                 "threshold=%.3f model=%s reasons: %s\n",
+            rf_avro_view_str(&a, "event_id"), rf_avro_view_str(&a, "customer_id"),
+            rf_avro_view_str(&a, "card_token"), amount < 0 ? "-" : "", mag / 100, mag % 100,
+            rf_avro_view_str(&a, "currency"), rf_avro_view_num(&a, "score"),
+            rf_avro_view_num(&a, "threshold"), rf_avro_view_str(&a, "model_version"), why);
+}
+
+static const char *const kind_names[] = {"scores", "alerts"};
+
+const struct rf_job_ops rf_job_fraud = {
+    .name = "fraud",
+    .summary = "card-fraud scores and alerts for every payment",
+    .props = props,
+    .n_props = (int)(sizeof props / sizeof props[0]),
+    .conf_size = sizeof(struct fraud_conf),
+    .init = fraud_init,
+    .ready = fraud_ready,
+    .destroy = fraud_destroy,
+    .takes = fraud_takes,
+    .before = NULL,
+    .after = fraud_after,
+    .end_batch = fraud_end_batch,
+    .print = fraud_print,
+    .kind_names = kind_names,
+    .kinds = 2,
+};
