@@ -14,11 +14,14 @@ The world (one numpy stream per customer: adding customers does not change the e
     transactor (repays the statement in full) or revolver (repays a fraction); payment
     discipline; fragility (the monthly chance of a financial shock); rent (TRANSFER_OUT) for
     most; an occasional REFUND.
-  * Shocks: a stressed customer (job loss, illness: 1-12 months) loses 30-90 % of the income,
+  * Spending: 3-9 purchases a month sharing the month's budget; cash withdrawals (ATM); now
+    and then a big-ticket purchase paid for by a DRAWDOWN on the line.
+  * Shocks: a stressed customer (job loss, illness: 1-12 months) loses 25-85 % of the income,
     keeps most of the spending, withdraws more cash, and so runs the current account into the
     red: the credit line is drawn down (DRAWDOWN) to cover it, utilisation climbs, and a
-    repayment that the current account cannot cover is missed (MISSED_PAYMENT; arrears and
-    days past due grow until a repayment clears them).
+    repayment that the current account cannot cover (or that a stressed or careless customer
+    does not make) is missed (MISSED_PAYMENT; arrears and days past due grow until a
+    repayment clears them).
   * The line: a monthly STATEMENT (interest at 19.9 % APR, minimum due = max(25, 3 %) plus
     arrears), the repayment decision on the due date 21 days later (REPAYMENT or
     MISSED_PAYMENT; a late fee of 25), catch-up repayments when income arrives, the line
@@ -53,6 +56,9 @@ import sys
 import time
 
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import riskflow_scorecard as rsc  # noqa: E402  (the credit job's state bytes)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.normpath(os.path.join(HERE, "..", ".."))
@@ -169,7 +175,7 @@ def _draw_profiles(rng, n):
     p["payday"] = rng.integers(1, 29, n)
     p["limit"] = np.clip(np.round(p["income"] * rng.uniform(0.5, 2.5, n), -2), 500.0, 20000.0)
     p["spend_ratio"] = np.clip(rng.normal(0.62, 0.13, n), 0.25, 1.05)
-    p["n_purchases"] = rng.uniform(4.0, 12.0, n)
+    p["n_purchases"] = rng.uniform(3.0, 9.0, n)
     p["cash_rate"] = rng.gamma(0.6, 0.8, n)
     p["transactor"] = rng.random(n) < 0.35
     p["repay_frac"] = rng.uniform(0.03, 0.25, n)
@@ -229,8 +235,8 @@ def _simulate_customer(c, rng, prof, starts, obs_ms, out):
         if stress_left > 0:
             stress_left -= 1
         elif rng.random() < fragility:
-            stress_left = int(min(12, 1 + rng.geometric(0.25)))
-            severity = float(rng.uniform(0.3, 0.9))
+            stress_left = int(min(12, 1 + rng.geometric(0.3)))
+            severity = float(rng.uniform(0.25, 0.85))
         stressed = stress_left > 0
         stressed_months.append(stressed)
         inc_factor = (1.0 - severity) if stressed else 1.0
@@ -278,7 +284,11 @@ def _simulate_customer(c, rng, prof, starts, obs_ms, out):
         if k % 6 == 5:
             push(m0 + 14 * DAY_MS + 3 * HOUR_MS, _OP_REVIEW)
 
-    # Event-by-event: the current account and the credit line.
+    # Event-by-event, in time order: the current account and the credit line. An event an
+    # operation causes (a drawdown covering a purchase, the purchase a drawdown pays for, a
+    # catch-up repayment, a limit cut) has the operation's own time and follows it in the
+    # stream (the global sort is stable), so every event's balance is the balance as of the
+    # events before it.
     arrears = 0.0          # past-due amount
     past_due_since = None  # the oldest unpaid due date (ms)
     frozen = False
@@ -332,7 +342,7 @@ def _simulate_customer(c, rng, prof, starts, obs_ms, out):
             return
         bal = round(bal + amt, 2)
         cash += amt
-        credit(t + 60000, DRAWDOWN, amt, dpd_at(t))
+        credit(t, DRAWDOWN, amt, dpd_at(t))
 
     while heap:
         t, _, op, amt = heapq.heappop(heap)
@@ -341,13 +351,13 @@ def _simulate_customer(c, rng, prof, starts, obs_ms, out):
         if op == _OP_INCOME:
             payment(t, TRANSFER_IN, amt, MOBILE, TRANSFER_MCC, 0)
             cash += amt
-            if arrears > 0 and cash - arrears >= cushion and rng.random() < 0.6:
+            if arrears > 0 and cash - arrears >= cushion and rng.random() < 0.7:
                 pay = arrears
                 bal = round(bal - pay, 2)
                 cash -= pay
                 arrears = 0.0
                 past_due_since = None
-                credit(t + 2 * HOUR_MS, REPAYMENT, pay, 0)
+                credit(t, REPAYMENT, pay, 0)
         elif op == _OP_PURCHASE:
             ch = ECOM if rng.random() < 0.25 else (MOBILE if rng.random() < 0.1 else POS)
             j = int(rng.integers(0, len(merchants)))
@@ -370,7 +380,7 @@ def _simulate_customer(c, rng, prof, starts, obs_ms, out):
             if not frozen and limit - bal >= amt:
                 bal = round(bal + amt, 2)
                 credit(t, DRAWDOWN, amt, dpd_at(t))
-                payment(t + 120000, PURCHASE, amt, POS, 5732, int(merchants[1]))
+                payment(t, PURCHASE, amt, POS, 5732, int(merchants[1]))
         elif op == _OP_STATEMENT:
             if bal > 0:
                 bal = round(bal * (1.0 + APR / 12.0), 2)
@@ -402,7 +412,7 @@ def _simulate_customer(c, rng, prof, starts, obs_ms, out):
                     past_due_since = t
                 arrears = due
                 bal = round(bal + LATE_FEE, 2)
-                tm = t + 7 * HOUR_MS
+                tm = t
                 last_miss_t = tm
                 credit(tm, MISSED, due, dpd_at(tm))
                 if not frozen and dpd_at(tm) >= FREEZE_DPD:
@@ -410,7 +420,7 @@ def _simulate_customer(c, rng, prof, starts, obs_ms, out):
                     old = limit
                     limit = max(100.0, math.ceil(bal / 100.0) * 100.0)
                     if limit != old:
-                        credit(tm + HOUR_MS, LIMIT_CHANGE, limit - old, dpd_at(tm))
+                        credit(tm, LIMIT_CHANGE, limit - old, dpd_at(tm))
         elif op == _OP_REVIEW:
             clean = past_due_since is None and (last_miss_t is None or t - last_miss_t > 180 * DAY_MS)
             if frozen and past_due_since is None:
@@ -443,6 +453,10 @@ def simulate(n_customers=40000, seed=1, obs_ms=None, log=None):
     cols = {name: np.frombuffer(out[name], dtype=np.dtype(code)).copy()
             for name, code in Events.COLS}
     n = len(cols["t"])
+    # each customer's events were made in time order (the balances on them depend on it)
+    same = np.diff(cols["cust"]) == 0
+    if not np.all(np.diff(cols["t"])[same] >= 0):
+        raise AssertionError("a customer's events are not in time order")
     # event-time order; ties: customer, then the customer's own order
     order = np.lexsort((np.arange(n), cols["cust"], cols["t"]))
     cols = {k: v[order] for k, v in cols.items()}
@@ -508,8 +522,11 @@ def draw_defaults(pd, seed):
 
 DEFAULT_CONF = os.path.join(REPO, "deploy", "features.conf")
 DEFAULT_SCHEMAS = os.path.join(REPO, "schemas")
-# The credit job's state on the customer (ENGINE.md §5): version 1, 16 bytes.
-CREDIT_JOB_STATE = {"credit": ("customer", 1, 16)}
+# The credit job's state on the customer (ENGINE.md §5): version 1, 16 bytes, fresh = nothing
+# published (band index -1). It does not change any feature value; it is here so that the
+# engine's layout is the one riskflowd uses.
+CREDIT_JOB_STATE = {"credit": ("customer", rsc.STATE_VERSION, rsc.STATE_BYTES,
+                               rsc.CreditState().pack())}
 
 
 def credit_feature_names(conf=DEFAULT_CONF, prefix="cr_"):
@@ -524,57 +541,95 @@ def credit_feature_names(conf=DEFAULT_CONF, prefix="cr_"):
     return names
 
 
-def replay(ev, conf=DEFAULT_CONF, schemas=DEFAULT_SCHEMAS, names=None, trace=None, log=None):
-    """Replay every event in event-time order through the feature engine
-    (riskflow_features.Engine, the reference of riskflowd's declared features), each topic
-    as partition 0 with offsets in stream order, and evaluate the credit features as the
-    credit job would after an applied event.
-
-    Returns (names, X, trace_rows): X[c] is customer c's snapshot at the observation date —
-    the features after its last event (NaN row for a customer with no event); trace_rows,
-    for the customers in `trace` (a set of customer indexes), a list of (event index,
-    customer, feature list) after every one of their events."""
+def _replay_part(ev, conf, schemas, names, trace, part, jobs, log):
+    """Replay the events of the customers c with c % jobs == part (every customer's events,
+    in stream order, with the stream's offsets): an entity's state depends on its own events
+    only, so a part gives exactly the values a replay of the whole stream gives."""
     import riskflow_features as rff
 
     decl = rff.load(conf, schemas_dir=schemas)
     eng = rff.Engine(decl, job_state=CREDIT_JOB_STATE)
-    if names is None:
-        names = credit_feature_names(conf)
     n = len(ev)
     cust = ev.cust.tolist()
+    # the offset of each event in its topic (partition 0), in stream order
+    is_credit = ev.rtype == 0
+    off_col = np.where(is_credit, np.cumsum(is_credit) - 1, np.cumsum(~is_credit) - 1).tolist()
     last_idx = np.full(ev.n_customers, -1, dtype=np.int64)
     np.maximum.at(last_idx, ev.cust, np.arange(n, dtype=np.int64))
     last_idx = last_idx.tolist()
-    X = np.full((ev.n_customers, len(names)), np.nan)
-    trace = set(trace or ())
+    snaps = {}
     trace_rows = []
-    offsets = {CREDIT_TOPIC: 0, PAYMENT_TOPIC: 0}
     t0 = time.time()
     step = max(1, n // 20)
     n_replays = 0
     for i in range(n):
+        c = cust[i]
+        if jobs > 1 and c % jobs != part:
+            continue
         rtype, topic, rec = ev.record(i)
-        off = offsets[topic]
-        offsets[topic] = off + 1
-        if not eng.apply(rtype, rec, topic, 0, off):
+        if not eng.apply(rtype, rec, topic, 0, off_col[i]):
             n_replays += 1
             continue
-        c = cust[i]
         is_last = last_idx[c] == i
         if is_last or c in trace:
             f = eng.evaluate(rtype, rec, names)
             row = [float(f[k]) for k in names]
             if is_last:
-                X[c] = row
+                snaps[c] = row
             if c in trace:
                 trace_rows.append((i, c, row))
         if log and (i + 1) % step == 0:
             el = time.time() - t0
-            log("features: %d/%d events (%.0f%%), %.0f events/s, %.0f s left"
-                % (i + 1, n, 100.0 * (i + 1) / n, (i + 1) / el, (n - i - 1) * el / (i + 1)))
+            log("features: %d/%d events (%.0f%%), %.0f s, %.0f s left"
+                % (i + 1, n, 100.0 * (i + 1) / n, el, (n - i - 1) * el / (i + 1)))
     if n_replays:
         raise RuntimeError("%d events were taken for replays: offsets are not increasing"
                            % n_replays)
+    return snaps, trace_rows
+
+
+def _replay_worker(args):
+    return _replay_part(_WORKER_EVENTS, *args)
+
+
+_WORKER_EVENTS = None
+
+
+def replay(ev, conf=DEFAULT_CONF, schemas=DEFAULT_SCHEMAS, names=None, trace=None, log=None,
+           jobs=1):
+    """Replay every event in event-time order through the feature engine
+    (riskflow_features.Engine, the reference of riskflowd's declared features) — credit
+    events as topic credit.events, payments as txn.payments, partition 0, offsets in stream
+    order — and evaluate the credit features as the credit job would after an applied event.
+    jobs > 1 splits the customers over that many processes (same values).
+
+    Returns (names, X, trace_rows): X[c] is customer c's snapshot at the observation date —
+    the features after its last event (NaN row for a customer with no event); trace_rows,
+    for the customers in `trace` (a set of customer indexes), (event index, customer,
+    feature list) after every one of their events, in stream order."""
+    global _WORKER_EVENTS
+    if names is None:
+        names = credit_feature_names(conf)
+    trace = set(trace or ())
+    ev._lists()
+    if jobs <= 1:
+        parts = [_replay_part(ev, conf, schemas, names, trace, 0, 1, log)]
+    else:
+        import multiprocessing
+        _WORKER_EVENTS = ev  # inherited by the forked workers
+        ctx = multiprocessing.get_context("fork")
+        with ctx.Pool(jobs) as pool:
+            parts = pool.map(_replay_worker,
+                             [(conf, schemas, names, trace, k, jobs, log if k == 0 else None)
+                              for k in range(jobs)])
+        _WORKER_EVENTS = None
+    X = np.full((ev.n_customers, len(names)), np.nan)
+    trace_rows = []
+    for snaps, tr in parts:
+        for c, row in snaps.items():
+            X[c] = row
+        trace_rows += tr
+    trace_rows.sort(key=lambda r: r[0])
     return names, X, trace_rows
 
 
@@ -600,6 +655,7 @@ def main(argv=None):
     ap.add_argument("--labels-out", help="also replay through the feature engine and write "
                     "customer_id, the credit features, g, pd, default as CSV")
     ap.add_argument("--features", default=DEFAULT_CONF, help="feature file (%(default)s)")
+    ap.add_argument("--jobs", type=int, default=1, help="processes for the feature replay")
     a = ap.parse_args(argv)
     if a.customers < 1:
         ap.error("need at least 1 customer")
@@ -619,7 +675,7 @@ def main(argv=None):
             f.close()
     log("wrote %d events to %s" % (len(ev), a.out))
     if a.labels_out:
-        names, X, _ = replay(ev, conf=a.features, log=log)
+        names, X, _ = replay(ev, conf=a.features, log=log, jobs=a.jobs)
         keep, g, pd, y = labels(X, names, a.seed)
         with open(a.labels_out, "w", encoding="utf-8") as out:
             out.write(",".join(["customer_id"] + names + ["g", "pd", "default"]) + "\n")
