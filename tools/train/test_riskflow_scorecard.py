@@ -159,7 +159,7 @@ def test_band_edges():
 
 
 def test_band_of_a_scored_row():
-    # intercept chosen so that score = 620 + 1e-9 and 620 - 1e-9 (no feature effect)
+    # intercept chosen so that the score is 620 + 1e-6 or 620 - 1e-6 (no feature effect)
     for delta, band in ((1e-6, "B"), (-1e-6, "C")):
         z = (OFFSET - (620 + delta)) / FACTOR
         sc = card(intercept=z, coefficients=[0.0, 0.0, 0.0])
@@ -337,6 +337,45 @@ def test_state_bytes():
     assert rsc.CreditState.unpack(b) == st
     assert rsc.CreditState().pack()[8:12] == b"\xff\xff\xff\xff"   # band -1: none
     assert b[12:16] == b"\0\0\0\0"                                   # reserved
+
+
+# -- the shipped scorecard and its parity fixture -------------------------------------------
+
+REPO = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+MODEL = os.path.join(REPO, "deploy", "models", "credit_scorecard.json")
+FIXTURE = os.path.join(REPO, "tests", "fixtures", "credit_scorecard_parity.csv")
+
+
+def test_shipped_fixture_matches_the_shipped_scorecard():
+    """Every row of the committed parity fixture is what riskflow_scorecard.py computes from
+    the committed model, exactly (the C scorecard is held to it to 1e-9)."""
+    if not (os.path.exists(MODEL) and os.path.exists(FIXTURE)):
+        return  # not trained yet
+    sc = rsc.load(MODEL)
+    k = len(sc.features)
+    n = 0
+    with open(FIXTURE, encoding="utf-8") as f:
+        head = f.readline().rstrip("\n").split(",")
+        assert head[:k] == sc.features
+        assert head[k:] == ["pd", "score", "band", "reason1_feature", "reason1_points_lost",
+                            "reason2_feature", "reason2_points_lost", "reason3_feature",
+                            "reason3_points_lost"]
+        for line in f:
+            c = line.rstrip("\n").split(",")
+            assert len(c) == len(head)
+            r = sc.score_values([float(v) for v in c[:k]])
+            assert (float(c[k]), float(c[k + 1]), c[k + 2]) == (r.pd, r.score, r.band), n
+            want = [(c[k + 3 + 2 * i], c[k + 4 + 2 * i]) for i in range(3)]
+            got = [(x.feature, repr(x.points_lost)) for x in r.reasons]
+            got += [("", "")] * (3 - len(got))
+            assert want == got, n
+            n += 1
+    assert n >= 2000
+
+
+def test_fresh_state_bytes():
+    # what the credit job's state holds before anything is published: band index -1
+    assert rsc.CreditState().pack() == bytes.fromhex("0000000000000000ffffffff00000000")
 
 
 if __name__ == "__main__":
