@@ -397,7 +397,7 @@ static void log_stats(struct daemon *d) {
             off += (size_t)snprintf(reasons + off, sizeof reasons - off, " dlq.%s=%" PRIu64,
                                     rf_err_reason(-r), m->dlq_by_reason[r]);
     jobs_text(m, jobs, sizeof jobs);
-    RF_INFO("STATS", "in=%" PRIu64 " done=%" PRIu64 "%s dlq=%" PRIu64 "%s replays=%" PRIu64
+    RF_INFO("STATS", "in=%" PRIu64 " scored=%" PRIu64 "%s dlq=%" PRIu64 "%s replays=%" PRIu64
             " inflight=%d cache=%d p50=%" PRIu64 "us p99=%" PRIu64 "us store_errors=%" PRIu64
             " mismatch=%" PRIu64 " produce_retries=%" PRIu64,
             m->events_in, m->scored, jobs, m->dead_lettered, reasons, m->replays,

@@ -102,11 +102,11 @@ static int is_numeric(enum rf_ftype t) {
     return t != RF_FT_STRING;
 }
 
-/* FNV-1a 64. */
-static uint64_t fnv64(const char *s, size_t n) {
+uint64_t rf_fnv1a64(const void *data, size_t n) {
+    const uint8_t *p = data;
     uint64_t h = 14695981039346656037ull;
     for (size_t i = 0; i < n; i++) {
-        h ^= (uint8_t)s[i];
+        h ^= p[i];
         h *= 1099511628211ull;
     }
     return h;
@@ -881,7 +881,7 @@ static int layout_kind(rf_decl_t *d, int ki, char *errstr, size_t size) {
                     "the %d-byte limit (fewer or smaller windows)", d->path, k->name, off,
                     RF_VALUE_MAX);
     k->size = (uint32_t)off;
-    k->hash = fnv64(k->canonical, k->canonical_len);
+    k->hash = rf_fnv1a64(k->canonical, k->canonical_len);
     /* Windowed features now read column offsets instead of indexes. */
     for (int i = 0; i < d->n_feats; i++) {
         struct rf_feature *f = &d->feats[i];

@@ -546,6 +546,7 @@ static int part_of(rf_engine_t *e, const rd_kafka_topic_t *seen, const char *top
     int part = rf_offsets_find(e->offs, seen, topic, partition);
     if (part == n) { /* new */
         struct rf_part *pt = rf_offsets_part_at(e->offs, part);
+        pt->topic_id = rf_feat_topic_id(topic);
         pt->handle = rd_kafka_topic_new(e->d.rk, topic, NULL);
         topic_setup(e, pt);
     }

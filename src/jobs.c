@@ -7,10 +7,11 @@
 
 #include "riskflow/err.h"
 
-extern const struct rf_job_ops rf_job_fraud;
+extern const struct rf_job_ops rf_job_fraud, rf_job_credit;
 
 static const struct rf_job_ops *const table[] = {
     &rf_job_fraud,
+    &rf_job_credit,
 };
 
 _Static_assert(sizeof table / sizeof table[0] <= RF_JOBS_KNOWN_MAX, "struct rf_conf holds 8 jobs");

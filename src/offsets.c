@@ -56,15 +56,6 @@ void rf_offsets_destroy(rf_offsets_t *o) {
     free(o);
 }
 
-static uint32_t topic_hash(const char *topic) {
-    uint32_t h = 2166136261u; /* FNV-1a 32: the same as rf_feat_topic_id */
-    for (const unsigned char *c = (const unsigned char *)topic; *c; c++) {
-        h ^= *c;
-        h *= 16777619u;
-    }
-    return h;
-}
-
 int rf_offsets_find(rf_offsets_t *o, const void *seen, const char *topic, int32_t partition) {
     for (int i = 0; i < o->n_parts; i++) {
         struct rf_part *pt = &o->parts[i];
@@ -86,7 +77,6 @@ int rf_offsets_find(rf_offsets_t *o, const void *seen, const char *topic, int32_
     struct rf_part *pt = &o->parts[o->n_parts];
     memset(pt, 0, sizeof *pt);
     snprintf(pt->topic, sizeof pt->topic, "%s", topic);
-    pt->topic_id = topic_hash(pt->topic);
     pt->partition = partition;
     pt->seen = seen;
     pt->head = pt->tail = -1;

@@ -160,6 +160,10 @@ int rf_decl_find(const rf_decl_t *d, const char *name); /* id or RF_E_NOTFOUND *
 /* Whether feature id is available for record type t (FEATURES.md §2.7). */
 int rf_decl_available(const rf_decl_t *d, int id, const struct rf_rtype *t);
 
+/* FNV-1a 64 (offset basis 14695981039346656037, prime 1099511628211) of n bytes: the layout
+ * hash, and the model signatures jobs keep with their state. */
+uint64_t rf_fnv1a64(const void *data, size_t n);
+
 /* Print each kind's layout (offsets and sizes of every slot, size, hash, canonical text):
  * the same listing as riskflow_features.py --layout. */
 void rf_decl_print_layout(const rf_decl_t *d, void *file /* FILE * */);

@@ -20,7 +20,7 @@ typedef struct rf_offsets_s rf_offsets_t;
 
 struct rf_part {
     char topic[256];
-    uint32_t topic_id; /* rf_feat_topic_id(topic): the replay guard's source id */
+    uint32_t topic_id; /* the caller's: the replay guard's source id of the topic */
     int32_t partition;
     const void *seen;  /* the consumer's topic handle last seen, to skip strcmp */
     void *handle;      /* the engine's own per-partition data (its topic handle) */

@@ -83,6 +83,7 @@ def run_once(daemon, bootstrap, redis_port, topic, n, run_id, paced=None, out=No
         "redis.port": str(redis_port), "redis.key.prefix": "bench-" + run_id,
         "schemas.dir": os.path.join(ROOT, "schemas"),
         "fraud.model.path": os.path.join(ROOT, "deploy", "models", "fraud_lr.json"),
+        "features.path": os.path.join(ROOT, "deploy", "features.conf"),
         "stats.interval.ms": "200", "log.level": "info",
     }
     with tempfile.NamedTemporaryFile("w", suffix=".conf", delete=False) as f:

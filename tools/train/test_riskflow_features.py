@@ -193,7 +193,7 @@ def test_features_conf_loads():
     cust, inst = decl.kind("customer"), decl.kind("instrument")
     # pinned: the C engine is checked against this printout (python3 riskflow_features.py
     # --layout deploy/features.conf)
-    assert (cust.size, cust.hash) == (1536, 0x2d85a4816182c3e4)
+    assert (cust.size, cust.hash) == (2016, 0xd926a4073b6960a5)
     assert (inst.size, inst.hash) == (680, 0x35b97b54863e0b60)
     for lay in (cust, inst):
         # slots tile the value exactly, each at its natural alignment
@@ -244,9 +244,9 @@ def test_cli_layout_printout():
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     out = r.stdout
-    assert "entity customer: value 1536 bytes, layout hash 0x2d85a4816182c3e4" in out
+    assert "entity customer: value 2016 bytes, layout hash 0xd926a4073b6960a5" in out
     assert "entity instrument: value 680 bytes, layout hash 0x35b97b54863e0b60" in out
-    assert "    1464     16  cust_secs_since_last: time_since_last (i64 t, f64 gap)" in out
+    assert "    1944     16  cust_secs_since_last: time_since_last (i64 t, f64 gap)" in out
     assert "     444      4  group 2: Trade window=15m/15: padding" in out
     assert ("feature mkt_bid = last(bid) per instrument on Quote\n"
             "feature mkt_ask = last(ask) per instrument on Quote\n") in out
@@ -255,8 +255,8 @@ def test_cli_layout_printout():
                         "--layout", FEATURES_CONF, "--job", "credit:customer:1:16"],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    assert "    1536     16  job credit version 1 state (16 bytes)" in r.stdout
-    assert "entity customer: value 1552 bytes" in r.stdout
+    assert "    2016     16  job credit version 1 state (16 bytes)" in r.stdout
+    assert "entity customer: value 2032 bytes" in r.stdout
     assert "\njob credit 1 16\n" in r.stdout
     # a bad file: FILE:LINE: message, exit 78
     bad = write("entity customer key=customer_id\nfeature x = count per customer on Payment\n")
@@ -1361,8 +1361,8 @@ def test_fraud_features_by_hand():
     assert eng.apply("CreditEvent", ce, "credit.events", 0, 0)
     c = eng.evaluate("CreditEvent", ce)
     check(c, cr_balance=500, cr_limit=2000, cr_utilisation=0.25, cr_drawdown_30d=100,
-          cust_count_24h=2, cust_count_1h=0, cr_spend_30d=12.34, cr_income_30d=0,
-          cr_spend_to_income=0, cr_cash_30d=1, cr_days_since_missed=365 * 86400)
+          cust_count_24h=2, cust_count_1h=0, cr_spend_90d=12.34, cr_income_90d=0,
+          cr_spend_to_income=2, cr_cash_30d=1, cr_secs_since_missed=365 * 86400)
 
 
 def test_fraud_features_reproduce_the_old_reference():
