@@ -377,13 +377,19 @@ class MarketJob:
     def state_bytes(self):
         return 24 + 4 * self.H * (2 if self.lstm else 1)
 
-    # job-state access on the engine's entity state
+    # the job's bytes in the instrument's value (FEATURES.md §4, riskflow_features'
+    # EntityState.job_state(name): a live bytearray of the job's BYTES)
     def _load(self, inst):
-        buf = self.eng.job_bytes(self.kind, inst, JOB_NAME)
-        return JobState.unpack(buf, self.H, self.lstm)
+        buf = self.eng.state(self.kind, inst).job_state(JOB_NAME)
+        return JobState.unpack(bytes(buf), self.H, self.lstm)
 
     def _store(self, inst, js):
-        self.eng.set_job_bytes(self.kind, inst, JOB_NAME, js.pack())
+        buf = self.eng.state(self.kind, inst).job_state(JOB_NAME)
+        b = js.pack()
+        if len(buf) != len(b):
+            raise ValueError("market job state is %d bytes in the engine, the job needs %d"
+                             % (len(buf), len(b)))
+        buf[:] = b
 
     def _close(self, inst, js, bar_index, bar_end, feats, partition, offset):
         row = np.array([feats[n] for n in self.names], dtype=np.float64)

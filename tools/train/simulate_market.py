@@ -64,7 +64,7 @@ class SimParams:
     alpha: float = 0.06                # drift per minute at s=1, in 1-minute idio sds
     side_tilt: float = 0.8             # P(BUY) = sigmoid(side_tilt * s)
     size_tilt: float = 0.35            # log-size tilt per unit s (BUY +, SELL -)
-    book_tilt: float = 0.25            # log bid size +, ask size - per unit s
+    book_tilt: float = 0.10            # log bid size +, ask size - per unit s
     # prices and volatility
     mkt_vol_1m_bps: float = 4.0        # market factor, 1-minute sd
     idio_vol_1m_bps: tuple = (5.0, 12.0)   # per instrument, uniform range
@@ -93,15 +93,15 @@ class MarketSim:
     def n_events(self):
         return len(self.ev_time)
 
-    def iter_events(self, instruments=None, start=0, stop=None):
-        """(record type, record dict) in time order; `instruments`: indexes to keep (all)."""
+    def iter_events(self, instruments=None, indices=None):
+        """(record type, record dict) in time order; `instruments`: instrument indexes to keep
+        (all); `indices`: the events to give, by index in the stream (increasing)."""
         sel = None if instruments is None else np.isin(self.ev_inst, np.asarray(instruments))
         names = self.instruments
         t, inst, kind = self.ev_time, self.ev_inst, self.ev_kind
         a, b, c, d, seq, ven = (self.ev_a, self.ev_b, self.ev_c, self.ev_d, self.ev_seq,
                                 self.ev_venue)
-        stop = len(t) if stop is None else stop
-        for k in range(start, stop):
+        for k in (range(len(t)) if indices is None else indices):
             if sel is not None and not sel[k]:
                 continue
             name = names[inst[k]]

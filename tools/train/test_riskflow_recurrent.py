@@ -277,12 +277,18 @@ class FakeEngine:
         inst = rec["instrument"]
         return {"f0": float(self.n.get(inst, 0)), "f1": float(self.last_t.get(inst, 0))}
 
-    def job_bytes(self, kind, key, job):
-        return self.job.get((kind, key, job), bytes(self.nbytes))
+    def state(self, kind, key):
+        assert kind == "instrument"
+        return FakeState(self, key)
 
-    def set_job_bytes(self, kind, key, job, b):
-        assert len(b) == self.nbytes
-        self.job[(kind, key, job)] = b
+
+class FakeState:
+    def __init__(self, eng, key):
+        self.eng, self.key = eng, key
+
+    def job_state(self, job):
+        assert job == "market"
+        return self.eng.job.setdefault(("instrument", self.key, job), bytearray(self.eng.nbytes))
 
 
 def trade(t, inst="A"):
@@ -337,7 +343,7 @@ def test_time_bars_open_bar_counts_events_and_trades():
     run(job, [quote(5000), trade(5001), trade(5002), quote(5999)])
     js = jstate(job)
     assert (js.bar, js.events, js.trades) == (5, 4, 2)
-    assert eng.job[("instrument", "A", "market")][:16] == struct.pack("<qII", 5, 4, 2)
+    assert bytes(eng.job[("instrument", "A", "market")][:16]) == struct.pack("<qII", 5, 4, 2)
 
 
 def test_time_bars_empty_intervals_make_no_bar():
@@ -380,9 +386,9 @@ def test_time_bars_per_instrument():
 def test_replay_changes_nothing():
     job, eng, _ = make_job(bar_ms=1000)
     run(job, [trade(100), trade(1100)])
-    before = dict(eng.job)
+    before = {k: bytes(v) for k, v in eng.job.items()}
     out = job.process(*trade(2100), "t", 0, 1)  # offset 1 already applied: a replay
-    assert out == [] and eng.job == before
+    assert out == [] and {k: bytes(v) for k, v in eng.job.items()} == before
     out = job.process(*trade(2100), "t", 0, 2)
     assert [s["bar_index"] for s in out] == [1]
 
