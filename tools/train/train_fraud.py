@@ -4,8 +4,9 @@
   1. payments: simulated in-process with simulate_fraud.py (default) or read from a .jsonl
      (--in; the simulator's output format: payment fields + "fraud" + "fraud_scenario");
   2. features: every payment replayed in event-time order through riskflow_features.py — the
-     reference of the daemon's own feature code — as partition 0, offset = its global index,
-     one CustomerState per customer_id;
+     reference of the daemon's declared-feature engine — with the declarations of
+     deploy/features.conf (--features), as partition 0 of one topic, offset = its global
+     index; the model reads MODEL_FEATURES, which must be available for riskflow.Payment;
   3. split by time, the Fraud Detection Handbook's protocol (chapter 5, model selection): the
      last --test-days days are the test period, the --delay-days before them the label delay,
      the --train-days before that the training period; in the test period the cards already
@@ -48,8 +49,13 @@ import simulate_fraud as sim  # noqa: E402
 
 MODEL_FORMAT = "riskflow.logistic.v1"
 MODEL_NAME = "fraud"
-# The model reads the whole catalogue, in catalogue order.
-MODEL_FEATURES = list(rf.FEATURES)
+# The features the model reads, in model order (declared in deploy/features.conf).
+MODEL_FEATURES = ["amount", "log_amount", "cust_count_1h", "cust_sum_1h", "cust_count_24h",
+                  "cust_sum_24h", "cust_secs_since_last", "cust_amount_ratio_24h", "is_ecom",
+                  "is_night", "is_cash"]
+RECORD_TYPE = "riskflow.Payment"
+FEATURES_PATH = os.path.join(REPO, "deploy", "features.conf")
+SCHEMAS_DIR = os.path.join(REPO, "schemas")
 DAY_MS = 86400000
 # The handbook's logistic regression, model-selection table (AUC ROC, AP, CP@100).
 HANDBOOK_LR = (0.868, 0.623, 0.297)
@@ -74,12 +80,23 @@ def read_jsonl(path):
 INPUT_TOPIC = "txn.payments"
 
 
-def replay(payments, names):
+def load_features(path=FEATURES_PATH, schemas_dir=SCHEMAS_DIR, names=MODEL_FEATURES):
+    """The declarations; every model feature must be available for a payment."""
+    decl = rf.load(path, schemas_dir)
+    avail = set(decl.available(RECORD_TYPE))
+    missing = [n for n in names if n not in avail]
+    if missing:
+        raise SystemExit("%s: not available for %s: %s" % (path, RECORD_TYPE,
+                                                            ", ".join(missing)))
+    return decl
+
+
+def replay(payments, names, decl):
     """Feature rows for every payment, replayed in the given (time) order.
 
     Returns a dict of numpy columns: X (n x len(names)), y, scenario, time_ms, customer
-    (int codes), customer_ids (list), n_applied."""
-    states = {}
+    (int codes), customer_ids (list)."""
+    eng = rf.Engine(decl)
     cust_code = {}
     rows, y, scen, tms, cust = [], [], [], [], []
     last_t = None
@@ -89,11 +106,11 @@ def replay(payments, names):
             raise SystemExit("input is not sorted by event_time (offset %d)" % offset)
         last_t = t
         cid = p["customer_id"]
-        st = states.get(cid)
-        if st is None:
-            st = states[cid] = rf.CustomerState()
+        if cid not in cust_code:
             cust_code[cid] = len(cust_code)
-        f = st.apply(p, 0, offset, topic=INPUT_TOPIC)
+        if not eng.apply(RECORD_TYPE, p, INPUT_TOPIC, 0, offset):
+            raise SystemExit("offset %d: replayed (one topic, increasing offsets?)" % offset)
+        f = eng.evaluate(RECORD_TYPE, p, names)
         rows.append([f[n] for n in names])
         y.append(int(p.get("fraud", 0)))
         scen.append(int(p.get("fraud_scenario", 0)))
@@ -235,8 +252,9 @@ def dump_model(doc):
     return text
 
 
-def extreme_rows(names, X_ref):
-    """Hand-made rows at the edges of the features' ranges (raw, unscaled)."""
+def extreme_rows(names, X_ref, cap):
+    """Hand-made rows at the edges of the features' ranges (raw, unscaled); cap: the
+    cust_secs_since_last cap in seconds."""
     base = dict(zip(names, np.median(X_ref, axis=0)))
 
     def row(**kw):
@@ -246,7 +264,6 @@ def extreme_rows(names, X_ref):
             r["log_amount"] = math.log1p(kw["amount"])
         return [float(r[n]) for n in names]
 
-    cap = rf.SECS_SINCE_LAST_CAP
     return [
         row(amount=0.0, cust_count_1h=1.0, cust_sum_1h=0.0, cust_count_24h=1.0,
             cust_sum_24h=0.0, cust_secs_since_last=cap, cust_amount_ratio_24h=1.0,
@@ -281,10 +298,10 @@ def extreme_rows(names, X_ref):
     ]
 
 
-def write_parity(path, pipe, names, X_pool, y_pool, seed, n_rows=2000):
+def write_parity(path, pipe, names, X_pool, y_pool, seed, cap, n_rows=2000):
     """~n_rows held-out rows: random test rows, extra fraud rows, and hand-made extremes."""
     rng = np.random.default_rng(seed + 7)
-    extremes = np.asarray(extreme_rows(names, X_pool), dtype=np.float64)
+    extremes = np.asarray(extreme_rows(names, X_pool, cap), dtype=np.float64)
     # keep only extremes whose logit stays where double precision is comfortable
     z = pipe.decision_function(extremes)
     extremes = extremes[np.abs(z) < 700]
@@ -326,9 +343,17 @@ def main(argv=None):
     ap.add_argument("--parity-out",
                     default=os.path.join(REPO, "tests/fixtures/fraud_lr_parity.csv"))
     ap.add_argument("--report-out", default=os.path.join(HERE, "REPORT.md"))
+    ap.add_argument("--features", default=FEATURES_PATH,
+                    help="feature declarations (default: deploy/features.conf)")
+    ap.add_argument("--schemas", default=SCHEMAS_DIR, help="schemas directory (registry.txt)")
     a = ap.parse_args(argv)
     t_start = time.time()
     names = MODEL_FEATURES
+    try:
+        decl = load_features(a.features, a.schemas, names)
+    except rf.DeclError as e:
+        raise SystemExit(str(e))
+    cap = decl.feature("cust_secs_since_last").cap_s
 
     # 1. payments
     t0 = time.time()
@@ -347,7 +372,7 @@ def main(argv=None):
 
     # 2. features
     t0 = time.time()
-    r = replay(payments, names)
+    r = replay(payments, names, decl)
     del payments
     t_feat = time.time() - t0
     log("features for %d payments in %.1f s" % (len(r["y"]), t_feat))
@@ -400,7 +425,7 @@ def main(argv=None):
         f.write(dump_model(doc))
     os.makedirs(os.path.dirname(a.parity_out), exist_ok=True)
     n_par, n_ext, pmin, pmax = write_parity(a.parity_out, pipe, names, X[test_all], y_all,
-                                            a.seed)
+                                            a.seed, cap)
     # self-check: the exported parameters reproduce sklearn's probabilities
     Z = (X[test_all] - np.asarray(doc["scaler"]["mean"])) / np.asarray(doc["scaler"]["scale"])
     p_mine = 1.0 / (1.0 + np.exp(-(doc["intercept"] + Z @ np.asarray(doc["coefficients"]))))
@@ -439,6 +464,7 @@ def main(argv=None):
         "model_path": os.path.relpath(a.model_out, REPO),
         "parity_path": os.path.relpath(a.parity_out, REPO),
         "target_precision": a.target_precision, "names": names,
+        "features_path": os.path.relpath(a.features, REPO),
         "scaler_mean": doc["scaler"]["mean"], "scaler_scale": doc["scaler"]["scale"],
     }
     with open(a.report_out, "w", encoding="utf-8") as f:
@@ -470,8 +496,9 @@ def report(s, a):
       % (s["n"], s["days"], s["n_customers_seen"], 100.0 * s["fraud"] / s["n"], s["fraud"],
          *s["scen_counts"]))
     w("- Features: every payment replayed in time order through `riskflow_features.py` "
-      "(partition 0, offset = index), the reference of the daemon's feature code; the days "
-      "before the training week warm the windows up.")
+      "(partition 0, offset = index), the reference of the daemon's feature engine, with "
+      "the declarations of `%s`; the days before the training week warm the windows up."
+      % s["features_path"])
     w("- Split (the handbook's protocol): train %s: %d payments, %d fraud (%.3f%%); "
       "label delay %s; test %s: %d payments, %d fraud; after removing the cards known to be "
       "compromised (handbook rule) %d payments, %d fraud (%.3f%%)."
@@ -529,7 +556,7 @@ def report(s, a):
           % (names[k], ne, he, 100.0 * he / max(ne, 1), na, ha, 100.0 * ha / max(na, 1)))
     w("")
     w("## Why we are below the handbook\n")
-    w("- Our features are the spine's catalogue only: the customer's own 1 h and 24 h windows "
+    w("- Our features are the fraud declarations only: the customer's own 1 h and 24 h windows "
       "(count, sum, amount / 24 h mean), time since the customer's last payment, and flags. "
       "The handbook's model reads the customer's 1-, 7- and 30-day windows (number of "
       "payments, mean amount) and the terminal's risk over 1, 7 and 30 days with a 7-day "
