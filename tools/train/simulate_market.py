@@ -60,11 +60,11 @@ QUOTE = "riskflow.Quote"
 @dataclasses.dataclass
 class SimParams:
     # the signal
-    signal_halflife_s: float = 900.0   # latent OU half-life
+    signal_halflife_s: float = 1800.0   # latent OU half-life
     alpha: float = 0.06                # drift per minute at s=1, in 1-minute idio sds
-    side_tilt: float = 0.8             # P(BUY) = sigmoid(side_tilt * s)
-    size_tilt: float = 0.35            # log-size tilt per unit s (BUY +, SELL -)
-    book_tilt: float = 0.10            # log bid size +, ask size - per unit s
+    side_tilt: float = 0.6             # P(BUY) = sigmoid(side_tilt * s)
+    size_tilt: float = 0.25            # log-size tilt per unit s (BUY +, SELL -)
+    book_tilt: float = 0.08            # log bid size +, ask size - per unit s
     # prices and volatility
     mkt_vol_1m_bps: float = 4.0        # market factor, 1-minute sd
     idio_vol_1m_bps: tuple = (5.0, 12.0)   # per instrument, uniform range
@@ -76,8 +76,8 @@ class SimParams:
     tick: float = 0.01
     half_spread_bps: tuple = (0.8, 3.0)
     # activity
-    trade_rate: tuple = (0.12, 0.30)   # trades per second at volfac 1
-    quote_rate: tuple = (0.12, 0.30)   # quotes per second
+    trade_rate: tuple = (0.20, 0.50)   # trades per second at volfac 1
+    quote_rate: tuple = (0.08, 0.20)   # quotes per second
     mean_size: tuple = (50.0, 500.0)   # log-uniform, lots
     size_sd: float = 0.8               # lognormal sd of a trade's size
     book_size_sd: float = 0.6
@@ -131,6 +131,14 @@ class MarketSim:
         sec = np.clip((np.asarray(t_ms) - self.start_ms) // 1000, 0, self.n_seconds - 1)
         return self.latent[sec, np.asarray(inst)]
 
+    def book_at(self, inst, t_ms):
+        """(bid, ask) of the book prevailing at time t_ms (the grid second containing it): what
+        the quote messages sample (vectorised)."""
+        sec = np.clip((np.asarray(t_ms) - self.start_ms) // 1000, 0, self.n_seconds - 1)
+        inst = np.asarray(inst)
+        P = np.exp(self.logp[sec, inst])
+        return _book(P, self.half_spread[inst] * self.volfac[sec, inst], self.params.tick)
+
     def oracle_bps(self, inst, t_ms, horizon_ms):
         """E[log return over (t, t + horizon] | s(t)] in basis points (vectorised)."""
         tau = np.asarray(horizon_ms) / 1000.0
@@ -158,6 +166,15 @@ def _ou(rng, n_steps, n, halflife, sd=1.0):
 def _loguniform(rng, lo_hi, n):
     lo, hi = lo_hi
     return np.exp(rng.uniform(math.log(lo), math.log(hi), n))
+
+
+def _book(P, hs, tick):
+    """Top of book around efficient prices P with half spreads hs (fractions), on the tick."""
+    bid = np.floor(P * (1.0 - hs) / tick) * tick
+    ask = np.ceil(P * (1.0 + hs) / tick) * tick
+    ask = np.maximum(ask, bid + tick)
+    nd = max(0, int(round(-math.log10(tick))))
+    return np.round(bid, nd), np.round(ask, nd)
 
 
 def _sigmoid(x):
@@ -205,12 +222,7 @@ def simulate(n_instruments=40, hours=36.0, seed=1, start_ms=None, params=None, l
     logp[1:] += logp[0]
     del dlogp
     P = np.exp(logp)
-    hs = half_spread * volfac
-    bid = np.floor(P * (1.0 - hs) / p.tick) * p.tick
-    ask = np.ceil(P * (1.0 + hs) / p.tick) * p.tick
-    ask = np.maximum(ask, bid + p.tick)
-    bid = np.round(bid, 2)
-    ask = np.round(ask, 2)
+    bid, ask = _book(P, half_spread * volfac, p.tick)
     del P
 
     # trades
