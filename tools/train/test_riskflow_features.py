@@ -189,12 +189,12 @@ def test_features_conf_loads():
     decl = rff.load(FEATURES_CONF, SCHEMAS)
     assert [e.name for e in decl.entities] == ["customer", "instrument"]
     assert decl.names[:3] == ["amount", "log_amount", "cust_count_1h"]
-    assert len(decl.names) == 39
+    assert len(decl.names) == 54
     cust, inst = decl.kind("customer"), decl.kind("instrument")
     # pinned: the C engine is checked against this printout (python3 riskflow_features.py
     # --layout deploy/features.conf)
     assert (cust.size, cust.hash) == (2016, 0xd926a4073b6960a5)
-    assert (inst.size, inst.hash) == (680, 0x35b97b54863e0b60)
+    assert (inst.size, inst.hash) == (904, 0xf901b31c6821b272)
     for lay in (cust, inst):
         # slots tile the value exactly, each at its natural alignment
         off = 0
@@ -208,8 +208,8 @@ def test_features_conf_loads():
         assert rff.fnv1a64(lay.canonical_text.encode()) == lay.hash
         assert len(lay.fresh().pack()) == lay.size
     # the market features share groups: mkt_trades_1m rides on mkt_ret_1m's ring,
-    # mkt_rv_5m_sq adds sq() to mkt_ret_5m's
-    assert len(inst.groups) == 3
+    # mkt_rv_5m_sq adds sq() to mkt_ret_5m's; the filtered counts by side have their own
+    assert len(inst.groups) == 5
     assert [(c, i.text) for c, i in inst.groups[1].cols] == [
         ("sum", "logchange(price)"), ("sq", "logchange(price)")]
     assert decl.feature("mkt_trades_1m").group == 0
@@ -245,7 +245,7 @@ def test_cli_layout_printout():
     assert r.returncode == 0, r.stderr
     out = r.stdout
     assert "entity customer: value 2016 bytes, layout hash 0xd926a4073b6960a5" in out
-    assert "entity instrument: value 680 bytes, layout hash 0x35b97b54863e0b60" in out
+    assert "entity instrument: value 904 bytes, layout hash 0xf901b31c6821b272" in out
     assert "    1944     16  cust_secs_since_last: time_since_last (i64 t, f64 gap)" in out
     assert "     444      4  group 2: Trade window=15m/15: padding" in out
     assert ("feature mkt_bid = last(bid) per instrument on Quote\n"
