@@ -664,3 +664,62 @@ int rf_encode_market_signal(const struct rf_market_signal *m, enum rf_framing fr
     put_long(&w, m->source_offset);
     return wr_end(&w, len);
 }
+
+int rf_rec_encode(const struct rf_rtype *t, const struct rf_rec *r, enum rf_framing framing,
+                  int32_t schema_id, uint8_t *buf, size_t cap, size_t *len) {
+    struct wr w;
+    int rc = wr_begin(&w, framing, schema_id, buf, cap, len);
+    if (rc)
+        return rc;
+    if (!t || !r)
+        return RF_E_INVAL;
+    for (int k = 0; k < t->n_fields; k++) {
+        const union rf_fval *v = &r->v[k];
+        switch (t->fields[k].type) {
+        case RF_FT_STRING: {
+            const char *p = (const char *)r->base + v->s.off;
+            if (v->s.len > RF_FIELD_STR_MAX || memchr(p, 0, v->s.len))
+                w.err = RF_E_INVAL;
+            else
+                put_bytes_str(&w, p, v->s.len);
+            break;
+        }
+        case RF_FT_INT:
+            if (v->i < INT32_MIN || v->i > INT32_MAX)
+                w.err = RF_E_INVAL;
+            put_int(&w, (int32_t)v->i);
+            break;
+        case RF_FT_LONG:
+            put_long(&w, v->i);
+            break;
+        case RF_FT_FLOAT: {
+            float f = (float)v->d;
+            uint8_t b[4];
+            uint32_t u;
+            if (!isfinite(v->d))
+                w.err = RF_E_INVAL;
+            memcpy(&u, &f, 4);
+            for (int i = 0; i < 4; i++)
+                b[i] = (uint8_t)(u >> (8 * i));
+            put_raw(&w, b, 4);
+            break;
+        }
+        case RF_FT_DOUBLE:
+            if (!isfinite(v->d))
+                w.err = RF_E_INVAL;
+            put_double(&w, v->d);
+            break;
+        case RF_FT_BOOLEAN: {
+            uint8_t b = (uint8_t)v->i;
+            if (v->i != 0 && v->i != 1)
+                w.err = RF_E_INVAL;
+            put_raw(&w, &b, 1);
+            break;
+        }
+        case RF_FT_ENUM:
+            put_enum(&w, (int)v->i, t->fields[k].n_symbols);
+            break;
+        }
+    }
+    return wr_end(&w, len);
+}

@@ -54,8 +54,8 @@ static const struct rf_conf_prop props[] = {
     ENUM("output.framing", output_framing, "confluent", "confluent|plain",
          "Wire framing of every job's output records."),
     ENUM("outputs.print", outputs_print, "none", "none|stdout",
-         "Also print each notable output (fraud alerts, PD updates, market signals) to stdout "
-         "as the broker acknowledges it."),
+         "Also print each notable output (fraud alerts, PD band changes, market signals) to "
+         "stdout as the broker acknowledges it."),
     STR("schemas.dir", schemas_dir, "schemas",
         "Directory holding registry.txt (`<id> <file>` lines) and the .avsc files."),
     ENUM("store.backend", store_backend, "redis", "redis|memory",
@@ -94,12 +94,21 @@ static const struct rf_conf_prop props[] = {
     ENUM("log.level", log_level, "info", "error|warn|notice|info|debug", "Log level."),
     INT("stats.interval.ms", stats_interval_ms, "10000", 0, 86400000,
         "Log a line of counters this often (0: never)."),
+    ENUM("stats.job.time", stats_job_time, "off", "off|on",
+         "on: time each job's hooks and model (two clock reads per job per event) and print "
+         "each job's loop time per event in the summary (tools/bench/bench_jobs.py; the demo "
+         "turns it on)."),
     INT("demo.events", demo_events, "20000", 1, 10000000,
-        "--demo: synthetic payments to generate (plus a few poison messages)."),
+        "--demo: synthetic card payments to generate (plus each customer's salary, credit "
+        "events, the market stream and a few poison messages)."),
     INT("demo.customers", demo_customers, "2000", 1, 1000000, "--demo: customers in the stream."),
-    INT("demo.rate", demo_rate, "20000", 0, 10000000,
-        "--demo: payments per second the generator produces (0: as fast as it can)."),
+    INT("demo.rate", demo_rate, "10000", 0, 10000000,
+        "--demo: card payments per second the generator produces, the other streams in step "
+        "(0: as fast as it can)."),
     INT("demo.seed", demo_seed, "42", 0, 2147483647, "--demo: generator seed."),
+    INT("demo.instruments", demo_instruments, "6", 1, 1000,
+        "--demo: instruments in the market stream (trades and quotes over 90 simulated "
+        "minutes, paced with the payments; on the second of input.topics)."),
 };
 
 #define N_PROPS (sizeof props / sizeof props[0])

@@ -61,6 +61,8 @@ struct daemon {
     int timed_out;
     uint64_t stop_deadline_ns;
     uint64_t committed_mark; /* metrics.offsets_stored at the last commit */
+    uint64_t done0, warmup;  /* events done before the measured part (the demo's warm-up) */
+    uint64_t jobs_events0[RF_METRIC_JOBS];
     int exit_code;
     uint64_t t_start_ns, t_end_ns;
     struct rusage ru_start, ru_thread_start;
@@ -382,6 +384,9 @@ static void jobs_text(const struct rf_metrics *m, char *buf, size_t size) {
         if (!jm->name)
             continue;
         off += (size_t)snprintf(buf + off, size - off, " %s=%" PRIu64, jm->name, jm->events);
+        if (jm->passed && off < size)
+            off += (size_t)snprintf(buf + off, size - off, " %s.passed=%" PRIu64, jm->name,
+                                    jm->passed);
         for (int k = 0; k < jm->kinds && k < RF_METRIC_KINDS && off < size; k++)
             off += (size_t)snprintf(buf + off, size - off, " %s.%s=%" PRIu64, jm->name,
                                     jm->kind_names[k], jm->outputs[k]);
@@ -406,6 +411,22 @@ static void log_stats(struct daemon *d) {
             m->store_errors, m->store_mismatch, m->produce_retries);
 }
 
+/* Latency, throughput and CPU figures count from now on (the demo's history is done). */
+static void measure_from_now(struct daemon *d) {
+    struct rf_metrics *m = &d->metrics;
+    memset(&m->latency, 0, sizeof m->latency);
+    for (int j = 0; j < RF_METRIC_JOBS; j++) {
+        memset(&m->jobs[j].latency, 0, sizeof m->jobs[j].latency);
+        m->jobs[j].ns = 0;
+        d->jobs_events0[j] = m->jobs[j].events;
+    }
+    m->first_in_ns = uv_hrtime();
+    d->done0 = m->scored + m->dead_lettered;
+    d->warmup = d->done0;
+    getrusage(RUSAGE_SELF, &d->ru_start);
+    getrusage(RUSAGE_THREAD, &d->ru_thread_start);
+}
+
 static void on_stats(uv_timer_t *t) {
     struct daemon *d = t->data;
     /* A fatal client error reaches us through error_cb only when nothing was in flight to
@@ -425,6 +446,11 @@ static void on_stats(uv_timer_t *t) {
             d->demo_started = 1;
             rf_demo_start(d->demo);
         }
+        /* The history is complete: measure, and print outputs, from here. */
+        if (rf_demo_warm(d->demo, d->metrics.scored + d->metrics.dead_lettered)) {
+            measure_from_now(d);
+            rf_engine_set_print(d->engine, strcmp(d->conf->outputs_print, "stdout") == 0);
+        }
         if (!d->stopping && rf_demo_done(d->demo, &total) &&
             d->metrics.scored + d->metrics.dead_lettered >= total) {
             begin_stop(d, "demo stream complete");
@@ -443,26 +469,30 @@ static void print_summary(struct daemon *d, FILE *out) {
     const struct rf_metrics *m = &d->metrics;
     struct rusage ru, rt;
     getrusage(RUSAGE_SELF, &ru);
-    getrusage(RUSAGE_THREAD, &rt); /* the loop thread: decode, features, model, encode */
+    getrusage(RUSAGE_THREAD, &rt); /* the loop thread: decode, features, models, encode */
     double cpu = tv_s(ru.ru_utime) + tv_s(ru.ru_stime) - tv_s(d->ru_start.ru_utime) -
                  tv_s(d->ru_start.ru_stime);
     double cpu_loop = tv_s(rt.ru_utime) + tv_s(rt.ru_stime) -
                       tv_s(d->ru_thread_start.ru_utime) - tv_s(d->ru_thread_start.ru_stime);
     uint64_t t0 = m->first_in_ns ? m->first_in_ns : d->t_start_ns;
-    /* From the first message taken to the last event completed: the time spent waiting
-     * for a signal afterwards is not throughput. */
+    /* From the first message taken (after the demo's warm-up) to the last event completed:
+     * the time spent waiting for a signal afterwards is not throughput. */
     uint64_t t1 = m->last_done_ns ? m->last_done_ns : d->t_end_ns;
-    double wall = (double)(t1 - t0) / 1e9;
-    uint64_t done = m->scored + m->dead_lettered;
+    double wall = t1 > t0 ? (double)(t1 - t0) / 1e9 : 0.0;
+    uint64_t done = m->scored + m->dead_lettered - d->done0;
     fprintf(out, "\n== riskflowd summary ==\n");
     if (d->demo) {
-        uint64_t payments, fraud, poison, failed;
-        rf_demo_counts(d->demo, &payments, &fraud, &poison, &failed);
-        fprintf(out, "generated:      %" PRIu64 " payments (%" PRIu64 " in fraud bursts), %" PRIu64
-                     " poison messages\n", payments, fraud, poison);
-        if (failed)
-            fprintf(out, "NOT delivered:  %" PRIu64 " generated messages the mock broker refused "
-                         "(they never reached riskflowd)\n", failed);
+        struct rf_demo_counts n;
+        rf_demo_counts(d->demo, &n);
+        fprintf(out, "generated:      a history of %" PRId64 " messages (%d customers' last 3 "
+                     "months, the market's last 15 minutes), then %" PRId64 " card payments (%"
+                     PRId64 " in fraud bursts), %" PRId64 " salaries, %" PRId64 " credit events, %"
+                     PRId64 " trades, %" PRId64 " quotes and %" PRId64 " poison messages\n",
+                n.history, d->conf->demo_customers, n.card_payments, n.fraud, n.salaries,
+                n.credit, n.trades, n.quotes, n.poison);
+        if (n.failed)
+            fprintf(out, "NOT delivered:  %" PRId64 " generated messages the mock broker refused "
+                         "(they never reached riskflowd)\n", n.failed);
     }
     fprintf(out, "events in:      %" PRIu64 "\n", m->events_in);
     fprintf(out, "scored:         %" PRIu64 "\n", m->scored);
@@ -471,10 +501,17 @@ static void print_summary(struct daemon *d, FILE *out) {
         if (!jm->name)
             continue;
         fprintf(out, "%-7s         %" PRIu64 " events", jm->name, jm->events);
+        if (jm->passed)
+            fprintf(out, " (%" PRIu64 " outside its filter)", jm->passed);
         for (int k = 0; k < jm->kinds && k < RF_METRIC_KINDS; k++)
             fprintf(out, "%s %" PRIu64 " %s", k ? "," : ";", jm->outputs[k], jm->kind_names[k]);
-        fprintf(out, "; latency p50 %" PRIu64 " us, p99 %" PRIu64 " us\n",
+        fprintf(out, "; latency p50 %" PRIu64 " us, p99 %" PRIu64 " us",
                 rf_hist_quantile(&jm->latency, 0.5), rf_hist_quantile(&jm->latency, 0.99));
+        uint64_t ev = jm->events - d->jobs_events0[j];
+        if (jm->ns && ev)
+            fprintf(out, "; %.2f us/event in the job (features read, model, outputs)",
+                    (double)jm->ns / 1e3 / (double)ev);
+        fprintf(out, "\n");
     }
     fprintf(out, "dead-lettered:  %" PRIu64, m->dead_lettered);
     const char *sep = " (";
@@ -485,18 +522,21 @@ static void print_summary(struct daemon *d, FILE *out) {
         }
     }
     fprintf(out, "%s\n", sep[0] == ',' ? ")" : "");
-    fprintf(out, "throughput:     %.0f events/s (%" PRIu64 " events in %.2f s)\n",
-            wall > 0 ? (double)done / wall : 0.0, done, wall);
+    char after[96] = "";
+    if (d->warmup)
+        snprintf(after, sizeof after, ", after the history's %" PRIu64 " events", d->warmup);
+    fprintf(out, "throughput:     %.0f events/s (%" PRIu64 " events in %.2f s%s)\n",
+            wall > 0 ? (double)done / wall : 0.0, done, wall, after);
     fprintf(out, "latency:        p50 %" PRIu64 " us, p99 %" PRIu64 " us, max %" PRIu64
-                 " us (consumed -> outputs acknowledged and state flushed)\n",
+                 " us (consumed -> outputs acknowledged and state written%s)\n",
             rf_hist_quantile(&m->latency, 0.5), rf_hist_quantile(&m->latency, 0.99),
-            m->latency.max_us);
+            m->latency.max_us, after);
     fprintf(out, "cpu:            %.2f us/event on the loop thread%s; %.2f us/event for the "
                  "whole process (%.2f s%s)\n",
             done ? cpu_loop * 1e6 / (double)done : 0.0,
-            d->demo ? " (includes the generator's produce calls)" : "",
+            d->demo ? " (includes the generators' produce calls)" : "",
             done ? cpu * 1e6 / (double)done : 0.0,
-            cpu, d->demo ? ", includes the in-process mock broker and generator" : "");
+            cpu, d->demo ? ", includes the in-process mock broker and generators" : "");
     fprintf(out, "batches:        mean %.1f events\n",
             m->batch_size.count ? (double)m->batch_size.sum_us / (double)m->batch_size.count
                                 : 0.0);
@@ -572,6 +612,7 @@ static int start(struct daemon *d, char *errstr, size_t size) {
         .schemas = d->schemas,
         .decl = d->decl,
         .metrics = &d->metrics,
+        .time_jobs = d->demo_mode || strcmp(conf->stats_job_time, "on") == 0,
         .on_idle = on_engine_idle,
         .arg = d,
     };
@@ -581,6 +622,8 @@ static int start(struct daemon *d, char *errstr, size_t size) {
         snprintf(errstr, size, "%s", d->engine ? err : "out of memory");
         return RF_EXIT_CONFIG;
     }
+    if (d->demo)
+        rf_engine_set_print(d->engine, 0); /* until the history is done */
     struct rf_store_conf sc = {
         .backend = strcmp(conf->store_backend, "memory") == 0 ? RF_STORE_MEMORY : RF_STORE_REDIS,
         .redis_host = conf->redis_host,

@@ -147,6 +147,8 @@ static int perr(struct parser *p, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    if (p->line == 0) /* a condition from elsewhere (rf_where_parse): path names it */
+        return errf(p->errstr, p->errsize, "%s: %s", p->path, msg);
     return errf(p->errstr, p->errsize, "%s:%d: %s", p->path, p->line, msg);
 }
 
@@ -760,6 +762,36 @@ static int parse_line(struct parser *p, char *line) {
     if (strcmp(p->tok[0], "derived") == 0)
         return parse_derived(p);
     return PERR(p, "unknown keyword '%s' (entity, feature, derived)", p->tok[0]);
+}
+
+int rf_where_parse(const struct rf_rtype *rec, const char *text, const char *what,
+                   struct rf_where *out, char *errstr, size_t size) {
+    struct parser p = {.path = what, .line = 0, .errstr = errstr, .errsize = size};
+    char buf[TEXT_MAX];
+    memset(out, 0, sizeof *out);
+    if (strlen(text) >= sizeof buf)
+        return PERR(&p, "conditions too long");
+    memcpy(buf, text, strlen(text) + 1);
+    int expect_cond = 1;
+    char *save = NULL;
+    for (char *t = strtok_r(buf, " \t", &save); t; t = strtok_r(NULL, " \t", &save)) {
+        if (!expect_cond) {
+            if (strcmp(t, "and") != 0)
+                return PERR(&p, "expected 'and' between conditions, not '%s'", t);
+            expect_cond = 1;
+            continue;
+        }
+        if (out->n == RF_WHERE_MAX)
+            return PERR(&p, "too many conditions (at most %d)", RF_WHERE_MAX);
+        int rc = parse_cond(&p, t, rec, &out->c[out->n]);
+        if (rc)
+            return rc;
+        out->n++;
+        expect_cond = 0;
+    }
+    if (expect_cond && out->n > 0)
+        return PERR(&p, "a condition must follow 'and'");
+    return 0;
 }
 
 rf_decl_t *rf_decl_load(const char *path, const rf_schemas_t *schemas, char *errstr,

@@ -210,6 +210,14 @@ void rf_job_emit(rf_job_host_t *host, int32_t handle, int jobs_index, int kind,
                        len);
 }
 
+void rf_engine_set_print(rf_engine_t *e, int on) {
+    e->print = on;
+}
+
+void rf_job_pass(rf_job_host_t *host, int jobs_index) {
+    host->e->d.metrics->jobs[jobs_index].passed++;
+}
+
 static struct job *job_by_index(rf_engine_t *e, int index) {
     for (int j = 0; j < e->n_jobs; j++)
         if (e->jobs[j].index == index)
@@ -280,6 +288,18 @@ static void unpin_all(rf_engine_t *e, struct evt *ev) {
     }
 }
 
+/* One job hook (hook NULL: its end_batch), timed when the engine times jobs. */
+static void run_hook(rf_engine_t *e, int j, void (*hook)(void *, const struct rf_job_event *),
+                     const struct rf_job_event *jev) {
+    uint64_t t0 = e->d.time_jobs ? uv_hrtime() : 0;
+    if (hook)
+        hook(e->jobs[j].obj, jev);
+    else
+        e->jobs[j].ops->end_batch(e->jobs[j].obj);
+    if (t0)
+        e->d.metrics->jobs[e->jobs[j].index].ns += uv_hrtime() - t0;
+}
+
 static void batch_finish(rf_engine_t *e) {
     struct rf_metrics *m = e->d.metrics;
     int any = 0;
@@ -306,17 +326,17 @@ static void batch_finish(rf_engine_t *e) {
         uint32_t takers = e->takers[ev->rec.type->index];
         for (int j = 0; j < e->n_jobs; j++)
             if ((takers & (1u << j)) && e->jobs[j].ops->before)
-                e->jobs[j].ops->before(e->jobs[j].obj, &jev);
+                run_hook(e, j, e->jobs[j].ops->before, &jev);
         rf_feat_apply(e->d.decl, &ev->rec, ents, &src);
         for (int k = 0; k < e->n_kinds; k++)
             if (ev->refs[k] != NO_REF)
                 rf_store_mark_dirty(e->store, ev->refs[k]);
         for (int j = 0; j < e->n_jobs; j++)
             if ((takers & (1u << j)) && e->jobs[j].ops->after)
-                e->jobs[j].ops->after(e->jobs[j].obj, &jev);
+                run_hook(e, j, e->jobs[j].ops->after, &jev);
     }
     for (int j = 0; j < e->n_jobs; j++)
-        e->jobs[j].ops->end_batch(e->jobs[j].obj);
+        run_hook(e, j, NULL, NULL);
 
     /* The batch's changes are one generation: snapshots now, written once released. */
     uint64_t gen = any ? rf_store_close_gen(e->store) : 0;

@@ -3,6 +3,9 @@
  */
 #include "riskflow/err.h"
 
+#include <stdarg.h>
+#include <stdio.h>
+
 const char *rf_strerror(int err) {
     switch (err) {
 #define RF_ERR_CASE(name, val, tok, msg) \
@@ -23,4 +26,15 @@ const char *rf_err_reason(int err) {
 #undef RF_ERR_CASE
     }
     return "unknown";
+}
+
+void rf_errf(char *errstr, size_t size, const char *where, const char *fmt, ...) {
+    if (!errstr || size == 0)
+        return;
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    snprintf(errstr, size, "%s: %s", where, msg);
 }

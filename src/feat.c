@@ -178,7 +178,7 @@ static int cond_holds(const struct rf_cond *c, const struct rf_rec *r) {
     return 0;
 }
 
-static int matches(const struct rf_rtype *rec, const struct rf_where *w, const struct rf_rec *r) {
+int rf_where_matches(const struct rf_rtype *rec, const struct rf_where *w, const struct rf_rec *r) {
     if (r->type != rec)
         return 0;
     for (int i = 0; i < w->n; i++)
@@ -473,12 +473,12 @@ void rf_feat_apply(const rf_decl_t *d, const struct rf_rec *r, uint8_t *const en
         for (int g = 0; g < k->n_groups; g++) {
             const struct group *gr = &k->groups[g];
             advance(gr, v, t);
-            if (matches(gr->rec, &gr->where, r))
+            if (rf_where_matches(gr->rec, &gr->where, r))
                 group_add(gr, k, v, r, t);
         }
         for (int i = 0; i < k->n_scalars; i++) {
             const struct rf_feature *f = &d->feats[k->scalars[i]];
-            if (matches(f->rec, &f->where, r))
+            if (rf_where_matches(f->rec, &f->where, r))
                 scalar_update(f, k, v, r, t);
         }
         for (int i = 0; i < k->n_prevs; i++) {
@@ -532,7 +532,7 @@ static double base_value(const rf_decl_t *d, const struct rf_feature *f, const s
                          uint8_t *const ents[]) {
     if (f->agg == RF_AGG_VALUE) {
         const uint8_t *v = f->kind >= 0 ? ents[f->kind] : NULL;
-        if (!matches(f->rec, &f->where, r))
+        if (!rf_where_matches(f->rec, &f->where, r))
             return 0.0;
         return input(&f->in, r, f->kind >= 0 ? &d->kinds[f->kind] : NULL, v);
     }

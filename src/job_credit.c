@@ -225,7 +225,11 @@ static void credit_print(void *job, int kind, const void *payload, size_t len, F
     struct rf_avro_rec u;
     if (kind != OUT_PD || !cr->view || rf_avro_view_read(cr->view, payload, len, &u) != 0)
         return;
+    /* The terminal shows band changes; first publications and PD moves within a band go to
+     * the topic only (there are many: one per customer, then one per notable move). */
     const char *prev = rf_avro_view_str(&u, "previous_band");
+    if (!*prev || strcmp(prev, rf_avro_view_str(&u, "band")) == 0)
+        return;
     char why[512] = "-";
     size_t off = 0;
     int n = rf_avro_view_len(&u, "reasons");
@@ -236,9 +240,9 @@ static void credit_print(void *job, int kind, const void *payload, size_t len, F
                                 i ? ", " : "", rf_avro_view_str(&r, "feature"),
                                 rf_avro_view_num(&r, "value"), rf_avro_view_num(&r, "points_lost"));
     }
-    fprintf(out, "PD    %s pd=%.4f score=%.0f band=%s (was %s) after %s model=%s reasons: %s\n",
-            rf_avro_view_str(&u, "customer_id"), rf_avro_view_num(&u, "pd"),
-            rf_avro_view_num(&u, "score"), rf_avro_view_str(&u, "band"), *prev ? prev : "-",
+    fprintf(out, "BAND  %s %s -> %s pd=%.4f score=%.0f after %s model=%s reasons: %s\n",
+            rf_avro_view_str(&u, "customer_id"), prev, rf_avro_view_str(&u, "band"),
+            rf_avro_view_num(&u, "pd"), rf_avro_view_num(&u, "score"),
             rf_avro_view_str(&u, "cause_event_id"), rf_avro_view_str(&u, "model_version"), why);
 }
 

@@ -1,6 +1,7 @@
 /*
- * job_fraud.c — the fraud job: every payment scored by the logistic model, a FraudScore for
- * each and a FraudAlert (top 3 reasons) at or above the threshold (docs/ENGINE.md §5).
+ * job_fraud.c — the fraud job: every payment that fraud.score.where admits scored by the
+ * logistic model, a FraudScore for each and a FraudAlert (top 3 reasons) at or above the
+ * threshold (docs/ENGINE.md §5).
  *
  * Owns its model, its evaluation plan (the model's features, declared in the feature file),
  * the batch's staged rows and the encode buffer. Keeps no state on entities. Loop thread;
@@ -28,6 +29,7 @@ struct fraud_conf {
     double threshold;
     char *scores_topic;
     char *alerts_topic;
+    char *score_where;
 };
 
 #define C struct fraud_conf
@@ -41,6 +43,11 @@ static const struct rf_conf_prop props[] = {
               "Topic for one riskflow.FraudScore per scored payment (keyed by customer id)."),
     RF_PROP_S("fraud.alerts.topic", C, alerts_topic, "fraud.alerts",
               "Topic for riskflow.FraudAlert records: scores at or above the threshold."),
+    RF_PROP_S("fraud.score.where", C, score_where, "kind!=TRANSFER_IN and kind!=REFUND",
+              "Which payments are scored: conditions on riskflow.Payment in the feature "
+              "language's where syntax (docs/FEATURES.md §2.4), or all. The others still "
+              "update features and are counted as outside the filter. The default leaves out "
+              "money coming in, which the card model was not trained on."),
 };
 #undef C
 
@@ -57,6 +64,7 @@ struct fraud {
     rf_model_t *model;
     rf_feat_plan_t *plan;
     const struct rf_rtype *payment;
+    struct rf_where score_where;
     int f_event, f_customer, f_card, f_terminal, f_amount, f_currency;
     int32_t score_id, alert_id;
     double threshold;
@@ -107,6 +115,11 @@ static void *fraud_init(const struct rf_job_env *env, char *errstr, size_t size)
                  "riskflow.FraudScore and riskflow.FraudAlert");
         goto fail;
     }
+    char what[300];
+    snprintf(what, sizeof what, "%s: fraud.score.where", rf_conf_where(env->conf, "fraud.score.where"));
+    if (strcmp(f->c->score_where, "all") != 0 &&
+        rf_where_parse(f->payment, f->c->score_where, what, &f->score_where, errstr, size) != 0)
+        goto fail;
     f->f_event = rf_rtype_field(f->payment, "event_id");
     f->f_customer = rf_rtype_field(f->payment, "customer_id");
     f->f_card = rf_rtype_field(f->payment, "card_token");
@@ -165,6 +178,10 @@ static int fraud_takes(void *job, const struct rf_rtype *t) {
 
 static void fraud_after(void *job, const struct rf_job_event *ev) {
     struct fraud *f = job;
+    if (!rf_where_matches(f->payment, &f->score_where, ev->rec)) {
+        rf_job_pass(f->env.host, f->env.jobs_index);
+        return;
+    }
     struct staged *s = &f->rows[f->n_rows];
     s->handle = ev->handle;
     s->rec = ev->rec;

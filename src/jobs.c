@@ -7,11 +7,12 @@
 
 #include "riskflow/err.h"
 
-extern const struct rf_job_ops rf_job_fraud, rf_job_credit;
+extern const struct rf_job_ops rf_job_fraud, rf_job_credit, rf_job_market;
 
 static const struct rf_job_ops *const table[] = {
     &rf_job_fraud,
     &rf_job_credit,
+    &rf_job_market,
 };
 
 _Static_assert(sizeof table / sizeof table[0] <= RF_JOBS_KNOWN_MAX, "struct rf_conf holds 8 jobs");

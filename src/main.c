@@ -91,6 +91,10 @@ int main(int argc, char **argv) {
     if (demo) {
         /* The demo's defaults: no Redis, notable outputs on the terminal. The file and -X win. */
         rf_conf_set(conf, "store.backend", "memory", "demo", errstr, sizeof errstr);
+        /* every job: payments and credit events on one topic, trades and quotes on another */
+        rf_conf_set(conf, "jobs", "fraud,credit,market", "demo", errstr, sizeof errstr);
+        rf_conf_set(conf, "input.topics", "txn.payments,market.ticks", "demo", errstr,
+                    sizeof errstr);
         rf_conf_set(conf, "outputs.print", "stdout", "demo", errstr, sizeof errstr);
         rf_conf_set(conf, "log.level", "notice", "demo", errstr, sizeof errstr);
     }

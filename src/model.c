@@ -19,7 +19,6 @@
 #include <cblas.h>
 #include <jansson.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,18 +39,6 @@ struct rf_model_s {
     double *scratch; /* RF_MODEL_BATCH_MAX x n, standardised rows */
 };
 
-static void seterr(char *errstr, size_t size, const char *path, const char *fmt, ...) {
-    if (!errstr || size == 0)
-        return;
-    int w = snprintf(errstr, size, "%s: ", path);
-    if (w < 0 || (size_t)w >= size)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(errstr + w, size - (size_t)w, fmt, ap);
-    va_end(ap);
-}
-
 static char *dupstr(const char *s) {
     size_t len = strlen(s) + 1;
     char *d = malloc(len);
@@ -65,11 +52,11 @@ static const char *get_string(json_t *root, const char *key, const char *path, c
                               size_t size) {
     json_t *v = json_object_get(root, key);
     if (!v) {
-        seterr(errstr, size, path, "missing field '%s'", key);
+        rf_errf(errstr, size, path, "missing field '%s'", key);
         return NULL;
     }
     if (!json_is_string(v) || json_string_length(v) == 0) {
-        seterr(errstr, size, path, "%s: expected a non-empty string", key);
+        rf_errf(errstr, size, path, "%s: expected a non-empty string", key);
         return NULL;
     }
     return json_string_value(v);
@@ -80,11 +67,11 @@ static int get_number(json_t *obj, const char *key, const char *where, double *o
                       const char *path, char *errstr, size_t size) {
     json_t *v = json_object_get(obj, key);
     if (!v) {
-        seterr(errstr, size, path, "missing field '%s%s'", where, key);
+        rf_errf(errstr, size, path, "missing field '%s%s'", where, key);
         return -1;
     }
     if (!json_is_number(v) || !isfinite(json_number_value(v))) {
-        seterr(errstr, size, path, "%s%s: expected a finite number", where, key);
+        rf_errf(errstr, size, path, "%s%s: expected a finite number", where, key);
         return -1;
     }
     *out = json_number_value(v);
@@ -96,22 +83,22 @@ static int get_vector(json_t *obj, const char *key, const char *where, int n, do
                       const char *path, char *errstr, size_t size) {
     json_t *arr = json_object_get(obj, key);
     if (!arr) {
-        seterr(errstr, size, path, "missing field '%s%s'", where, key);
+        rf_errf(errstr, size, path, "missing field '%s%s'", where, key);
         return -1;
     }
     if (!json_is_array(arr)) {
-        seterr(errstr, size, path, "%s%s: expected an array", where, key);
+        rf_errf(errstr, size, path, "%s%s: expected an array", where, key);
         return -1;
     }
     if (json_array_size(arr) != (size_t)n) {
-        seterr(errstr, size, path, "%s%s: length %zu, expected %d (one per feature)", where, key,
+        rf_errf(errstr, size, path, "%s%s: length %zu, expected %d (one per feature)", where, key,
                json_array_size(arr), n);
         return -1;
     }
     for (int i = 0; i < n; i++) {
         json_t *v = json_array_get(arr, (size_t)i);
         if (!json_is_number(v) || !isfinite(json_number_value(v))) {
-            seterr(errstr, size, path, "%s%s[%d]: expected a finite number", where, key, i);
+            rf_errf(errstr, size, path, "%s%s[%d]: expected a finite number", where, key, i);
             return -1;
         }
         out[i] = json_number_value(v);
@@ -123,36 +110,36 @@ static int get_vector(json_t *obj, const char *key, const char *where, int n, do
 static int get_features(json_t *root, char (*names)[RF_MODEL_NAME_MAX], const char *path, char *errstr, size_t size) {
     json_t *arr = json_object_get(root, "features");
     if (!arr) {
-        seterr(errstr, size, path, "missing field 'features'");
+        rf_errf(errstr, size, path, "missing field 'features'");
         return -1;
     }
     if (!json_is_array(arr)) {
-        seterr(errstr, size, path, "features: expected an array");
+        rf_errf(errstr, size, path, "features: expected an array");
         return -1;
     }
     size_t n = json_array_size(arr);
     if (n == 0 || n > RF_FEATURES_MAX) {
-        seterr(errstr, size, path, "features: %zu features, expected 1..%d", n, RF_FEATURES_MAX);
+        rf_errf(errstr, size, path, "features: %zu features, expected 1..%d", n, RF_FEATURES_MAX);
         return -1;
     }
     for (size_t i = 0; i < n; i++) {
         json_t *v = json_array_get(arr, i);
         if (!json_is_string(v)) {
-            seterr(errstr, size, path, "features[%zu]: expected a string", i);
+            rf_errf(errstr, size, path, "features[%zu]: expected a string", i);
             return -1;
         }
         const char *name = json_string_value(v);
         /* Whether it is declared (and available for payments) is the fraud job's check, with
          * the feature file at hand: here, only what the file itself can get wrong. */
         if (strlen(name) == 0 || strlen(name) >= RF_MODEL_NAME_MAX) {
-            seterr(errstr, size, path, "features[%zu]: a name of 1 to %d bytes expected", i,
+            rf_errf(errstr, size, path, "features[%zu]: a name of 1 to %d bytes expected", i,
                    RF_MODEL_NAME_MAX - 1);
             return -1;
         }
         /* A repeated column is a training-export bug, and reasons would name it twice. */
         for (size_t j = 0; j < i; j++) {
             if (strcmp(names[j], name) == 0) {
-                seterr(errstr, size, path, "features[%zu]: duplicate feature '%s'", i, name);
+                rf_errf(errstr, size, path, "features[%zu]: duplicate feature '%s'", i, name);
                 return -1;
             }
         }
@@ -164,14 +151,14 @@ static int get_features(json_t *root, char (*names)[RF_MODEL_NAME_MAX], const ch
 /* Validates the whole document and fills model's parameters and version. */
 static int parse(json_t *root, rf_model_t *model, const char *path, char *errstr, size_t size) {
     if (!json_is_object(root)) {
-        seterr(errstr, size, path, "expected a JSON object");
+        rf_errf(errstr, size, path, "expected a JSON object");
         return -1;
     }
     const char *format = get_string(root, "format", path, errstr, size);
     if (!format)
         return -1;
     if (strcmp(format, RF_MODEL_FORMAT) != 0) {
-        seterr(errstr, size, path, "format: '%s', expected '%s'", format, RF_MODEL_FORMAT);
+        rf_errf(errstr, size, path, "format: '%s', expected '%s'", format, RF_MODEL_FORMAT);
         return -1;
     }
     /* Required so a file says what it is, though only the version goes on outputs. */
@@ -182,7 +169,7 @@ static int parse(json_t *root, rf_model_t *model, const char *path, char *errstr
         return -1;
     /* It goes on every output record: bounded, so an output always fits its buffer. */
     if (strlen(version) == 0 || strlen(version) > RF_MODEL_VERSION_MAX) {
-        seterr(errstr, size, path, "'version' must be 1 to " RF_STR(RF_MODEL_VERSION_MAX)
+        rf_errf(errstr, size, path, "'version' must be 1 to " RF_STR(RF_MODEL_VERSION_MAX)
                                    " characters");
         return -1;
     }
@@ -193,11 +180,11 @@ static int parse(json_t *root, rf_model_t *model, const char *path, char *errstr
 
     json_t *scaler = json_object_get(root, "scaler");
     if (!scaler) {
-        seterr(errstr, size, path, "missing field 'scaler'");
+        rf_errf(errstr, size, path, "missing field 'scaler'");
         return -1;
     }
     if (!json_is_object(scaler)) {
-        seterr(errstr, size, path, "scaler: expected an object");
+        rf_errf(errstr, size, path, "scaler: expected an object");
         return -1;
     }
     if (get_vector(scaler, "mean", "scaler.", model->n, model->mean, path, errstr, size) < 0)
@@ -208,7 +195,7 @@ static int parse(json_t *root, rf_model_t *model, const char *path, char *errstr
         /* scikit-learn replaces a zero variance by 1 when it fits; a 0 here means the file
          * was not written by a fitted scaler, and dividing by it would yield inf/NaN. */
         if (model->scale[i] == 0.0) {
-            seterr(errstr, size, path, "scaler.scale[%d]: 0 (feature '%s')", i, model->names[i]);
+            rf_errf(errstr, size, path, "scaler.scale[%d]: 0 (feature '%s')", i, model->names[i]);
             return -1;
         }
     }
@@ -219,14 +206,14 @@ static int parse(json_t *root, rf_model_t *model, const char *path, char *errstr
     if (get_number(root, "threshold", "", &model->threshold, path, errstr, size) < 0)
         return -1;
     if (model->threshold < 0.0 || model->threshold > 1.0) {
-        seterr(errstr, size, path, "threshold: %g, expected a probability in [0, 1]",
+        rf_errf(errstr, size, path, "threshold: %g, expected a probability in [0, 1]",
                model->threshold);
         return -1;
     }
 
     model->version = dupstr(version);
     if (!model->version) {
-        seterr(errstr, size, path, "out of memory");
+        rf_errf(errstr, size, path, "out of memory");
         return -1;
     }
     return 0;
@@ -240,28 +227,28 @@ rf_model_t *rf_model_load(const char *path, char *errstr, size_t errstr_size) {
     rf_model_t *model = NULL;
 
     if (!path) {
-        seterr(errstr, errstr_size, "(null)", "no model path");
+        rf_errf(errstr, errstr_size, "(null)", "no model path");
         return NULL;
     }
     root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
     if (!root) {
         if (jerr.line > 0)
-            seterr(errstr, errstr_size, path, "line %d column %d: %s", jerr.line, jerr.column,
+            rf_errf(errstr, errstr_size, path, "line %d column %d: %s", jerr.line, jerr.column,
                    jerr.text);
         else
-            seterr(errstr, errstr_size, path, "%s", jerr.text);
+            rf_errf(errstr, errstr_size, path, "%s", jerr.text);
         return NULL;
     }
     model = calloc(1, sizeof *model);
     if (!model) {
-        seterr(errstr, errstr_size, path, "out of memory");
+        rf_errf(errstr, errstr_size, path, "out of memory");
         goto decref_json;
     }
     if (parse(root, model, path, errstr, errstr_size) < 0)
         goto destroy_model;
     model->scratch = calloc((size_t)RF_MODEL_BATCH_MAX * (size_t)model->n, sizeof(double));
     if (!model->scratch) {
-        seterr(errstr, errstr_size, path, "out of memory");
+        rf_errf(errstr, errstr_size, path, "out of memory");
         goto destroy_model;
     }
     json_decref(root);

@@ -4,11 +4,11 @@
  * tools/train/riskflow_scorecard.py, so parity holds to the last bits in practice and to 1e-9
  * by test. Must never print: load errors go back through errstr.
  */
+#include "riskflow/err.h"
 #include "riskflow/scorecard.h"
 
 #include <jansson.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,15 +36,6 @@ struct rf_scorecard_s {
     double band_min[RF_SC_BANDS_MAX]; /* -inf for the last */
 };
 
-static void seterr(char *errstr, size_t size, const char *path, const char *fmt, ...) {
-    char msg[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    snprintf(errstr, size, "%s: %s", path, msg);
-}
-
 /* A finite JSON number (integers too). */
 static int num(json_t *v, double *out) {
     if (!json_is_number(v))
@@ -57,24 +48,24 @@ static int parse_feature(json_t *jf, struct sc_feature *f, int i, const char *pa
                          size_t size) {
     const char *name = json_string_value(json_object_get(jf, "name"));
     if (!json_is_object(jf) || !name || !*name || strlen(name) >= RF_SC_NAME_MAX) {
-        seterr(errstr, size, path, "features[%d]: an object with a name of 1 to %d bytes", i,
+        rf_errf(errstr, size, path, "features[%d]: an object with a name of 1 to %d bytes", i,
                RF_SC_NAME_MAX - 1);
         return -1;
     }
     memcpy(f->name, name, strlen(name) + 1);
     json_t *edges = json_object_get(jf, "edges"), *woe = json_object_get(jf, "woe");
     if (!json_is_array(edges) || !json_is_array(woe)) {
-        seterr(errstr, size, path, "features[%d] (%s): 'edges' and 'woe' arrays expected", i, name);
+        rf_errf(errstr, size, path, "features[%d] (%s): 'edges' and 'woe' arrays expected", i, name);
         return -1;
     }
     size_t ne = json_array_size(edges);
     if (ne > RF_SC_BINS_MAX) {
-        seterr(errstr, size, path, "features[%d] (%s): %zu edges, at most %d", i, name, ne,
+        rf_errf(errstr, size, path, "features[%d] (%s): %zu edges, at most %d", i, name, ne,
                RF_SC_BINS_MAX);
         return -1;
     }
     if (json_array_size(woe) != ne + 1) {
-        seterr(errstr, size, path, "features[%d] (%s): %zu woe values for %zu edges (want %zu)", i,
+        rf_errf(errstr, size, path, "features[%d] (%s): %zu woe values for %zu edges (want %zu)", i,
                name, json_array_size(woe), ne, ne + 1);
         return -1;
     }
@@ -82,14 +73,14 @@ static int parse_feature(json_t *jf, struct sc_feature *f, int i, const char *pa
     for (size_t k = 0; k < ne; k++) {
         if (num(json_array_get(edges, k), &f->edges[k]) != 0 ||
             (k > 0 && !(f->edges[k] > f->edges[k - 1]))) {
-            seterr(errstr, size, path, "features[%d] (%s): edges[%zu]: finite and strictly "
+            rf_errf(errstr, size, path, "features[%d] (%s): edges[%zu]: finite and strictly "
                    "increasing numbers expected", i, name, k);
             return -1;
         }
     }
     for (size_t k = 0; k <= ne; k++) {
         if (num(json_array_get(woe, k), &f->woe[k]) != 0) {
-            seterr(errstr, size, path, "features[%d] (%s): woe[%zu]: a finite number expected", i,
+            rf_errf(errstr, size, path, "features[%d] (%s): woe[%zu]: a finite number expected", i,
                    name, k);
             return -1;
         }
@@ -99,17 +90,17 @@ static int parse_feature(json_t *jf, struct sc_feature *f, int i, const char *pa
 
 static int parse(json_t *root, rf_scorecard_t *sc, const char *path, char *errstr, size_t size) {
     if (!json_is_object(root)) {
-        seterr(errstr, size, path, "expected a JSON object");
+        rf_errf(errstr, size, path, "expected a JSON object");
         return -1;
     }
     const char *format = json_string_value(json_object_get(root, "format"));
     if (!format || strcmp(format, FORMAT) != 0) {
-        seterr(errstr, size, path, "format: '%s', expected '" FORMAT "'", format ? format : "");
+        rf_errf(errstr, size, path, "format: '%s', expected '" FORMAT "'", format ? format : "");
         return -1;
     }
     const char *version = json_string_value(json_object_get(root, "version"));
     if (!version || !*version || strlen(version) > RF_SC_VERSION_MAX) {
-        seterr(errstr, size, path, "'version': a string of 1 to %d characters expected",
+        rf_errf(errstr, size, path, "'version': a string of 1 to %d characters expected",
                RF_SC_VERSION_MAX);
         return -1;
     }
@@ -117,13 +108,13 @@ static int parse(json_t *root, rf_scorecard_t *sc, const char *path, char *errst
     json_t *feats = json_object_get(root, "features"), *coefs = json_object_get(root, "coefficients");
     if (!json_is_array(feats) || json_array_size(feats) == 0 ||
         json_array_size(feats) > RF_SC_FEATURES_MAX) {
-        seterr(errstr, size, path, "features: an array of 1 to %d features expected",
+        rf_errf(errstr, size, path, "features: an array of 1 to %d features expected",
                RF_SC_FEATURES_MAX);
         return -1;
     }
     sc->n = (int)json_array_size(feats);
     if (!json_is_array(coefs) || json_array_size(coefs) != (size_t)sc->n) {
-        seterr(errstr, size, path, "coefficients: %d numbers expected (one per feature)", sc->n);
+        rf_errf(errstr, size, path, "coefficients: %d numbers expected (one per feature)", sc->n);
         return -1;
     }
     for (int i = 0; i < sc->n; i++) {
@@ -131,18 +122,18 @@ static int parse(json_t *root, rf_scorecard_t *sc, const char *path, char *errst
             return -1;
         for (int j = 0; j < i; j++) {
             if (strcmp(sc->f[j].name, sc->f[i].name) == 0) {
-                seterr(errstr, size, path, "features[%d]: duplicate feature '%s'", i,
+                rf_errf(errstr, size, path, "features[%d]: duplicate feature '%s'", i,
                        sc->f[i].name);
                 return -1;
             }
         }
         if (num(json_array_get(coefs, (size_t)i), &sc->f[i].coef) != 0) {
-            seterr(errstr, size, path, "coefficients[%d]: a finite number expected", i);
+            rf_errf(errstr, size, path, "coefficients[%d]: a finite number expected", i);
             return -1;
         }
     }
     if (num(json_object_get(root, "intercept"), &sc->intercept) != 0) {
-        seterr(errstr, size, path, "intercept: a finite number expected");
+        rf_errf(errstr, size, path, "intercept: a finite number expected");
         return -1;
     }
     json_t *scaling = json_object_get(root, "scaling");
@@ -150,7 +141,7 @@ static int parse(json_t *root, rf_scorecard_t *sc, const char *path, char *errst
     if (!json_is_object(scaling) || num(json_object_get(scaling, "base_score"), &base_score) ||
         num(json_object_get(scaling, "base_odds"), &base_odds) ||
         num(json_object_get(scaling, "pdo"), &pdo) || !(base_odds > 0) || !(pdo > 0)) {
-        seterr(errstr, size, path, "scaling: {base_score, base_odds > 0, pdo > 0} expected");
+        rf_errf(errstr, size, path, "scaling: {base_score, base_odds > 0, pdo > 0} expected");
         return -1;
     }
     sc->factor = pdo / log(2.0);
@@ -158,7 +149,7 @@ static int parse(json_t *root, rf_scorecard_t *sc, const char *path, char *errst
     json_t *bands = json_object_get(root, "bands");
     size_t nb = json_array_size(bands);
     if (!json_is_array(bands) || nb == 0 || nb > RF_SC_BANDS_MAX) {
-        seterr(errstr, size, path, "bands: an array of 1 to %d bands expected", RF_SC_BANDS_MAX);
+        rf_errf(errstr, size, path, "bands: an array of 1 to %d bands expected", RF_SC_BANDS_MAX);
         return -1;
     }
     sc->n_bands = (int)nb;
@@ -167,21 +158,21 @@ static int parse(json_t *root, rf_scorecard_t *sc, const char *path, char *errst
         const char *name = json_string_value(json_object_get(jb, "name"));
         json_t *min = json_object_get(jb, "min_score");
         if (!name || !*name || strlen(name) >= RF_SC_NAME_MAX) {
-            seterr(errstr, size, path, "bands[%zu]: a name of 1 to %d bytes expected", b,
+            rf_errf(errstr, size, path, "bands[%zu]: a name of 1 to %d bytes expected", b,
                    RF_SC_NAME_MAX - 1);
             return -1;
         }
         memcpy(sc->band_name[b], name, strlen(name) + 1);
         if (b + 1 == nb) {
             if (!json_is_null(min)) {
-                seterr(errstr, size, path, "bands[%zu] (%s): the last band's min_score must be "
+                rf_errf(errstr, size, path, "bands[%zu] (%s): the last band's min_score must be "
                        "null (it catches every score)", b, name);
                 return -1;
             }
             sc->band_min[b] = -INFINITY;
         } else if (num(min, &sc->band_min[b]) != 0 ||
                    (b > 0 && !(sc->band_min[b] < sc->band_min[b - 1]))) {
-            seterr(errstr, size, path, "bands[%zu] (%s): min_score: a finite number below the "
+            rf_errf(errstr, size, path, "bands[%zu] (%s): min_score: a finite number below the "
                    "previous band's expected", b, name);
             return -1;
         }
@@ -202,12 +193,12 @@ rf_scorecard_t *rf_scorecard_load(const char *path, char *errstr, size_t size) {
     json_error_t jerr;
     json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
     if (!root) {
-        seterr(errstr, size, path, "%s (line %d)", jerr.text, jerr.line);
+        rf_errf(errstr, size, path, "%s (line %d)", jerr.text, jerr.line);
         return NULL;
     }
     rf_scorecard_t *sc = calloc(1, sizeof *sc);
     if (!sc) {
-        seterr(errstr, size, path, "out of memory");
+        rf_errf(errstr, size, path, "out of memory");
         json_decref(root);
         return NULL;
     }

@@ -156,6 +156,13 @@ int rf_frame(const void *buf, size_t len, enum rf_framing framing, size_t max_by
  * Returns 0 or a negative RF_E_* reason (see the top of this file). */
 int rf_rec_decode(const struct rf_rtype *t, const uint8_t *body, size_t len, struct rf_rec *out);
 
+/* Encode a generic record of type t (the inverse of rf_rec_decode: strings from r->base):
+ * for generators and tests of any input record type. RF_E_NOSPACE, or RF_E_INVAL for a value
+ * the type cannot carry (a string over RF_FIELD_STR_MAX or with a NUL, a non-finite number, an
+ * enum or boolean out of range). */
+int rf_rec_encode(const struct rf_rtype *t, const struct rf_rec *r, enum rf_framing framing,
+                  int32_t schema_id, uint8_t *buf, size_t cap, size_t *len);
+
 /* riskflow.Payment as event.h's struct rf_payment sees it (schema order), for tools, tests and
  * the demo; tests check it equals the registry's compiled Payment type. */
 const struct rf_rtype *rf_payment_rtype(void);

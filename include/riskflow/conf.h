@@ -80,11 +80,13 @@ struct rf_conf {
     int shutdown_timeout_ms;
     char *log_level;
     int stats_interval_ms;
+    char *stats_job_time;
     /* demo (riskflowd --demo) */
     int demo_events;
     int demo_customers;
     int demo_rate;
     int demo_seed;
+    int demo_instruments;
     /* the jobs' own config structs, by index in the jobs table (jobs.h) */
     void *job[8]; /* RF_JOBS_KNOWN_MAX */
     /* kafka.* */

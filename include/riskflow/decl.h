@@ -119,6 +119,14 @@ struct rf_feature {
 };
 
 /*
+ * Parse "COND [and COND]..." (FEATURES.md §2.4) on record type rec into *out; the empty text is
+ * no condition (everything matches). what names the text in errors ("WHAT: message"), e.g. a
+ * config key. Jobs use it to choose which events they score.
+ */
+int rf_where_parse(const struct rf_rtype *rec, const char *text, const char *what,
+                   struct rf_where *out, char *errstr, size_t errstr_size);
+
+/*
  * Parse the feature file. NULL + errstr ("FILE:LINE: message") on any error. schemas is
  * borrowed and must outlive the result. The result accepts job-state registrations until
  * rf_decl_finish().

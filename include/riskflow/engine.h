@@ -38,6 +38,8 @@ struct rf_engine_deps {
     const rf_schemas_t *schemas;
     rf_decl_t *decl; /* not finished: the engine finishes it once the jobs registered state */
     struct rf_metrics *metrics;
+    int time_jobs; /* measure each job's loop time (metrics.jobs[].ns): two clock reads per
+                    * hook call, so only where the figure is wanted (the demo's summary) */
     /* Called (on the loop) when the engine has nothing in flight after rf_engine_stop, on
      * every completion while stopping, or after a failure, so the daemon can check. */
     void (*on_idle)(void *arg);
@@ -84,6 +86,10 @@ int rf_engine_assigned(const rf_engine_t *e);
 int rf_engine_inflight(const rf_engine_t *e);
 /* 1 after a fatal error (fatal producer error, an output that can never be produced). */
 int rf_engine_failed(const rf_engine_t *e);
+
+/* Print notable outputs (outputs.print=stdout) from now on, or stop printing them: the demo
+ * holds its history's outputs back. */
+void rf_engine_set_print(rf_engine_t *e, int on);
 
 /* The enabled jobs' names, comma-separated (borrowed). */
 const char *rf_engine_jobs(const rf_engine_t *e);

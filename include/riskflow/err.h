@@ -11,6 +11,8 @@
 #ifndef RISKFLOW_ERR_H
 #define RISKFLOW_ERR_H
 
+#include <stddef.h>
+
 /* X(name, value, reason-token, message) */
 #define RF_ERRORS(X)                                                                    \
     X(OK, 0, "ok", "success")                                                           \
@@ -47,5 +49,10 @@ const char *rf_strerror(int err);
 
 /* Short token for an RF_E* code, stable across releases: used as the DLQ reason. */
 const char *rf_err_reason(int err);
+
+/* "WHERE: message" into errstr (truncated to size): the constructors' errstr, where WHERE is
+ * usually the file being loaded. */
+void rf_errf(char *errstr, size_t size, const char *where, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 
 #endif

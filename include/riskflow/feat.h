@@ -53,6 +53,9 @@ int rf_feat_is_replay(const rf_decl_t *d, const struct rf_rec *r, uint8_t *const
 void rf_feat_apply(const rf_decl_t *d, const struct rf_rec *r, uint8_t *const ents[],
                    const struct rf_src *src);
 
+/* Whether r is of type rec and meets every condition of w (FEATURES.md §2.4). */
+int rf_where_matches(const struct rf_rtype *rec, const struct rf_where *w, const struct rf_rec *r);
+
 /* One feature's value for record r from the values as they stand (derived included, its
  * arguments evaluated recursively). For tests and tools; jobs use plans. */
 double rf_feat_eval_one(const rf_decl_t *d, int id, const struct rf_rec *r, uint8_t *const ents[]);

@@ -96,6 +96,10 @@ void rf_job_emit(rf_job_host_t *host, int32_t handle, int jobs_index, int kind,
                  rf_out_topic_t *topic, const void *key, size_t key_len, const void *payload,
                  size_t len);
 
+/* Count an event the job passes over: of a record type it takes, but outside its filter (such
+ * as fraud.score.where). It emits nothing for it; the count shows it was not lost. */
+void rf_job_pass(rf_job_host_t *host, int jobs_index);
+
 /* The wall clock in Unix ms (for "scored_at" stamps). */
 int64_t rf_job_now_ms(void);
 

@@ -38,10 +38,12 @@ uint64_t rf_hist_quantile(const struct rf_hist *h, double q);
 struct rf_job_metrics {
     const char *name;          /* NULL: no job in this slot */
     uint64_t events;
+    uint64_t passed;           /* of its record types, but outside its filter: no output */
     uint64_t outputs[RF_METRIC_KINDS];
     const char *const *kind_names;
     int kinds;
     struct rf_hist latency;    /* consumed -> complete, for its events */
+    uint64_t ns;               /* loop time in its hooks and model (when the engine times jobs) */
 };
 
 struct rf_metrics {

@@ -275,6 +275,13 @@ def produce(producer, rec):
     producer.poll(0)
 
 
+def produce_checked(producer, recs, timeout=60):
+    """Produce recs and wait until every one is delivered."""
+    for r in recs:
+        produce(producer, r)
+    flush_checked(producer, recs, timeout)
+
+
 def flush_checked(producer, recs, timeout=60):
     left = producer.flush(timeout)
     assert left == 0, "test producer: %d messages not delivered after %d s" % (left, timeout)
@@ -419,6 +426,41 @@ def end_offsets(svc, topic_parts):
                 for t, p in topic_parts}
     finally:
         c.close()
+
+
+def wait_committed_to_end(svc, daemon, group, topic, timeout=120):
+    """Wait until the group has committed every partition of topic to its end offset."""
+    parts = [(topic, p) for p in partitions_of(svc, topic)]
+    ends = end_offsets(svc, parts)
+    deadline = time.monotonic() + timeout
+    while committed_offsets(svc, group, parts) != ends:
+        daemon.assert_alive()
+        assert time.monotonic() < deadline, "offsets not committed to the end after %d s\n%s" \
+            % (timeout, daemon.log_tail())
+        time.sleep(0.5)
+
+
+def stop_clean(daemon):
+    """SIGTERM, and exit 0 within 30 s."""
+    rc, _ = daemon.stop(timeout=30)
+    assert rc == 0, "riskflowd exited %s after SIGTERM\n%s" % (rc, daemon.log_tail())
+
+
+def check_poison(dlq_msgs, poison):
+    """poison: [(key, value, reason)]. Each has a DLQ record with its reason; a message taken
+    again after a SIGKILL is dead-lettered again from the same source coordinates, so the
+    records come from exactly len(poison) sources."""
+    dl = {}
+    for m in dlq_msgs:
+        h = headers_dict(m)
+        dl[(m.key() or b"", h.get("rf.reason"))] = h
+    for key, _value, reason in poison:
+        assert (key, reason) in dl, "no DLQ record for %r with reason %s; DLQ has %s" % (
+            key, reason, sorted(dl))
+    sources = {(h["rf.source.partition"], h["rf.source.offset"]) for h in
+               (headers_dict(m) for m in dlq_msgs)}
+    assert len(sources) == len(poison), "DLQ: records from %d sources, want %d" % (
+        len(sources), len(poison))
 
 
 def headers_dict(msg):

@@ -192,3 +192,19 @@ def test_unknown_job(daemon_bin, tmp_path):
     rc, out = run(daemon_bin, "-c", path, "--check-config")
     assert rc == rfkit.EXIT_CONFIG, out
     assert "unknown job 'astrology'" in out, out
+
+
+@pytest.mark.parametrize("where,needle", [
+    ("kind!=GIFT", "'GIFT' is not a symbol of kind"),
+    ("kind!=REFUND or channel=POS", "expected 'and' between conditions, not 'or'"),
+    ("amount_minor>ten", "'ten' is not a decimal number"),
+    ("colour=RED", "has no field 'colour'"),
+], ids=["symbol", "or", "number", "field"])
+def test_bad_fraud_score_where(daemon_bin, tmp_path, where, needle):
+    lines = good_lines()
+    lines.insert(3, "fraud.score.where=" + where)  # line 4
+    path = write_conf(tmp_path, lines)
+    rc, out = run(daemon_bin, "-c", path, "--check-config")
+    assert rc == rfkit.EXIT_CONFIG, "%r: exit %d, want 78:\n%s" % (where, rc, out)
+    assert needle in out and "fraud.score.where" in out, out
+    assert names_line(out, path, 4), "the message does not name %s line 4:\n%s" % (path, out)

@@ -186,6 +186,17 @@ static void test_oracle_all_types(void) {
             CHECK_EQ_INT(rf_rec_decode(t, buf, n, &r), 0);
             check_rec(t, &r, want, strs);
             CHECK_EQ_INT(rf_rec_time(&r), want[t->time_field].i);
+            /* the generic encoder gives avro-c's bytes back, in both framings */
+            uint8_t again[4096];
+            size_t m = 0;
+            CHECK_EQ_INT(rf_rec_encode(t, &r, RF_FRAMING_PLAIN, 0, again, sizeof again, &m), 0);
+            CHECK(m == n && memcmp(again, buf, n) == 0);
+            CHECK_EQ_INT(rf_rec_encode(t, &r, RF_FRAMING_CONFLUENT, t->schema_id, again,
+                                       sizeof again, &m), 0);
+            CHECK(m == n + 5 && again[0] == 0 && again[4] == (uint8_t)t->schema_id &&
+                  memcmp(again + 5, buf, n) == 0);
+            CHECK_EQ_INT(rf_rec_encode(t, &r, RF_FRAMING_PLAIN, 0, again, n - 1, &m),
+                         n ? RF_E_NOSPACE : 0);
             if (it < 50) {
                 for (size_t cut = 0; cut < n; cut++)
                     bad_prefix += rf_rec_decode(t, buf, cut, &r) != RF_E_TRUNCATED;
@@ -259,6 +270,18 @@ static void test_hostile_values(void) {
 
     raw_trade(&w, "ABC", 3, 101.25, 1);
     CHECK_EQ_INT(rf_rec_decode(t, w.b, w.n, &r), 0);
+    /* values no input may carry are refused by the encoder too */
+    uint8_t out[512];
+    size_t olen;
+    struct rf_rec bad = r;
+    bad.v[3].d = NAN;
+    CHECK_EQ_INT(rf_rec_encode(t, &bad, RF_FRAMING_PLAIN, 0, out, sizeof out, &olen), RF_E_INVAL);
+    bad = r;
+    bad.v[5].i = 2;
+    CHECK_EQ_INT(rf_rec_encode(t, &bad, RF_FRAMING_PLAIN, 0, out, sizeof out, &olen), RF_E_INVAL);
+    bad = r;
+    bad.v[0].s.len = RF_FIELD_STR_MAX + 1;
+    CHECK_EQ_INT(rf_rec_encode(t, &bad, RF_FRAMING_PLAIN, 0, out, sizeof out, &olen), RF_E_INVAL);
     CHECK(r.v[3].d == 101.25);
     CHECK_EQ_INT(r.v[5].i, 1);
 

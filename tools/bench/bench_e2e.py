@@ -74,6 +74,30 @@ def produce(bootstrap, topic, n, customers, rate=0):
         sys.exit("bench: producer did not flush")
 
 
+def finish(proc, log, n, timeout=600):
+    """Wait until riskflowd's stats line counts n events done (scored or dead-lettered), stop
+    it with SIGTERM and return its log (the summary at the end)."""
+    deadline = time.monotonic() + timeout
+    done = 0
+    while done < n:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            log.seek(0)
+            sys.exit("bench: riskflowd ended or stalled at %d/%d:\n%s" % (done, n,
+                                                                          log.read()[-3000:]))
+        time.sleep(0.1)
+        log.seek(0)
+        text = log.read()
+        sc, dl = re.findall(r"scored=(\d+)", text), re.findall(r" dlq=(\d+)", text)
+        done = (int(sc[-1]) if sc else 0) + (int(dl[-1]) if dl else 0)
+    proc.send_signal(signal.SIGTERM)
+    rc = proc.wait(60)
+    log.seek(0)
+    text = log.read()
+    if rc != 0:
+        sys.exit("bench: riskflowd exited %d:\n%s" % (rc, text[-3000:]))
+    return text
+
+
 def run_once(daemon, bootstrap, redis_port, topic, n, run_id, paced=None, out=None):
     """paced: (customers, rate): produce while the daemon runs, once it has its partitions."""
     conf = {
@@ -102,23 +126,8 @@ def run_once(daemon, bootstrap, redis_port, topic, n, run_id, paced=None, out=No
                 sys.exit("bench: riskflowd got no partitions")
             time.sleep(0.05)
         produce(bootstrap, topic, n, paced[0], paced[1])
-    deadline = time.monotonic() + 600
-    scored = 0
-    while scored < n:
-        if proc.poll() is not None or time.monotonic() > deadline:
-            log.seek(0)
-            sys.exit("bench: riskflowd ended or stalled at %d/%d:\n%s" % (scored, n, log.read()[-3000:]))
-        time.sleep(0.1)
-        log.seek(0)
-        found = re.findall(r"scored=(\d+)", log.read())
-        scored = int(found[-1]) if found else 0
-    proc.send_signal(signal.SIGTERM)
-    rc = proc.wait(60)
-    log.seek(0)
-    text = log.read()
+    text = finish(proc, log, n)
     os.unlink(path)
-    if rc != 0:
-        sys.exit("bench: riskflowd exited %d:\n%s" % (rc, text[-3000:]))
     m = {
         "throughput": float(re.search(r"throughput: +([\d.]+) events/s", text).group(1)),
         "p50_us": int(re.search(r"latency: +p50 (\d+) us", text).group(1)),

@@ -196,6 +196,17 @@ class RecurrentModel:
         if not hb.isdigit() or int(hb) < 1:
             raise ValueError("horizon_bars %r (an integer >= 1)" % hb)
         self.horizon_bars = int(hb)
+        # the bars it was trained on (optional; MODELS.md §3): (type, ms or trades) or None
+        self.bars = None
+        if "bar_type" in meta:
+            bt = meta["bar_type"]
+            key = {"time": "bar_ms", "trades": "bar_trades"}.get(bt)
+            if key is None:
+                raise ValueError("bar_type %r (time or trades)" % bt)
+            bl = meta.get(key, "")
+            if not bl.isdigit() or not 1 <= int(bl) <= 86400000:
+                raise ValueError("%s %r (an integer >= 1 with bar_type %s)" % (key, bl, bt))
+            self.bars = (bt, int(bl))
         self.metadata = meta
         F = len(self.features)
         if not 1 <= F <= 64:
@@ -367,6 +378,10 @@ class MarketJob:
         self.bar_type, self.bar_ms, self.bar_trades = bar_type, int(bar_ms), int(bar_trades)
         self.kind = kind
         if model is not None:
+            want = (bar_type, self.bar_ms if bar_type == "time" else self.bar_trades)
+            if model.bars is not None and model.bars != want:
+                raise ValueError("the model was trained on %s bars of %d; the job asks for %s"
+                                 % (model.bars[0], model.bars[1], want))
             self.names, self.H, self.lstm = list(model.features), model.H, model.cell == "lstm"
         else:
             if not features or not hidden:

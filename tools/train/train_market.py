@@ -501,9 +501,11 @@ def save_safetensors(path, tensors, meta):
     assert set(back) == set(tensors) and all(np.array_equal(back[k], tensors[k]) for k in back)
 
 
-def save_model(path, tensors, cell, version, features, horizon):
+def save_model(path, tensors, cell, version, features, horizon, bar_ms):
+    # bar_type / bar_ms: the bars it was trained on; riskflowd refuses other bars (MODELS.md §3)
     meta = {"format": rr.FORMAT, "cell": cell, "name": MODEL_NAME, "version": version,
-            "features": ",".join(features), "horizon_bars": str(horizon)}
+            "features": ",".join(features), "horizon_bars": str(horizon),
+            "bar_type": "time", "bar_ms": str(bar_ms)}
     save_safetensors(path, tensors, meta)
     return meta
 
@@ -917,9 +919,9 @@ def main(argv=None):
 
     # 7. export, fixtures, parity
     t = time.time()
-    g_meta = save_model(a.model_out, g_t, "gru", g_ver, names, h)
+    g_meta = save_model(a.model_out, g_t, "gru", g_ver, names, h, a.bar_ms)
     lstm_path = os.path.join(a.fixtures_dir, "market_lstm_small.safetensors")
-    l_meta = save_model(lstm_path, l_t, "lstm", l_ver, names, h)
+    l_meta = save_model(lstm_path, l_t, "lstm", l_ver, names, h, a.bar_ms)
     rng = np.random.default_rng(a.seed * 1000 + 7)
     L = a.parity_len
     seqs = [(int(rng.integers(0, M)), int(rng.integers(test_bars[0], test_bars[-1] - L + 2)))
