@@ -387,6 +387,9 @@ static void jobs_text(const struct rf_metrics *m, char *buf, size_t size) {
         if (jm->passed && off < size)
             off += (size_t)snprintf(buf + off, size - off, " %s.passed=%" PRIu64, jm->name,
                                     jm->passed);
+        if (jm->dead_lettered && off < size)
+            off += (size_t)snprintf(buf + off, size - off, " %s.dlq=%" PRIu64, jm->name,
+                                    jm->dead_lettered);
         for (int k = 0; k < jm->kinds && k < RF_METRIC_KINDS && off < size; k++)
             off += (size_t)snprintf(buf + off, size - off, " %s.%s=%" PRIu64, jm->name,
                                     jm->kind_names[k], jm->outputs[k]);
@@ -505,6 +508,7 @@ static void print_summary(struct daemon *d, FILE *out) {
             fprintf(out, " (%" PRIu64 " outside its filter)", jm->passed);
         for (int k = 0; k < jm->kinds && k < RF_METRIC_KINDS; k++)
             fprintf(out, "%s %" PRIu64 " %s", k ? "," : ";", jm->outputs[k], jm->kind_names[k]);
+        fprintf(out, "; %" PRIu64 " dead-lettered", jm->dead_lettered);
         fprintf(out, "; latency p50 %" PRIu64 " us, p99 %" PRIu64 " us",
                 rf_hist_quantile(&jm->latency, 0.5), rf_hist_quantile(&jm->latency, 0.99));
         uint64_t ev = jm->events - d->jobs_events0[j];

@@ -39,6 +39,7 @@ struct evt {
     int32_t outs;     /* outputs not yet acknowledged */
     int8_t reason;    /* 0: a record; else -RF_E_* of why it is dead-lettered */
     uint8_t replay;
+    int16_t rtype;    /* its record type's index once framed, else -1: whose dead letter */
     uint32_t refs[RF_KINDS_MAX];
     struct rf_rec rec;
 };
@@ -235,6 +236,12 @@ static void on_acked(uint64_t tag, const rd_kafka_message_t *rkm, void *arg) {
         m->dead_lettered++;
         if (ev->reason > 0 && ev->reason < RF_DLQ_REASONS)
             m->dlq_by_reason[ev->reason]++;
+        /* A record of a known type that its jobs could not take (an empty key, a body cut
+         * short): theirs too. Garbage, unknown ids and wrong types belong to no job. */
+        uint32_t takers = ev->rtype >= 0 ? e->takers[ev->rtype] : 0;
+        for (int j = 0; j < e->n_jobs; j++)
+            if (takers & (1u << j))
+                m->jobs[e->jobs[j].index].dead_lettered++;
         unpend(e, slot);
         return;
     }
@@ -383,6 +390,7 @@ static int batch_start(rf_engine_t *e) {
             t = rf_schemas_rtype(e->d.schemas, id);
             rc = !t ? RF_E_UNKNOWN_SCHEMA : !e->takers[t->index] ? RF_E_WRONG_TYPE : 0;
         }
+        ev->rtype = t ? (int16_t)t->index : -1;
         if (rc == 0)
             rc = rf_rec_decode(t, body, blen, &ev->rec);
         for (int k = 0; rc == 0 && k < e->n_kinds; k++) {
@@ -424,6 +432,7 @@ static int32_t take(rf_engine_t *e, rd_kafka_message_t *rkm, int part) {
     ev->outs = 0;
     ev->reason = 0;
     ev->replay = 0;
+    ev->rtype = -1;
     for (int k = 0; k < RF_KINDS_MAX; k++)
         ev->refs[k] = NO_REF;
     rf_offsets_take(e->offs, part, slot, rkm->offset);

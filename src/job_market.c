@@ -332,10 +332,10 @@ static void market_after(void *job, const struct rf_job_event *ev) {
             events += events < UINT32_MAX;
             trades += is_trade && trades < UINT32_MAX;
         } /* else: late, of a closed bar: applied to the features, no bar of its own */
-    } else if (is_trade) {
+    } else { /* trade bars: every event counts in the open bar, trades close it */
         events += events < UINT32_MAX;
-        trades++;
-        if (trades >= (uint32_t)m->c->bar_trades) {
+        trades += is_trade && trades < UINT32_MAX;
+        if (is_trade && trades >= (uint32_t)m->c->bar_trades) {
             close_bar(m, ev, rf_rec_time(ev->rec), bar);
             bar++;
             events = trades = 0;

@@ -39,6 +39,7 @@ struct rf_job_metrics {
     const char *name;          /* NULL: no job in this slot */
     uint64_t events;
     uint64_t passed;           /* of its record types, but outside its filter: no output */
+    uint64_t dead_lettered;    /* of its record types, but dead-lettered (bad key, cut short) */
     uint64_t outputs[RF_METRIC_KINDS];
     const char *const *kind_names;
     int kinds;

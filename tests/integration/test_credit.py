@@ -7,7 +7,7 @@ offset order, so the independent Python reference (riskflow_features.Engine for 
 riskflow_scorecard.CreditJob for the publish rule) replays exactly what the daemon saw.
 
 Runs riskflowd with jobs=fraud,credit (payments feed both), SIGKILLs it mid-stream, restarts
-it, and checks:
+it, SIGTERMs it later, restarts it again, and checks:
   - every PdUpdate the reference publishes is there, and nothing else: the distinct
     (customer, causing event) pairs are equal; a duplicate (the SIGKILL can redeliver events
     whose outputs were acknowledged but whose state was not yet written) is identical in
@@ -128,7 +128,7 @@ def test_credit_job(services, daemon_bin, tmp_path):
     ]
     for key, value, reason in poison:
         recs.insert(rng.randrange(len(recs)), Produced(feed, key, value, expect=("poison", reason)))
-    half = len(recs) // 2
+    half, three_q = len(recs) // 2, len(recs) * 3 // 4
     conf = {
         "kafka.bootstrap.servers": services.bootstrap,
         "kafka.group.id": run + ".group",
@@ -153,17 +153,24 @@ def test_credit_job(services, daemon_bin, tmp_path):
     producer = rfkit.make_producer(services)
     daemon = rfkit.Daemon(tmp_path, conf)
     pd_r = rfkit.TopicReader(services, pd_t)
+    def wait_updates(n, what):
+        deadline = time.monotonic() + 60
+        while len(pd_r.msgs) < n:
+            pd_r.poll()
+            daemon.assert_alive()
+            assert time.monotonic() < deadline, "%s: %d PD updates after 60 s, want %d\n%s" % (
+                what, len(pd_r.msgs), n, daemon.log_tail())
+
     try:
         rfkit.produce_checked(producer, recs[:half])
         daemon.start()
-        # SIGKILL once the daemon is well into the first half
-        deadline = time.monotonic() + 60
-        while len(pd_r.msgs) < 20:
-            pd_r.poll()
-            daemon.assert_alive()
-            assert time.monotonic() < deadline, "no PD updates after 60 s\n" + daemon.log_tail()
-        daemon.kill()
-        rfkit.produce_checked(producer, recs[half:])
+        wait_updates(20, "first run")  # well into the first half
+        daemon.kill()  # SIGKILL: outputs acknowledged, state maybe not written
+        rfkit.produce_checked(producer, recs[half:three_q])
+        daemon.start()
+        wait_updates(len(pd_r.msgs) + 20, "after the SIGKILL")
+        rfkit.stop_clean(daemon)  # SIGTERM: drains, writes, commits
+        rfkit.produce_checked(producer, recs[three_q:])
         daemon.start()
         rfkit.wait_committed_to_end(services, daemon, run + ".group", feed)
         rfkit.stop_clean(daemon)

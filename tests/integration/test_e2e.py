@@ -603,10 +603,13 @@ def test_sigterm_during_rebalance(services, model, daemon_bin, tmp_path):
             for p in stream]
     by_id = {r.payment["event_id"]: r for r in recs}
     conf = base_conf(services, run, tin, scores_t, alerts_t, dlq_t)
-    # A lingers 200 ms before sending its outputs, so events are always in flight when its
+    # A lingers 500 ms before sending its outputs, so events are always in flight when its
     # partitions are revoked: the revocation must wait for them (their offsets committed
-    # before the partitions go), or B scores them again.
-    a = rfkit.Daemon(tmp_path, dict(conf, **{"kafka.linger.ms": 200}), name="A")
+    # before the partitions go), or B scores them again. A heartbeats every 100 ms, so it
+    # learns of B's join (and gets its revocation) well within the linger: with the default
+    # 3 s its consumer could sit out the join with nothing in flight.
+    a = rfkit.Daemon(tmp_path, dict(conf, **{"kafka.linger.ms": 500,
+                                             "kafka.heartbeat.interval.ms": 100}), name="A")
     # B heartbeats every 5 s: the second round of the cooperative rebalance waits for B's
     # next heartbeat, so A stays "rejoining" for a few seconds and the SIGTERM lands there.
     b = rfkit.Daemon(tmp_path, dict(conf, **{"kafka.heartbeat.interval.ms": 5000}), name="B")

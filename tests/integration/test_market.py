@@ -6,8 +6,10 @@ record's type, and an instrument's events reach riskflowd in one partition's off
 the independent Python reference (riskflow_features.Engine for the features,
 riskflow_recurrent.MarketJob for the bars and the numpy GRU) replays exactly what it saw.
 
-Runs riskflowd with jobs=market and the shipped GRU on one-minute time bars; SIGKILLs it
-mid-stream, restarts it, SIGTERMs it later, restarts it again, and checks:
+Runs riskflowd with jobs=market twice: the shipped GRU on one-minute time bars, and the small
+LSTM of the parity fixtures (its file rewritten to say it was trained on bars of 30 trades) on
+trade-count bars. Each time it SIGKILLs riskflowd mid-stream, restarts it, SIGTERMs it later,
+restarts it again, and checks:
   - exactly one MarketSignal per closed bar per instrument: the distinct (instrument,
     bar_index) pairs equal the reference's; a duplicate (the SIGKILL can redeliver events
     whose outputs were acknowledged but whose state was not yet written) is identical in
@@ -20,7 +22,8 @@ mid-stream, restarts it, SIGTERMs it later, restarts it again, and checks:
   - every instrument's Redis value equals the reference's: features exact, the job's bar
     counters and model signature exact, the hidden state to 1e-5 — carried through both
     restarts;
-  - two late trades (of a bar already closed) update the features but close and open no bar;
+  - two late trades (time bars: of a bar already closed) update the features but close and
+    open no bar of their own;
   - poison dead-lettered with its reason: a payment on the market topic (no enabled job takes
     it: wrong_type), a trade with an empty instrument (bad_key), a quote cut short (truncated);
   - the group's committed offsets at the end of every input partition.
@@ -33,6 +36,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 
 import rfkit
 from rfkit import Produced
@@ -47,10 +51,42 @@ TRADE_ID, QUOTE_ID, SIGNAL_ID = 4, 5, 8
 SCHEMAS = {"riskflow.Trade": (TRADE_ID, rfkit._load_schema("trade.avsc")),
            "riskflow.Quote": (QUOTE_ID, rfkit._load_schema("quote.avsc"))}
 SIGNAL_SCHEMA = rfkit._load_schema("market_signal.avsc")
-MODEL_PATH = os.path.join(rfkit.ROOT, "deploy", "models", "market_gru.safetensors")
-MODEL = rr.load_model(MODEL_PATH)
-JOB_STATE = {"market": ("instrument", 1, rr.job_state_bytes(MODEL))}
-BAR_MS = 60000
+GRU_PATH = os.path.join(rfkit.ROOT, "deploy", "models", "market_gru.safetensors")
+LSTM_PATH = os.path.join(rfkit.ROOT, "tests", "fixtures", "market_lstm_small.safetensors")
+BAR_MS, BAR_TRADES = 60000, 30
+
+
+class Setup:
+    """A model file and the bars it runs on, and the reference's view of its job state."""
+
+    def __init__(self, model_path, bar_type, bar_len):
+        self.path, self.bar_type, self.bar_len = model_path, bar_type, bar_len
+        self.model = rr.load_model(model_path)
+        self.job_state = {"market": ("instrument", 1, rr.job_state_bytes(self.model))}
+        self.job_off = rfkit.rff.Engine(rfkit.DECL, self.job_state).kind(
+            "instrument").job_offsets["market"]
+
+    def job(self, eng):
+        if self.bar_type == "time":
+            return rr.MarketJob(eng, self.model, bar_type="time", bar_ms=self.bar_len)
+        return rr.MarketJob(eng, self.model, bar_type="trades", bar_trades=self.bar_len)
+
+    def conf(self):
+        key = "market.bar.ms" if self.bar_type == "time" else "market.bar.trades"
+        return {"market.model.path": self.path, "market.bar.type": self.bar_type,
+                key: self.bar_len}
+
+
+def lstm_on_trade_bars(tmp_path):
+    """The parity fixtures' LSTM, its metadata saying bars of BAR_TRADES trades."""
+    tensors, meta = rr.read_safetensors(open(LSTM_PATH, "rb").read())
+    meta = {k: v for k, v in meta.items() if k not in ("bar_ms", "bar_trades")}
+    meta.update(bar_type="trades", bar_trades=str(BAR_TRADES))
+    path = os.path.join(str(tmp_path), "market_lstm_trades.safetensors")
+    rr.write_safetensors(path, tensors, meta)
+    return path
+
+
 TIME_FIELD = {"riskflow.Trade": "trade_time", "riskflow.Quote": "quote_time"}
 
 
@@ -68,11 +104,11 @@ def encode(rtype, rec):
     return rfkit.confluent(sid, rfkit.avro_body(schema, rec))
 
 
-def reference(recs):
+def reference(recs, setup):
     """Replay each partition in offset order through the features and the market job.
     Returns ({(instrument, bar_index): signal}, engine)."""
-    eng = rfkit.rff.Engine(rfkit.DECL, JOB_STATE)
-    job = rr.MarketJob(eng, MODEL, bar_type="time", bar_ms=BAR_MS)
+    eng = rfkit.rff.Engine(rfkit.DECL, setup.job_state)
+    job = setup.job(eng)
     want = {}
     for r in sorted(recs, key=lambda r: (r.partition, r.offset)):
         rtype, rec = r.expect
@@ -101,18 +137,18 @@ def compare_signal(got, want):
     return bad
 
 
-_JOB_OFF = rfkit.rff.Engine(rfkit.DECL, JOB_STATE).kind("instrument").job_offsets["market"]
-
-
-def split_state(st):
+def split_state(st, setup):
     """(the value without the market job's bytes, the job's JobState) of an EntityState."""
-    buf = st.pack()
-    n = rr.job_state_bytes(MODEL)
-    js = rr.JobState.unpack(buf[_JOB_OFF:_JOB_OFF + n], MODEL.H, MODEL.cell == "lstm")
-    return buf[:_JOB_OFF] + buf[_JOB_OFF + n:], js
+    buf, off, m = st.pack(), setup.job_off, setup.model
+    n = rr.job_state_bytes(m)
+    js = rr.JobState.unpack(buf[off:off + n], m.H, m.cell == "lstm")
+    return buf[:off] + buf[off + n:], js
 
 
-def test_market_job(services, daemon_bin, tmp_path):
+@pytest.mark.parametrize("bars", ["gru-time", "lstm-trades"])
+def test_market_job(services, daemon_bin, tmp_path, bars):
+    setup = Setup(GRU_PATH, "time", BAR_MS) if bars == "gru-time" else \
+        Setup(lstm_on_trade_bars(tmp_path), "trades", BAR_TRADES)
     rng = random.Random(SEED)
     run = rfkit.unique("rf-market")
     feed, sig_t, dlq_t = run + ".ticks", run + ".signals", run + ".dlq"
@@ -152,10 +188,7 @@ def test_market_job(services, daemon_bin, tmp_path):
         "jobs": "market",
         "features.path": rfkit.FEATURES_PATH,
         "schemas.dir": rfkit.SCHEMAS_DIR,
-        "market.model.path": MODEL_PATH,
         "market.signals.topic": sig_t,
-        "market.bar.type": "time",
-        "market.bar.ms": BAR_MS,
         "output.dlq.topic": dlq_t,
         "redis.host": services.redis_host,
         "redis.port": services.redis_port,
@@ -163,6 +196,7 @@ def test_market_job(services, daemon_bin, tmp_path):
         "commit.interval.ms": 200,
         "stats.interval.ms": 1000,
     }
+    conf.update(setup.conf())
     producer = rfkit.make_producer(services)
     daemon = rfkit.Daemon(tmp_path, conf)
     sig_r = rfkit.TopicReader(services, sig_t)
@@ -199,8 +233,8 @@ def test_market_job(services, daemon_bin, tmp_path):
         sig_r.close()
 
     # ---- signals against the reference
-    want, eng = reference([r for r in recs if r.expect[0] != "poison"])
-    assert len(want) > INSTRUMENTS * 30, "simulator: only %d bars: not a test" % len(want)
+    want, eng = reference([r for r in recs if r.expect[0] != "poison"], setup)
+    assert len(want) > INSTRUMENTS * 20, "simulator: only %d bars: not a test" % len(want)
     got, dups, dup_bad, order_bad = {}, 0, [], []
     seen_by_inst = {}
     for m in sorted(sig_r.msgs, key=lambda m: (m.partition(), m.offset())):
@@ -237,9 +271,9 @@ def test_market_job(services, daemon_bin, tmp_path):
         if raw is None:
             r_bad.append((inst, "missing"))
             continue
-        got_st = rfkit.unpack_state(raw, kind, JOB_STATE)
-        g_feat, g_js = split_state(got_st)
-        w_feat, w_js = split_state(st)
+        got_st = rfkit.unpack_state(raw, kind, setup.job_state)
+        g_feat, g_js = split_state(got_st, setup)
+        w_feat, w_js = split_state(st, setup)
         if g_feat != w_feat:
             r_bad.append((inst, "features: " + rfkit.state_diff(got_st, st)))
         if (g_js.bar, g_js.events, g_js.trades, g_js.signature) != \
@@ -247,6 +281,8 @@ def test_market_job(services, daemon_bin, tmp_path):
             r_bad.append((inst, "bar counters", (g_js.bar, g_js.events, g_js.trades),
                           (w_js.bar, w_js.events, w_js.trades)))
         dh = float(np.max(np.abs(g_js.h.astype(np.float64) - w_js.h)))
+        if w_js.c is not None:
+            dh = max(dh, float(np.max(np.abs(g_js.c.astype(np.float64) - w_js.c))))
         if dh > 1e-5:
             r_bad.append((inst, "hidden state differs by %.2e" % dh))
     assert len(eng.states) == INSTRUMENTS
@@ -254,6 +290,6 @@ def test_market_job(services, daemon_bin, tmp_path):
 
     # ---- poison
     rfkit.check_poison(dlq_r.msgs, poison)
-    print("market e2e: %d events, %d signals (%d instruments), %d duplicate after the SIGKILL"
-          % (len(recs), len(want), INSTRUMENTS, dups))
+    print("market e2e (%s): %d events, %d signals (%d instruments), %d duplicate after the "
+          "SIGKILL" % (bars, len(recs), len(want), INSTRUMENTS, dups))
     rfkit.delete_topics(services, [feed, sig_t, dlq_t])
