@@ -440,6 +440,35 @@ def wait_committed_to_end(svc, daemon, group, topic, timeout=120):
         time.sleep(0.5)
 
 
+def wait_outputs(reader, daemon, n, what, timeout=90):
+    """Poll reader until it holds n messages."""
+    deadline = time.monotonic() + timeout
+    while len(reader.msgs) < n:
+        reader.poll()
+        daemon.assert_alive()
+        assert time.monotonic() < deadline, "%s: %d outputs on %s after %d s, want %d\n%s" % (
+            what, len(reader.msgs), reader.topic, timeout, n, daemon.log_tail())
+
+
+def run_with_restarts(svc, producer, daemon, recs, cuts, reader, step, group, topic):
+    """The restart drill: produce recs[:cuts[0]], start, wait for `step` outputs on reader,
+    SIGKILL (outputs acknowledged, state maybe not written); produce up to cuts[1], start,
+    wait for `step` more, SIGTERM (drains, writes, commits; exit 0); produce the rest, start,
+    wait until the group has committed every partition of topic to its end, SIGTERM."""
+    produce_checked(producer, recs[:cuts[0]])
+    daemon.start()
+    wait_outputs(reader, daemon, step, "first run")
+    daemon.kill()
+    produce_checked(producer, recs[cuts[0]:cuts[1]])
+    daemon.start()
+    wait_outputs(reader, daemon, len(reader.msgs) + step, "after the SIGKILL")
+    stop_clean(daemon)
+    produce_checked(producer, recs[cuts[1]:])
+    daemon.start()
+    wait_committed_to_end(svc, daemon, group, topic)
+    stop_clean(daemon)
+
+
 def stop_clean(daemon):
     """SIGTERM, and exit 0 within 30 s."""
     rc, _ = daemon.stop(timeout=30)

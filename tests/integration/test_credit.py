@@ -26,7 +26,6 @@ RF_E2E_SEED=<int> picks another simulated world.
 import os
 import random
 import sys
-import time
 
 import pytest
 
@@ -153,27 +152,9 @@ def test_credit_job(services, daemon_bin, tmp_path):
     producer = rfkit.make_producer(services)
     daemon = rfkit.Daemon(tmp_path, conf)
     pd_r = rfkit.TopicReader(services, pd_t)
-    def wait_updates(n, what):
-        deadline = time.monotonic() + 60
-        while len(pd_r.msgs) < n:
-            pd_r.poll()
-            daemon.assert_alive()
-            assert time.monotonic() < deadline, "%s: %d PD updates after 60 s, want %d\n%s" % (
-                what, len(pd_r.msgs), n, daemon.log_tail())
-
     try:
-        rfkit.produce_checked(producer, recs[:half])
-        daemon.start()
-        wait_updates(20, "first run")  # well into the first half
-        daemon.kill()  # SIGKILL: outputs acknowledged, state maybe not written
-        rfkit.produce_checked(producer, recs[half:three_q])
-        daemon.start()
-        wait_updates(len(pd_r.msgs) + 20, "after the SIGKILL")
-        rfkit.stop_clean(daemon)  # SIGTERM: drains, writes, commits
-        rfkit.produce_checked(producer, recs[three_q:])
-        daemon.start()
-        rfkit.wait_committed_to_end(services, daemon, run + ".group", feed)
-        rfkit.stop_clean(daemon)
+        rfkit.run_with_restarts(services, producer, daemon, recs, (half, three_q), pd_r, 20,
+                                run + ".group", feed)
         pd_r.read_to_end()
         scores_r = rfkit.TopicReader(services, scores_t)
         scores_r.read_to_end()

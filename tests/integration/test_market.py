@@ -33,7 +33,6 @@ RF_E2E_SEED=<int> picks another simulated market.
 import os
 import random
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -201,27 +200,9 @@ def test_market_job(services, daemon_bin, tmp_path, bars):
     daemon = rfkit.Daemon(tmp_path, conf)
     sig_r = rfkit.TopicReader(services, sig_t)
 
-    def wait_signals(n, what):
-        deadline = time.monotonic() + 90
-        while len(sig_r.msgs) < n:
-            sig_r.poll()
-            daemon.assert_alive()
-            assert time.monotonic() < deadline, "%s: %d signals after 90 s, want %d\n%s" % (
-                what, len(sig_r.msgs), n, daemon.log_tail())
-
     try:
-        rfkit.produce_checked(producer, recs[:cut1])
-        daemon.start()
-        wait_signals(30, "first run")
-        daemon.kill()  # SIGKILL: outputs acknowledged, state maybe not written
-        rfkit.produce_checked(producer, recs[cut1:cut2])
-        daemon.start()
-        wait_signals(len(sig_r.msgs) + 30, "after the SIGKILL")
-        rfkit.stop_clean(daemon)  # SIGTERM: drains, writes, commits
-        rfkit.produce_checked(producer, recs[cut2:])
-        daemon.start()
-        rfkit.wait_committed_to_end(services, daemon, run + ".group", feed)
-        rfkit.stop_clean(daemon)
+        rfkit.run_with_restarts(services, producer, daemon, recs, (cut1, cut2), sig_r, 30,
+                                run + ".group", feed)
         sig_r.read_to_end()
         dlq_r = rfkit.TopicReader(services, dlq_t)
         dlq_r.read_to_end()
