@@ -442,23 +442,37 @@ static int add_group(struct parser *p, struct kind *k, struct rf_feature *f, int
     return 0;
 }
 
-static int parse_feature(struct parser *p) {
+/* The head both feature and derived lines share, "WORD NAME = ...": the name checked, and a
+ * fresh slot for it (counted once the whole line is good). NULL, with *rc, when bad. */
+static struct rf_feature *new_feature(struct parser *p, const char *usage, int *rc) {
     rf_decl_t *d = p->d;
-    if (p->ntok < 4 || strcmp(p->tok[2], "=") != 0)
-        return PERR(p, "expected 'feature NAME = AGG ...'");
     const char *name = p->tok[1];
-    if (!valid_name(name))
-        return PERR(p, "bad feature name '%s' (expected [a-z][a-z0-9_]{0,47})", name);
-    if (find_feature(d, name) >= 0)
-        return PERR(p, "feature '%s' declared twice", name);
-    if (d->n_feats == RF_DECL_FEATURES_MAX)
-        return PERR(p, "too many features (at most %d)", RF_DECL_FEATURES_MAX);
+    *rc = 0;
+    if (p->ntok < 4 || strcmp(p->tok[2], "=") != 0)
+        *rc = PERR(p, "expected '%s'", usage);
+    else if (!valid_name(name))
+        *rc = PERR(p, "bad feature name '%s' (expected [a-z][a-z0-9_]{0,47})", name);
+    else if (find_feature(d, name) >= 0)
+        *rc = PERR(p, "feature '%s' declared twice", name);
+    else if (d->n_feats == RF_DECL_FEATURES_MAX)
+        *rc = PERR(p, "too many features (at most %d)", RF_DECL_FEATURES_MAX);
+    if (*rc)
+        return NULL;
     struct rf_feature *f = &d->feats[d->n_feats];
     memset(f, 0, sizeof *f);
     snprintf(f->name, sizeof f->name, "%s", name);
     f->line = p->line;
     f->kind = -1;
     f->b = -1;
+    return f;
+}
+
+static int parse_feature(struct parser *p) {
+    rf_decl_t *d = p->d;
+    int hrc;
+    struct rf_feature *f = new_feature(p, "feature NAME = AGG ...", &hrc);
+    if (!f)
+        return hrc;
     for (int c = 0; c < 5; c++)
         f->col[c] = UINT32_MAX; /* columns it does not read */
 
@@ -670,22 +684,11 @@ static const struct {
 
 static int parse_derived(struct parser *p) {
     rf_decl_t *d = p->d;
-    if (p->ntok < 4 || strcmp(p->tok[2], "=") != 0)
-        return PERR(p, "expected 'derived NAME = OP(A,B)'");
-    const char *name = p->tok[1];
-    if (!valid_name(name))
-        return PERR(p, "bad feature name '%s' (expected [a-z][a-z0-9_]{0,47})", name);
-    if (find_feature(d, name) >= 0)
-        return PERR(p, "feature '%s' declared twice", name);
-    if (d->n_feats == RF_DECL_FEATURES_MAX)
-        return PERR(p, "too many features (at most %d)", RF_DECL_FEATURES_MAX);
-    struct rf_feature *f = &d->feats[d->n_feats];
-    memset(f, 0, sizeof *f);
-    snprintf(f->name, sizeof f->name, "%s", name);
-    f->line = p->line;
+    int hrc;
+    struct rf_feature *f = new_feature(p, "derived NAME = OP(A,B)", &hrc);
+    if (!f)
+        return hrc;
     f->agg = RF_AGG_DERIVED;
-    f->kind = -1;
-    f->b = -1;
     f->scale = 1.0;
     f->dflt = 0.0;
 

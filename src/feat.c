@@ -63,26 +63,13 @@ static inline void st_u16(uint8_t *v, uint32_t off, uint16_t x) {
 }
 
 uint32_t rf_feat_topic_id(const char *topic) {
-    uint32_t h = 2166136261u;
-    for (const unsigned char *c = (const unsigned char *)(topic ? topic : ""); *c; c++) {
-        h ^= *c;
-        h *= 16777619u;
-    }
-    return h;
+    return topic ? rf_fnv1a32(topic, strlen(topic)) : rf_fnv1a32("", 0);
 }
 
 int64_t rf_feat_t_last(const uint8_t *v) {
     return ld_i64(v, RF_VOFF_TLAST);
 }
 
-/* C division truncates toward zero; tiles and hours need floor, so times before the epoch
- * land in the tile that holds them. */
-static int64_t floordiv(int64_t a, int64_t b) {
-    int64_t q = a / b;
-    if ((a % b != 0) && ((a < 0) != (b < 0)))
-        q--;
-    return q;
-}
 
 static int64_t floormod(int64_t a, int64_t b) {
     int64_t r = a % b;
@@ -190,7 +177,7 @@ int rf_where_matches(const struct rf_rtype *rec, const struct rf_where *w, const
 /* ---- windows ---- */
 
 static void advance(const struct group *g, uint8_t *v, int64_t t) {
-    int64_t ti = floordiv(t, g->tile_ms);
+    int64_t ti = rf_floordiv(t, g->tile_ms);
     int64_t h = ld_i64(v, g->off);
     if (ti <= h)
         return;
@@ -214,7 +201,7 @@ static void advance(const struct group *g, uint8_t *v, int64_t t) {
 
 static void group_add(const struct group *g, const struct kind *k, uint8_t *v,
                       const struct rf_rec *r, int64_t t) {
-    int64_t ti = floordiv(t, g->tile_ms);
+    int64_t ti = rf_floordiv(t, g->tile_ms);
     int64_t h = ld_i64(v, g->off);
     if (udist(h, ti) >= (uint64_t)g->n) /* ti <= h after advance: older than the window */
         return;

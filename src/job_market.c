@@ -293,11 +293,6 @@ static void close_bar(struct market *m, const struct rf_job_event *ev, int64_t b
     m->n_steps++;
 }
 
-static int64_t floordiv(int64_t a, int64_t b) {
-    int64_t q = a / b;
-    return (a % b != 0 && (a < 0) != (b < 0)) ? q - 1 : q;
-}
-
 /* Time bars: an event of a later bar closes the open one, before it is applied. */
 static void market_before(void *job, const struct rf_job_event *ev) {
     struct market *m = job;
@@ -308,7 +303,7 @@ static void market_before(void *job, const struct rf_job_event *ev) {
     uint32_t events;
     memcpy(&bar, st + ST_BAR, 8);
     memcpy(&events, st + ST_EVENTS, 4);
-    int64_t b = floordiv(rf_rec_time(ev->rec), m->c->bar_ms);
+    int64_t b = rf_floordiv(rf_rec_time(ev->rec), m->c->bar_ms);
     if (events > 0 && b > bar)
         close_bar(m, ev, (bar + 1) * (int64_t)m->c->bar_ms, bar);
 }
@@ -323,7 +318,7 @@ static void market_after(void *job, const struct rf_job_event *ev) {
     memcpy(&trades, st + ST_TRADES, 4);
     int is_trade = ev->rec->type == m->types[0];
     if (m->time_bars) {
-        int64_t b = floordiv(rf_rec_time(ev->rec), m->c->bar_ms);
+        int64_t b = rf_floordiv(rf_rec_time(ev->rec), m->c->bar_ms);
         if (events == 0 || b > bar) { /* it opens a bar (the one before closed in before()) */
             bar = b;
             events = 1;

@@ -140,15 +140,6 @@ static int ivec_push(struct ivec *iv, int32_t x) {
     return 0;
 }
 
-static uint32_t hash_key(const char *s, size_t n) {
-    uint32_t h = 2166136261u; /* FNV-1a */
-    for (size_t i = 0; i < n; i++) {
-        h ^= (uint8_t)s[i];
-        h *= 16777619u;
-    }
-    return h;
-}
-
 static struct entry *ent(const struct table *t, int32_t i) {
     return (struct entry *)(void *)(t->chunks[i >> CHUNK_SHIFT] +
                                     (size_t)(i & (CHUNK - 1)) * t->stride);
@@ -281,7 +272,7 @@ int rf_store_lookup(rf_store_t *store, int kind, const char *id, size_t id_len, 
     n += id_len;
     key[n++] = '}';
     key[n] = '\0';
-    uint32_t h = hash_key(key, n);
+    uint32_t h = rf_fnv1a32(key, n);
 
     if (t->nbuckets) {
         for (int32_t i = t->buckets[h & (t->nbuckets - 1)]; i >= 0; i = ent(t, i)->hnext) {

@@ -172,6 +172,18 @@ int rf_decl_available(const rf_decl_t *d, int id, const struct rf_rtype *t);
  * hash, and the model signatures jobs keep with their state. */
 uint64_t rf_fnv1a64(const void *data, size_t n);
 
+/* FNV-1a 32 (offset basis 2166136261, prime 16777619) of n bytes: topic ids in stored
+ * values, the store's cache table. Inline: the store hashes every key it looks up. */
+static inline uint32_t rf_fnv1a32(const void *data, size_t n) {
+    const uint8_t *p = data;
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < n; i++) {
+        h ^= p[i];
+        h *= 16777619u;
+    }
+    return h;
+}
+
 /* Print each kind's layout (offsets and sizes of every slot, size, hash, canonical text):
  * the same listing as riskflow_features.py --layout. */
 void rf_decl_print_layout(const rf_decl_t *d, void *file /* FILE * */);

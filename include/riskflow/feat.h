@@ -31,6 +31,13 @@ struct rf_src {
 /* FNV-1a 32-bit of a topic name (offset basis 2166136261, prime 16777619): stored in values. */
 uint32_t rf_feat_topic_id(const char *topic);
 
+/* a / b rounded down (C division truncates toward zero): event-time tiles, hours and bars,
+ * so times before the epoch land in the tile or bar that holds them. */
+static inline int64_t rf_floordiv(int64_t a, int64_t b) {
+    int64_t q = a / b;
+    return (a % b != 0 && (a < 0) != (b < 0)) ? q - 1 : q;
+}
+
 /* A fresh value of `kind` (FEATURES.md §4) into v[rf_decl_value_size()]. */
 void rf_feat_init_value(const rf_decl_t *d, int kind, uint8_t *v);
 
