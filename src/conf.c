@@ -17,6 +17,7 @@
 
 #include "riskflow/err.h"
 #include "riskflow/jobs.h"
+#include "riskflow/store.h"
 
 #define STR(name, field, def, desc) RF_PROP_S(name, struct rf_conf, field, def, desc)
 #define INT(name, field, def, min, max, desc) RF_PROP_I(name, struct rf_conf, field, def, min, max, desc)
@@ -37,9 +38,21 @@ static const struct rf_conf_prop props[] = {
         "id of riskflow.Payment in schemas.dir/registry.txt."),
     INT("input.max.message.bytes", input_max_bytes, "65536", 16, 900000,
         "Size cap: a larger input message is dead-lettered with reason `oversize` before any "
-        "decoding. Its original bytes go to the DLQ as they are up to 900000 bytes, and are "
-        "cut beyond that (header rf.truncated), so a DLQ record always fits the producer's "
-        "default message.max.bytes of 1000000."),
+        "decoding. A dead letter carries the original bytes up to what the producer's "
+        "kafka.message.max.bytes leaves after a 4096-byte key and 2048 bytes of headers (at "
+        "most 900000), cut beyond that (headers rf.truncated, rf.original.size), so it always "
+        "fits; a message.max.bytes below 7168 is a configuration error."),
+    INT("input.max.future.ms", input_max_future_ms, "300000", 0, 2147483647,
+        "An event whose time is more than this ahead of the wall clock is dead-lettered "
+        "(reason `future`), never applied: one wrong timestamp would otherwise move its "
+        "entity's windows years ahead. 0: no check (replaying a simulated future)."),
+    INT("input.max.lateness.s", input_max_lateness_s, "7776000", 0, 2147483647,
+        "An event whose time is more than this (default 90 days, the longest window of "
+        "deploy/features.conf) behind the latest event of an entity it touches is "
+        "dead-lettered (reason `too_late`), never applied. Less late events update the right "
+        "tiles (docs/FEATURES.md); a customer fed by two topics consumed at different paces "
+        "sees its events out of time order by the lag between them. 0: no check. An event "
+        "time before 1970 is always dead-lettered (`bad_time`)."),
     STR("jobs", jobs, "fraud",
         "Comma-separated jobs to run (fraud, credit, market), each with its own keys below. "
         "A record that no enabled job takes is dead-lettered (wrong_type). The order is the "
@@ -68,9 +81,21 @@ static const struct rf_conf_prop props[] = {
     INT("redis.command.timeout.ms", redis_command_timeout_ms, "2000", 10, 600000,
         "A command without a reply after this long fails with a timeout; the connection is "
         "dropped and re-established, and the work is retried."),
+    ENUM("redis.on.data.loss", redis_on_data_loss, "stop", "stop|continue",
+         "When Redis has lost what riskflowd wrote (the group's commits name a Redis epoch "
+         "that Redis no longer holds, at start or while running: README \"Redis durability\"): "
+         "`stop` exits (69 at start, 1 while running) with an error naming both epochs, so "
+         "that an operator decides; `continue` adopts what Redis holds now and goes on (every "
+         "entity that lost its state starts empty)."),
     STR("redis.key.prefix", redis_key_prefix, "rf",
         "Prefix of every Redis key (at most 32 bytes); an entity's state lives at "
         "`<prefix>:<kind>:{<id>}`."),
+    ENUM("store.on.foreign", store_on_foreign, "stop", "stop|replace",
+         "When an entity's Redis key holds something that is not a value of this feature "
+         "file's layout (another version or declaration, garbage, a hash): `stop` sets that "
+         "entity aside (its events are dead-lettered with reason `state`, the key is never "
+         "written) and logs it until an operator fixes or deletes the key; `replace` starts the "
+         "entity fresh over it (counted and logged)."),
     INT("store.cache.max.entries", store_cache_max, "200000", 16, 100000000,
         "Local cache of entity states, per entity kind. Above this, clean least-recently-used "
         "entries are evicted (with store.backend=memory nothing is ever evicted)."),
@@ -397,6 +422,20 @@ static char *trim(char *s) {
     return s;
 }
 
+/* Where key was last set ("FILE:LINE", "-X", "demo"), or NULL if never. */
+static const char *where_set(const struct rf_conf *conf, const char *key) {
+    if (strncmp(key, "kafka.", 6) == 0) {
+        for (int i = 0; i < conf->n_kafka; i++)
+            if (strcmp(conf->kafka[i].key, key + 6) == 0)
+                return conf->kafka[i].where;
+        return NULL;
+    }
+    for (int i = 0; i < conf->n_origin; i++)
+        if (strcmp(conf->origin[i].key, key) == 0)
+            return conf->origin[i].where;
+    return NULL;
+}
+
 int rf_conf_load_file(struct rf_conf *conf, const char *path, char *errstr, size_t size) {
     FILE *f = fopen(path, "r");
     if (!f) {
@@ -429,6 +468,15 @@ int rf_conf_load_file(struct rf_conf *conf, const char *path, char *errstr, size
         char *value = trim(eq + 1);
         if (*key == '\0') {
             errf(errstr, size, "%s: empty key", where);
+            rc = RF_E_CONF;
+            break;
+        }
+        /* The same key twice in one file is a mistake, not an override (that is what -X is
+         * for): the reader of the file would believe the first. */
+        const char *before = where_set(conf, key);
+        size_t plen = strlen(path);
+        if (before && strncmp(before, path, plen) == 0 && before[plen] == ':') {
+            errf(errstr, size, "%s: '%s' is set twice (first at %s)", where, key, before);
             rc = RF_E_CONF;
             break;
         }
@@ -485,6 +533,10 @@ int rf_conf_validate(const struct rf_conf *conf, int demo, char *errstr, size_t 
     }
     if (!demo && !rf_conf_kafka_get(conf, "group.id")) {
         errf(errstr, size, "kafka.group.id is required");
+        return RF_E_CONF;
+    }
+    if (strlen(conf->redis_key_prefix) > RF_STORE_PREFIX_MAX) {
+        errf(errstr, size, "redis.key.prefix: longer than %d bytes", RF_STORE_PREFIX_MAX);
         return RF_E_CONF;
     }
     if (conf->batch_max > conf->max_inflight) {

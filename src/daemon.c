@@ -24,6 +24,7 @@
 #include "riskflow/decl.h"
 #include "riskflow/demo.h"
 #include "riskflow/engine.h"
+#include "riskflow/epoch.h"
 #include "riskflow/err.h"
 #include "riskflow/kafka.h"
 #include "riskflow/log.h"
@@ -45,6 +46,8 @@ struct daemon {
     rd_kafka_queue_t *rkqu_cons, *rkqu_prod;
     struct rf_kafka_watch watch_cons, watch_prod;
     rf_engine_t *engine;
+    rf_epoch_t *epoch; /* Redis backend: subscribing waits for its verdict */
+    int subscribed;
     rf_demo_t *demo;
     struct rf_metrics metrics;
 
@@ -53,6 +56,7 @@ struct daemon {
     uv_timer_t commit_timer; /* commit.interval.ms: async commits of the stored offsets */
     uv_timer_t stop_timer;   /* zero-delay: runs the stop check from a clean stack */
     uv_timer_t deadline;     /* shutdown.timeout.ms */
+    uint64_t settle_until_ms; /* the last Redis writes of a stop wait until then */
 
     int demo_started;
     int watching; /* both queue watches are up */
@@ -150,7 +154,13 @@ static void offset_commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET) {
         RF_WARN("KAFKA", "commit: %s (retried on the next tick)", rd_kafka_err2str(err));
         d->committed_mark = 0;
+        return;
     }
+    /* What the group has committed is never redelivered: its journal can go. */
+    for (int i = 0; offsets && d->engine && i < offsets->cnt; i++)
+        if (!offsets->elems[i].err)
+            rf_engine_committed(d->engine, offsets->elems[i].topic, offsets->elems[i].partition,
+                                offsets->elems[i].offset);
 }
 
 /* The join state from librdkafka's statistics ("cgrp": {..., "join_state": "steady", ...}).
@@ -177,6 +187,11 @@ static void on_fetched(rf_store_t *store, int status, void *arg) {
     rf_engine_on_fetched(d->engine, status);
 }
 
+static void on_log_fetched(rf_store_t *store, int status, void *arg) {
+    struct daemon *d = arg;
+    rf_engine_on_log_fetched(d->engine, status);
+}
+
 static void on_flushed(rf_store_t *store, uint64_t gen, void *arg) {
     struct daemon *d = arg;
     rf_engine_on_flushed(d->engine, gen);
@@ -191,14 +206,19 @@ static void on_store_state(rf_store_t *store, int status, void *arg) {
                 rf_strerror(status), rf_store_errstr(store));
 }
 
-/* A stored value of another layout: logged (rate-limited by the log budget of its caller's
- * batch, at most one per key and fetch) and counted; the entity starts fresh. */
+/* A stored value of another layout or type: logged (the first 20, then every 1000th) and
+ * counted; the entity is set aside, or starts fresh (store.on.foreign). */
 static void on_store_mismatch(rf_store_t *store, const char *key, void *arg) {
     struct daemon *d = arg;
+    int stop = strcmp(d->conf->store_on_foreign, "stop") == 0;
     if (d->metrics.store_mismatch <= 20 || d->metrics.store_mismatch % 1000 == 0)
-        RF_WARN("REDIS", "%s: the stored value is not of this feature file's layout (%s): the "
-                "entity starts fresh (%" PRIu64 " so far)", key, d->conf->features_path,
-                d->metrics.store_mismatch);
+        RF_LOG(stop ? RF_LOG_ERR : RF_LOG_WARN, "REDIS",
+               "%s: the stored value is not of this feature file's layout (%s)%s (%" PRIu64
+               " so far)", key, d->conf->features_path,
+               stop ? ": its events are dead-lettered (reason state) and the key is left as it "
+                      "is, until it is fixed or deleted (store.on.foreign=stop)"
+                    : ": the entity starts fresh over it (store.on.foreign=replace)",
+               d->metrics.store_mismatch);
 }
 
 /* ---- stopping ---- */
@@ -254,7 +274,10 @@ static rd_kafka_resp_err_t final_commit(struct daemon *d) {
     while (!may_commit(d) && !d->timed_out && uv_hrtime() < d->stop_deadline_ns)
         serve_consumer_ms(d, 200);
     for (;;) {
-        rd_kafka_resp_err_t err = rd_kafka_commit(d->rk, NULL, 0);
+        rd_kafka_topic_partition_list_t *l = rf_engine_commit_list(d->engine, NULL);
+        rd_kafka_resp_err_t err = l ? rd_kafka_commit(d->rk, l, 0) : RD_KAFKA_RESP_ERR__NO_OFFSET;
+        if (l)
+            rd_kafka_topic_partition_list_destroy(l);
         if (err == RD_KAFKA_RESP_ERR_NO_ERROR || err == RD_KAFKA_RESP_ERR__NO_OFFSET)
             return RD_KAFKA_RESP_ERR_NO_ERROR;
         if (!group_in_flux(err) || d->timed_out || uv_hrtime() >= d->stop_deadline_ns)
@@ -287,6 +310,9 @@ static void close_all(struct daemon *d) {
     uv_walk(&d->loop, on_walk_close, NULL);
 }
 
+static void on_settle(uv_timer_t *t);
+static void log_stats(struct daemon *d);
+
 /* Everything in flight is done (or abandoned): commit, leave the group, flush, close. */
 static void finish(struct daemon *d) {
     if (d->stopped)
@@ -294,6 +320,8 @@ static void finish(struct daemon *d) {
     d->stopped = 1;
     d->t_end_ns = uv_hrtime();
     uv_timer_stop(&d->deadline);
+    if (!d->demo && d->conf->stats_interval_ms > 0)
+        log_stats(d); /* the counters as the run ends */
     if (d->rk) {
         rd_kafka_resp_err_t err = final_commit(d);
         if (err) {
@@ -301,6 +329,7 @@ static void finish(struct daemon *d) {
             d->exit_code = RF_EXIT_FAILURE;
         } else {
             RF_INFO("KAFKA", "offsets committed");
+            rf_engine_prune_committed(d->engine);
         }
         rd_kafka_consumer_close(d->rk);
     }
@@ -310,17 +339,34 @@ static void finish(struct daemon *d) {
             RF_ERR("KAFKA", "producer flush: %s", rd_kafka_err2str(err));
         rf_engine_serve_producer(d->engine);
     }
+    /* The journal prunes of the final commit are on their way to Redis: let them land (a
+     * clean stop leaves no journal behind), for at most a second. */
+    d->settle_until_ms = uv_now(&d->loop) + 1000;
+    on_settle(&d->stop_timer);
+}
+
+static void on_settle(uv_timer_t *t) {
+    struct daemon *d = t->data;
+    uv_update_time(&d->loop);
+    if (d->store && rf_store_pending(d->store) > 0 && uv_now(&d->loop) < d->settle_until_ms) {
+        uv_timer_start(&d->stop_timer, on_settle, 5, 0);
+        return;
+    }
     close_all(d);
 }
 
 static void on_stop_check(uv_timer_t *t) {
     struct daemon *d = t->data;
     if (rf_engine_failed(d->engine)) {
-        d->exit_code = RF_EXIT_FAILURE;
+        d->exit_code = d->exit_code ? d->exit_code : RF_EXIT_FAILURE;
         if (!d->stopping)
             begin_stop(d, "fatal error");
     }
-    if (d->stopping && (rf_engine_inflight(d->engine) == 0 || d->timed_out))
+    /* After a failure nothing in flight can be trusted to finish (an output that can never be
+     * produced would hold its event, and the shutdown, forever): stop now. What completed is
+     * committed; the rest is redelivered, and the journal answers its replays. */
+    if (d->stopping && (rf_engine_inflight(d->engine) == 0 || d->timed_out ||
+                        rf_engine_failed(d->engine)))
         finish(d);
 }
 
@@ -363,12 +409,18 @@ static void on_signal(uv_signal_t *s, int signum) {
 
 static void on_commit_timer(uv_timer_t *t) {
     struct daemon *d = t->data;
+    if (d->epoch && !d->stopping)
+        rf_epoch_check(d->epoch); /* has Redis lost its data meanwhile? */
     if (d->stopping || !may_commit(d))
         return; /* the final commit, or the next tick after the rebalance, takes it */
     if (d->metrics.offsets_stored == d->committed_mark)
         return; /* nothing new stored since the last commit */
     d->committed_mark = d->metrics.offsets_stored;
-    rd_kafka_resp_err_t err = rd_kafka_commit(d->rk, NULL, 1 /* async */);
+    rd_kafka_topic_partition_list_t *l = rf_engine_commit_list(d->engine, NULL);
+    if (!l)
+        return;
+    rd_kafka_resp_err_t err = rd_kafka_commit(d->rk, l, 1 /* async */);
+    rd_kafka_topic_partition_list_destroy(l);
     if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET)
         RF_WARN("KAFKA", "commit: %s", rd_kafka_err2str(err));
 }
@@ -406,10 +458,10 @@ static void log_stats(struct daemon *d) {
                                     rf_err_reason(-r), m->dlq_by_reason[r]);
     jobs_text(m, jobs, sizeof jobs);
     RF_INFO("STATS", "in=%" PRIu64 " scored=%" PRIu64 "%s dlq=%" PRIu64 "%s replays=%" PRIu64
-            " inflight=%d cache=%d p50=%" PRIu64 "us p99=%" PRIu64 "us store_errors=%" PRIu64
+            " replayed_outputs=%" PRIu64 " inflight=%d cache=%d p50=%" PRIu64 "us p99=%" PRIu64 "us store_errors=%" PRIu64
             " mismatch=%" PRIu64 " produce_retries=%" PRIu64,
             m->events_in, m->scored, jobs, m->dead_lettered, reasons, m->replays,
-            rf_engine_inflight(d->engine), rf_store_size(d->store),
+            m->replayed_outputs, rf_engine_inflight(d->engine), rf_store_size(d->store),
             rf_hist_quantile(&m->latency, 0.5), rf_hist_quantile(&m->latency, 0.99),
             m->store_errors, m->store_mismatch, m->produce_retries);
 }
@@ -566,6 +618,38 @@ static int subscribe(struct daemon *d, char *errstr, size_t size) {
     return 0;
 }
 
+/* The Redis epoch's verdict (epoch.h): subscribe, or stop for an operator. */
+static void on_epoch(rf_epoch_t *ep, int lost, const char *msg, void *arg) {
+    struct daemon *d = arg;
+    if (d->stopping)
+        return;
+    if (lost) {
+        RF_ERR("REDIS", "%s", msg);
+        d->metrics.redis_data_lost++;
+        if (strcmp(d->conf->redis_on_data_loss, "continue") == 0) {
+            RF_WARN("REDIS", "redis.on.data.loss=continue: going on with what Redis holds now");
+            rf_epoch_adopt(ep);
+            return;
+        }
+        d->exit_code = d->subscribed ? RF_EXIT_FAILURE : RF_EXIT_UNAVAILABLE;
+        begin_stop(d, "Redis lost its data (redis.on.data.loss=stop)");
+        rf_engine_fail(d->engine); /* write nothing more into it */
+        return;
+    }
+    RF_NOTICE("REDIS", "%s", msg);
+    rf_engine_set_commit_metadata(d->engine, rf_epoch_metadata(ep));
+    if (d->subscribed)
+        return;
+    char err[256];
+    if (subscribe(d, err, sizeof err) != 0) {
+        RF_ERR("KAFKA", "%s", err);
+        d->exit_code = RF_EXIT_UNAVAILABLE;
+        begin_stop(d, "cannot subscribe");
+        return;
+    }
+    d->subscribed = 1;
+}
+
 static int start(struct daemon *d, char *errstr, size_t size) {
     const struct rf_conf *conf = d->conf;
     char err[512];
@@ -596,16 +680,24 @@ static int start(struct daemon *d, char *errstr, size_t size) {
         group = "riskflow-demo";
     }
 
+    size_t dlq_max;
+    if (rf_kafka_conf_check(conf, err, sizeof err) != 0 ||
+        rf_kafka_dlq_value_max(conf, &dlq_max, err, sizeof err) != 0) {
+        snprintf(errstr, size, "%s", err);
+        return RF_EXIT_CONFIG;
+    }
+    /* The configuration was checked above and by rf_conf_validate: a client that cannot be
+     * created now lacks resources (memory, threads, descriptors), not a setting. */
     d->rkp = rf_kafka_producer_new(conf, bootstrap, dr_cb, d, err, sizeof err);
     if (!d->rkp) {
         snprintf(errstr, size, "%s", err);
-        return RF_EXIT_CONFIG;
+        return RF_EXIT_UNAVAILABLE;
     }
     struct rf_kafka_consumer_cbs ccbs = {rebalance_cb, offset_commit_cb, stats_cb, d};
     d->rk = rf_kafka_consumer_new(conf, bootstrap, group, &ccbs, err, sizeof err);
     if (!d->rk) {
         snprintf(errstr, size, "%s", err);
-        return RF_EXIT_CONFIG;
+        return RF_EXIT_UNAVAILABLE;
     }
 
     struct rf_engine_deps deps = {
@@ -616,6 +708,7 @@ static int start(struct daemon *d, char *errstr, size_t size) {
         .schemas = d->schemas,
         .decl = d->decl,
         .metrics = &d->metrics,
+        .dlq_value_max = dlq_max,
         .time_jobs = d->demo_mode || strcmp(conf->stats_job_time, "on") == 0,
         .on_idle = on_engine_idle,
         .arg = d,
@@ -624,7 +717,9 @@ static int start(struct daemon *d, char *errstr, size_t size) {
     d->engine = rf_engine_new(&deps, err, sizeof err);
     if (!d->engine || err[0]) {
         snprintf(errstr, size, "%s", d->engine ? err : "out of memory");
-        return RF_EXIT_CONFIG;
+        /* A model or declaration the jobs refuse is configuration; memory is not. */
+        return !d->engine || strcmp(err, "out of memory") == 0 ? RF_EXIT_UNAVAILABLE
+                                                                : RF_EXIT_CONFIG;
     }
     if (d->demo)
         rf_engine_set_print(d->engine, 0); /* until the history is done */
@@ -636,12 +731,14 @@ static int start(struct daemon *d, char *errstr, size_t size) {
         .command_timeout_ms = (unsigned)conf->redis_command_timeout_ms,
         .key_prefix = conf->redis_key_prefix,
         .cache_max = conf->store_cache_max,
+        .foreign_stop = strcmp(conf->store_on_foreign, "stop") == 0,
     };
-    struct rf_store_cbs cbs = {on_flushed, on_fetched, on_store_state, on_store_mismatch, d};
+    struct rf_store_cbs cbs = {on_flushed,         on_fetched,     on_store_state,
+                               on_store_mismatch, on_log_fetched, d};
     d->store = rf_store_new(&d->loop, &sc, d->decl, &cbs, &d->metrics, err, sizeof err);
-    if (!d->store) {
+    if (!d->store) { /* its bounds are checked by rf_conf_validate: resources */
         snprintf(errstr, size, "store: %s", err);
-        return RF_EXIT_CONFIG;
+        return RF_EXIT_UNAVAILABLE;
     }
     rf_engine_set_store(d->engine, d->store);
 
@@ -657,8 +754,19 @@ static int start(struct daemon *d, char *errstr, size_t size) {
         return RF_EXIT_UNAVAILABLE;
     }
     d->watching = 1;
-    if (subscribe(d, errstr, size) != 0)
+    if (sc.backend == RF_STORE_REDIS) {
+        /* Subscribe once the Redis epoch agrees with the group's commits (on_epoch). */
+        d->epoch = rf_epoch_new(&d->loop, d->store, d->rk, conf, on_epoch, d);
+        if (!d->epoch) {
+            snprintf(errstr, size, "out of memory");
+            return RF_EXIT_UNAVAILABLE;
+        }
+        rf_epoch_start(d->epoch);
+    } else if (subscribe(d, errstr, size) != 0) {
         return RF_EXIT_UNAVAILABLE;
+    } else {
+        d->subscribed = 1;
+    }
     RF_NOTICE("DAEMON", "consuming %s as group %s; jobs %s; features %s; dlq -> %s; store %s",
               conf->input_topics, group ? group : rf_conf_kafka_get(conf, "group.id"),
               rf_engine_jobs(d->engine), conf->features_path, conf->dlq_topic,
@@ -713,6 +821,10 @@ int rf_daemon_run(const struct rf_conf *conf, int demo) {
     }
     uv_run(&d->loop, UV_RUN_DEFAULT);
 
+    rf_engine_close_print(d->engine);
+    if (d->metrics.print_dropped > 0)
+        RF_WARN("DAEMON", "%" PRIu64 " printed outputs dropped: stdout did not keep up "
+                "(the outputs themselves were produced all the same)", d->metrics.print_dropped);
     if (rc == RF_EXIT_OK)
         print_summary(d, d->demo ? stdout : stderr);
     rf_engine_destroy(d->engine);
@@ -725,6 +837,7 @@ int rf_daemon_run(const struct rf_conf *conf, int demo) {
     if (d->rkp)
         rd_kafka_destroy(d->rkp);
     rf_demo_destroy(d->demo);
+    rf_epoch_destroy(d->epoch);
     rf_decl_destroy(d->decl);
     rf_schemas_destroy(d->schemas);
     if (uv_loop_close(&d->loop) != 0) {

@@ -28,12 +28,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "riskflow/err.h"
 
 #define TICK_MS 10
 #define GEN_QUEUE_MAX 50000       /* messages queued in the generator's producer at most */
-#define DEMO_T0_MS 1795996800000LL /* 2026-11-30T00:00:00Z: simulated event time origin */
 #define DAY_MS 86400000LL
 #define MONTH_MS (30 * DAY_MS)
 #define HISTORY_MONTHS 3           /* each customer's past, sent before the measured stream */
@@ -142,6 +142,9 @@ struct rf_demo_s {
     char payments_topic[256]; /* the first of input.topics: payments and credit events */
     char market_topic[256];   /* the second: trades and quotes */
     struct rng r_pay, r_credit, r_market;
+    int64_t t0_ms;         /* event time origin: midnight UTC a week ago, so the whole
+                            * stream (two days, and repayments up to 5 days after the history)
+                            * is in the past (input.max.future.ms) */
     int64_t sim_ms;        /* payments' simulated clock */
     int64_t sim_step_ms;   /* per payment: the stream covers two simulated days */
     int *by_payday;        /* customers in payday order */
@@ -252,7 +255,7 @@ static void history(rf_demo_t *d, int c) {
     cu->limit = (cu->income / 10000 + 1) * 10000 * (1 + (int64_t)(rnd(r) % 3));
     cu->balance = (int64_t)((double)cu->limit * (0.1 + 0.5 * unif(r)));
     for (int k = HISTORY_MONTHS; k >= 1; k--) {
-        int64_t m = DEMO_T0_MS + cu->payday - k * MONTH_MS;
+        int64_t m = d->t0_ms + cu->payday - k * MONTH_MS;
         int64_t spend = (int64_t)((double)cu->limit * (0.1 + 0.3 * unif(r))); /* the month's */
         cu->balance += spend < cu->limit - cu->balance ? spend : 0;
         payment(d, c, m, "TRANSFER_IN", "MOBILE", (double)cu->income / 100.0, 0);
@@ -267,9 +270,9 @@ static void history(rf_demo_t *d, int c) {
 static void paydays(rf_demo_t *d) {
     while (d->next_payday < d->conf->demo_customers) {
         int c = d->by_payday[d->next_payday];
-        if (DEMO_T0_MS + d->cust[c].payday > d->sim_ms)
+        if (d->t0_ms + d->cust[c].payday > d->sim_ms)
             return;
-        payment(d, c, DEMO_T0_MS + d->cust[c].payday, "TRANSFER_IN", "MOBILE",
+        payment(d, c, d->t0_ms + d->cust[c].payday, "TRANSFER_IN", "MOBILE",
                 (double)d->cust[c].income / 100.0, 0);
         d->n.salaries++;
         d->next_payday++;
@@ -501,8 +504,8 @@ static void send_history(rf_demo_t *d) {
     }
     sort_demo = d;
     qsort(d->by_payday, (size_t)n, sizeof *d->by_payday, by_payday);
-    d->mkt_ms = DEMO_T0_MS - MARKET_HISTORY_S * 1000LL;
-    while (d->mkt_ms < DEMO_T0_MS)
+    d->mkt_ms = d->t0_ms - MARKET_HISTORY_S * 1000LL;
+    while (d->mkt_ms < d->t0_ms)
         market_second(d);
     d->history = d->produced;
     d->hist = d->n;
@@ -531,9 +534,9 @@ static void on_tick(uv_timer_t *t) {
             payment_poison(d);
         /* the market keeps pace: its 90 simulated minutes over the payments' run */
         int64_t want = (int64_t)SIM_MARKET_S * d->n.card_payments / total;
-        while ((d->mkt_ms - DEMO_T0_MS) / 1000 < want) {
+        while ((d->mkt_ms - d->t0_ms) / 1000 < want) {
             market_second(d);
-            if (((d->mkt_ms - DEMO_T0_MS) / 1000) % 2000 == 1000)
+            if (((d->mkt_ms - d->t0_ms) / 1000) % 2000 == 1000)
                 market_poison(d);
         }
     }
@@ -578,7 +581,8 @@ rf_demo_t *rf_demo_new(uv_loop_t *loop, const struct rf_conf *conf, const rf_sch
     snprintf(d->payments_topic, sizeof d->payments_topic, "%s", t.name);
     snprintf(d->market_topic, sizeof d->market_topic, "%s",
              rf_conf_topic_next(&cur, &t, errstr, size) == 1 ? t.name : d->payments_topic);
-    d->sim_ms = d->mkt_ms = DEMO_T0_MS;
+    d->t0_ms = ((int64_t)time(NULL) / 86400 - 7) * 86400000LL;
+    d->sim_ms = d->mkt_ms = d->t0_ms;
     d->sim_step_ms = 2 * 86400000LL / conf->demo_events;
     if (d->sim_step_ms < 1)
         d->sim_step_ms = 1;

@@ -5,9 +5,10 @@
  *
  * Loop thread only: librdkafka callbacks (rebalance, delivery reports, logs) run here because
  * we serve its queues from the loop; store callbacks run from Redis replies on the loop.
- * Must never: store an offset past an event that is not complete; release a generation whose
- * events' outputs are not all acknowledged; drop a message without an outcome; apply an event
- * twice (replays); allocate per event (librdkafka's own message copies aside).
+ * Must never: store an offset past an event that is not complete; produce an output before the
+ * flush that journals it has succeeded (a replay would not find it); drop a message without an
+ * outcome; apply an event twice (replays); allocate per event once warm (librdkafka's own
+ * message copies aside).
  */
 #include "riskflow/engine.h"
 
@@ -16,14 +17,17 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "riskflow/err.h"
 #include "riskflow/feat.h"
 #include "riskflow/job.h"
+#include "riskflow/journal.h"
 #include "riskflow/jobs.h"
 #include "riskflow/log.h"
 #include "riskflow/offsets.h"
 #include "riskflow/outputs.h"
+#include "riskflow/sink.h"
 
 #define NO_REF UINT32_MAX
 #define TAG_DLQ 0xff /* the job byte of a dead letter's tag */
@@ -36,9 +40,10 @@ struct evt {
     uint64_t t_in_ns;
     uint64_t gen;     /* its batch's generation (0: dead-lettered, none) */
     int32_t pending;  /* outputs not yet acknowledged + 1 while its generation is unwritten */
-    int32_t outs;     /* outputs not yet acknowledged */
+    int32_t out_head, out_tail; /* its outputs staged in this batch (struct stage indices) */
     int8_t reason;    /* 0: a record; else -RF_E_* of why it is dead-lettered */
     uint8_t replay;
+    int16_t jreq;     /* a replay: its journal read's index, else -1 */
     int16_t rtype;    /* its record type's index once framed, else -1: whose dead letter */
     uint32_t refs[RF_KINDS_MAX];
     struct rf_rec rec;
@@ -52,6 +57,31 @@ struct job {
 
 struct rf_job_host {
     rf_engine_t *e;
+};
+
+/* An output a job wrote in the current batch, encoded as a journal output record at
+ * stage_bytes[at, at + size); key and payload at the given distances from `at`. */
+struct stage {
+    int32_t next;
+    uint8_t job, kind;
+    rf_out_topic_t *topic;
+    size_t at, size, key_rel, key_len, pay_rel, len;
+};
+
+/* An output journaled in a generation, produced once the generation's flush succeeds. */
+struct pend {
+    int32_t slot;
+    uint8_t job, kind;
+    rf_out_topic_t *topic;
+    size_t key_at, key_len, pay_at, len; /* in the generation's journal bytes */
+};
+
+/* A closed generation's journal chunks and outputs, until they are produced. */
+struct jgen {
+    uint64_t gen;
+    struct rf_jbuf bytes;
+    struct pend *p;
+    int n, cap;
 };
 
 struct rf_engine_s {
@@ -68,6 +98,8 @@ struct rf_engine_s {
     int n_rtypes;
     int n_kinds;
     int print;
+    rf_sink_t *sink; /* outputs.print=stdout: lines go to a thread of their own */
+    char commit_md[96]; /* metadata every commit carries: "rf.epoch=<id>" */
 
     struct evt *pool;
     int pool_n;
@@ -81,10 +113,14 @@ struct rf_engine_s {
 
     int32_t flush_head, flush_tail;
 
-    /* generations: events with outputs still unacknowledged, per generation (ring) */
-    int32_t *gen_outs;
-    uint64_t gen_ring;
-    uint64_t gen_closed, gen_released;
+    /* the current batch's outputs, staged until the batch closes its generation */
+    struct stage *stage;
+    int stage_n, stage_cap;
+    struct rf_jbuf stage_bytes;
+
+    /* generations closed and not yet produced: a ring, oldest first (buffers reused) */
+    struct jgen *jg;
+    int jg_cap, jg_head, jg_n;
 
     uv_idle_t kick;
     uv_timer_t revoke_timer;
@@ -95,6 +131,7 @@ struct rf_engine_s {
     int stopping;
     int failed;
     rd_kafka_topic_partition_list_t *revoking; /* a revocation waiting for its events */
+    int revoke_works; /* revocation commits on the threadpool, their unassign still to come */
     int revoking_cooperative;
     uint64_t revoke_deadline_ms;
     uint64_t log_budget_reset_ms;
@@ -123,6 +160,12 @@ static uint64_t make_tag(int32_t slot, int job, int kind) {
 
 static void kick(rf_engine_t *e);
 static void on_revoke_timer(uv_timer_t *t);
+
+/* Something no retry can mend: the daemon stops (offsets of unfinished events unstored). */
+static void fail(rf_engine_t *e) {
+    e->failed = 1;
+    e->d.on_idle(e->d.arg);
+}
 
 /* ---- completion ---- */
 
@@ -183,32 +226,43 @@ static void unpend(rf_engine_t *e, int32_t slot) {
         complete(e, slot);
 }
 
-/* Release every generation whose events' outputs are all acknowledged. */
-static void release_gens(rf_engine_t *e) {
-    uint64_t g = e->gen_released;
-    while (g < e->gen_closed && e->gen_outs[(g + 1) % e->gen_ring] == 0)
-        g++;
-    if (g > e->gen_released) {
-        e->gen_released = g;
-        rf_store_release(e->store, g);
-    }
-}
-
 /* ---- outputs ---- */
 
 rf_out_topic_t *rf_job_topic(rf_job_host_t *host, const char *name) {
     return rf_outputs_topic(host->e->out, name);
 }
 
+/* Outputs wait for the flush that journals them: staged here until the batch closes. */
 void rf_job_emit(rf_job_host_t *host, int32_t handle, int jobs_index, int kind,
                  rf_out_topic_t *topic, const void *key, size_t key_len, const void *payload,
                  size_t len) {
     rf_engine_t *e = host->e;
     struct evt *ev = &e->pool[handle];
-    ev->pending++;
-    ev->outs++;
-    rf_outputs_produce(e->out, make_tag(handle, jobs_index, kind), topic, key, key_len, payload,
-                       len);
+    if (e->stage_n == e->stage_cap) {
+        int cap = e->stage_cap ? e->stage_cap * 2 : 256;
+        struct stage *st = realloc(e->stage, sizeof *st * (size_t)cap);
+        if (!st)
+            abort(); /* grows once, to the largest batch's outputs */
+        e->stage = st;
+        e->stage_cap = cap;
+    }
+    struct stage *st = &e->stage[e->stage_n];
+    size_t at = e->stage_bytes.n, key_at, pay_at;
+    if (rf_journal_output(&e->stage_bytes, jobs_index, kind, rf_outputs_topic_name(topic), key,
+                          key_len, payload, len, &key_at, &pay_at) != 0) {
+        /* A key over 64 KiB: no entity id is; a job bug, not an input problem. */
+        RF_ERR("ENGINE", "output of %s: key of %zu bytes cannot be journaled",
+               rf_outputs_topic_name(topic), key_len);
+        fail(e);
+        return;
+    }
+    *st = (struct stage){-1, (uint8_t)jobs_index, (uint8_t)kind, topic, at,
+                         e->stage_bytes.n - at, key_at - at, key_len, pay_at - at, len};
+    if (ev->out_tail >= 0)
+        e->stage[ev->out_tail].next = e->stage_n;
+    else
+        ev->out_head = e->stage_n;
+    ev->out_tail = e->stage_n++;
 }
 
 void rf_engine_set_print(rf_engine_t *e, int on) {
@@ -245,24 +299,23 @@ static void on_acked(uint64_t tag, const rd_kafka_message_t *rkm, void *arg) {
         unpend(e, slot);
         return;
     }
-    if (kind < RF_METRIC_KINDS)
+    /* A replayed output may name a job of another config: counted only if it is one of ours. */
+    struct job *jb = job_by_index(e, job);
+    if (jb && kind < RF_METRIC_KINDS)
         m->jobs[job].outputs[kind]++;
-    if (e->print) {
-        struct job *jb = job_by_index(e, job);
-        if (jb && jb->ops->print)
-            jb->ops->print(jb->obj, kind, rkm->payload, rkm->len, stdout);
-    }
-    if (--ev->outs == 0 && ev->gen) {
-        e->gen_outs[ev->gen % e->gen_ring]--;
-        release_gens(e);
+    if (e->print && e->sink && jb && jb->ops->print) {
+        jb->ops->print(jb->obj, kind, rkm->payload, rkm->len, rf_sink_begin(e->sink));
+        rf_sink_commit(e->sink);
     }
     unpend(e, slot);
 }
 
+void rf_engine_fail(rf_engine_t *e) {
+    fail(e);
+}
+
 static void on_output_failed(uint64_t tag, const char *what, void *arg) {
-    rf_engine_t *e = arg;
-    e->failed = 1;
-    e->d.on_idle(e->d.arg);
+    fail(arg);
 }
 
 void rf_engine_dr_cb(rd_kafka_t *rkp, const rd_kafka_message_t *rkm, void *opaque) {
@@ -307,6 +360,236 @@ static void run_hook(rf_engine_t *e, int j, void (*hook)(void *, const struct rf
         e->d.metrics->jobs[e->jobs[j].index].ns += uv_hrtime() - t0;
 }
 
+/* ---- journal ---- */
+
+static struct jgen *jgen_at(rf_engine_t *e, int i) {
+    return &e->jg[(e->jg_head + i) % e->jg_cap];
+}
+
+static struct jgen *jgen_push(rf_engine_t *e, uint64_t gen) {
+    if (e->jg_n == e->jg_cap) {
+        int cap = e->jg_cap ? e->jg_cap * 2 : 16;
+        struct jgen *v = calloc((size_t)cap, sizeof *v);
+        if (!v)
+            abort();
+        for (int i = 0; i < e->jg_cap; i++)
+            v[i] = *jgen_at(e, i); /* live ones first, then the spare buffers */
+        free(e->jg);
+        e->jg = v;
+        e->jg_head = 0;
+        e->jg_cap = cap;
+    }
+    struct jgen *g = jgen_at(e, e->jg_n++);
+    g->gen = gen;
+    g->bytes.n = 0;
+    g->n = 0;
+    return g;
+}
+
+static void pend_push(struct jgen *g, const struct pend *p) {
+    if (g->n == g->cap) {
+        int cap = g->cap ? g->cap * 2 : 64;
+        struct pend *v = realloc(g->p, sizeof *v * (size_t)cap);
+        if (!v)
+            abort();
+        g->p = v;
+        g->cap = cap;
+    }
+    g->p[g->n++] = *p;
+}
+
+/* Journal the batch's staged outputs in generation `gen`: one chunk per input partition, its
+ * events in offset order, handed to the store to be written with the generation. */
+static void journal_batch(rf_engine_t *e, uint64_t gen) {
+    struct jgen *g = jgen_push(e, gen);
+    uint8_t done[256] = {0};
+    for (int b = 0; b < e->batch_n; b++) {
+        struct evt *ev = &e->pool[e->batch[b]];
+        if (done[b] || ev->reason || ev->replay || ev->out_head < 0)
+            continue;
+        size_t chunk_at = rf_journal_chunk_begin(&g->bytes);
+        uint32_t n_entries = 0;
+        int64_t last = 0;
+        for (int c = b; c < e->batch_n; c++) {
+            int32_t slot = e->batch[c];
+            struct evt *ec = &e->pool[slot];
+            if (done[c] || ec->part != ev->part || ec->reason || ec->replay || ec->out_head < 0)
+                continue;
+            done[c] = 1;
+            size_t entry_at = rf_journal_entry_begin(&g->bytes, ec->offset);
+            int n_out = 0;
+            for (int32_t i = ec->out_head; i >= 0; i = e->stage[i].next, n_out++) {
+                const struct stage *st = &e->stage[i];
+                size_t at = g->bytes.n;
+                memcpy(rf_jbuf_room(&g->bytes, st->size), e->stage_bytes.b + st->at, st->size);
+                g->bytes.n += st->size;
+                pend_push(g, &(struct pend){slot, st->job, st->kind, st->topic,
+                                            at + st->key_rel, st->key_len, at + st->pay_rel,
+                                            st->len});
+            }
+            rf_journal_entry_end(&g->bytes, entry_at, n_out);
+            n_entries++;
+            last = ec->offset;
+        }
+        rf_journal_chunk_end(&g->bytes, chunk_at, n_entries);
+        const struct rf_part *pt = rf_offsets_part_at(e->offs, ev->part);
+        if (rf_store_add_log(e->store, pt->topic, pt->partition, last, g->bytes.b + chunk_at,
+                             g->bytes.n - chunk_at) != 0) {
+            RF_ERR("ENGINE", "journal of %s [%" PRId32 "]: cannot be written", pt->topic,
+                   pt->partition);
+            fail(e);
+        }
+    }
+    e->stage_n = 0;
+    e->stage_bytes.n = 0;
+}
+
+/* Produce the journaled outputs of every generation up to `gen`: their flush succeeded. */
+static void produce_gens(rf_engine_t *e, uint64_t gen) {
+    while (e->jg_n > 0 && jgen_at(e, 0)->gen <= gen) {
+        struct jgen *g = jgen_at(e, 0);
+        for (int i = 0; i < g->n; i++) {
+            const struct pend *p = &g->p[i];
+            e->pool[p->slot].pending++;
+            rf_outputs_produce(e->out, make_tag(p->slot, p->job, p->kind), p->topic,
+                               g->bytes.b + p->key_at, p->key_len, g->bytes.b + p->pay_at,
+                               p->len);
+        }
+        e->jg_head = (e->jg_head + 1) % e->jg_cap;
+        e->jg_n--;
+    }
+}
+
+/* A replay: produce the outputs its first pass journaled (read back from the store), exactly
+ * as they were. None found: it wrote none (or its journal was pruned after a commit). */
+static void replay_outputs(rf_engine_t *e, int32_t slot, int req) {
+    struct evt *ev = &e->pool[slot];
+    int chunks = req >= 0 ? rf_store_log_chunks(e->store) : 0;
+    for (int k = 0; k < chunks; k++) {
+        size_t len;
+        int from;
+        const uint8_t *c = rf_store_log_chunk(e->store, k, &len, &from);
+        const uint8_t *p;
+        int n;
+        if (from != req)
+            continue;
+        int rc = rf_journal_find(c, len, ev->offset, &p, &n);
+        if (rc < 0) {
+            e->d.metrics->journal_bad++;
+            if (log_allowed(e))
+                RF_WARN("ENGINE", "a journal chunk of %zu bytes is not well-formed: ignored",
+                        len);
+            continue;
+        }
+        if (rc == 0)
+            continue;
+        for (int i = 0; i < n; i++) {
+            struct rf_jout o;
+            char topic[RF_JOURNAL_TOPIC_MAX + 1];
+            rf_journal_next(&p, &o);
+            memcpy(topic, o.topic, o.topic_len);
+            topic[o.topic_len] = '\0';
+            rf_out_topic_t *t = rf_outputs_topic(e->out, topic);
+            if (!t) {
+                RF_ERR("ENGINE", "replay: no handle for topic %s", topic);
+                fail(e);
+                return;
+            }
+            ev->pending++;
+            e->d.metrics->replayed_outputs++;
+            rf_outputs_produce(e->out, make_tag(slot, o.job, o.kind), t, o.key, o.key_len,
+                               o.payload, o.len);
+        }
+        return;
+    }
+}
+
+/* ---- the batch ---- */
+
+/* An event's entity values (by kind, NULL where it touches none) and its source; returns its
+ * partition. */
+static const struct rf_part *event_view(rf_engine_t *e, const struct evt *ev, uint8_t **ents,
+                                        struct rf_src *src) {
+    for (int k = 0; k < RF_KINDS_MAX; k++)
+        ents[k] = k < e->n_kinds && ev->refs[k] != NO_REF ? rf_store_value(e->store, ev->refs[k])
+                                                         : NULL;
+    const struct rf_part *pt = rf_offsets_part_at(e->offs, ev->part);
+    *src = (struct rf_src){pt->topic_id, pt->partition, ev->offset};
+    return pt;
+}
+
+/* Whether one of the event's entities holds a foreign value in Redis (store.on.foreign). */
+static int touches_foreign(const rf_engine_t *e, const struct evt *ev) {
+    for (int k = 0; k < e->n_kinds; k++)
+        if (ev->refs[k] != NO_REF && rf_store_foreign(e->store, ev->refs[k]))
+            return 1;
+    return 0;
+}
+
+/* Whether the event is further behind one of its entities' latest event than
+ * input.max.lateness.s allows (times are >= 0 here; a stored one may be anything). */
+static int too_late(const rf_engine_t *e, const struct evt *ev, uint8_t *const *ents) {
+    uint64_t late = (uint64_t)e->d.conf->input_max_lateness_s * 1000;
+    int64_t t = rf_rec_time(&ev->rec);
+    for (int k = 0; late && k < e->n_kinds; k++) {
+        int64_t last = ents[k] ? rf_feat_t_last(ents[k]) : INT64_MIN;
+        if (last > t && (uint64_t)last - (uint64_t)t > late)
+            return 1;
+    }
+    return 0;
+}
+
+/* The batch's entities are loaded: mark its replays (events its entities already hold; the
+ * state is as it was before the batch, so order does not matter) and ask for their journal.
+ * Returns 1 when the batch must wait for the journal read. */
+static int batch_loaded(rf_engine_t *e) {
+    int any = 0;
+    for (int b = 0; b < e->batch_n; b++) {
+        struct evt *ev = &e->pool[e->batch[b]];
+        ev->out_head = ev->out_tail = -1;
+        ev->jreq = -1;
+        if (ev->reason)
+            continue;
+        if (touches_foreign(e, ev)) {
+            ev->reason = (int8_t)-RF_E_STATE;
+            unpin_all(e, ev);
+            if (log_allowed(e)) {
+                const struct rf_part *pt = rf_offsets_part_at(e->offs, ev->part);
+                RF_WARN("ENGINE", "%s [%" PRId32 "] @%" PRId64 ": %s: dead-lettered", pt->topic,
+                        pt->partition, ev->offset, rf_strerror(RF_E_STATE));
+            }
+            continue;
+        }
+        uint8_t *ents[RF_KINDS_MAX];
+        struct rf_src src;
+        event_view(e, ev, ents, &src);
+        ev->replay = (uint8_t)rf_feat_is_replay(e->d.decl, &ev->rec, ents, &src);
+        any |= ev->replay;
+    }
+    if (!any || !rf_store_has_log(e->store))
+        return 0;
+    /* One read per partition with replays, over their offset range. */
+    int nreq = 0;
+    for (int b = 0; b < e->batch_n; b++) {
+        struct evt *ev = &e->pool[e->batch[b]];
+        if (!ev->replay || ev->jreq >= 0)
+            continue;
+        int64_t lo = ev->offset, hi = ev->offset;
+        for (int c = b; c < e->batch_n; c++) {
+            struct evt *ec = &e->pool[e->batch[c]];
+            if (ec->replay && ec->part == ev->part) {
+                ec->jreq = (int16_t)nreq;
+                hi = ec->offset > hi ? ec->offset : hi;
+            }
+        }
+        const struct rf_part *pt = rf_offsets_part_at(e->offs, ev->part);
+        if (rf_store_want_log(e->store, pt->topic, pt->partition, lo, hi) != 0)
+            abort(); /* busy or a key that cannot be: one batch at a time, topics fit */
+        nreq++;
+    }
+    return rf_store_fetch_log(e->store) == 0;
+}
+
 static void batch_finish(rf_engine_t *e) {
     struct rf_metrics *m = e->d.metrics;
     int any = 0;
@@ -316,17 +599,22 @@ static void batch_finish(rf_engine_t *e) {
         if (ev->reason)
             continue;
         any = 1;
-        uint8_t *ents[RF_KINDS_MAX] = {0};
-        for (int k = 0; k < e->n_kinds; k++)
-            if (ev->refs[k] != NO_REF)
-                ents[k] = rf_store_value(e->store, ev->refs[k]);
-        const struct rf_part *pt = rf_offsets_part_at(e->offs, ev->part);
-        struct rf_src src = {pt->topic_id, pt->partition, ev->offset};
-        /* Its entities already hold it: it was applied and written, which happens only after
-         * its outputs were acknowledged. Nothing to apply, nothing to write. */
-        if (rf_feat_is_replay(e->d.decl, &ev->rec, ents, &src)) {
-            ev->replay = 1;
+        /* Its entities already hold it: applied and written, with its outputs journaled in
+         * the same transaction. Nothing to apply; its first outputs go out again. */
+        if (ev->replay) {
             m->replays++;
+            replay_outputs(e, slot, ev->jreq);
+            continue;
+        }
+        uint8_t *ents[RF_KINDS_MAX];
+        struct rf_src src;
+        const struct rf_part *pt = event_view(e, ev, ents, &src);
+        if (too_late(e, ev, ents)) {
+            ev->reason = (int8_t)-RF_E_TOO_LATE;
+            unpin_all(e, ev);
+            if (log_allowed(e))
+                RF_WARN("ENGINE", "%s [%" PRId32 "] @%" PRId64 ": %s: dead-lettered", pt->topic,
+                        pt->partition, ev->offset, rf_strerror(RF_E_TOO_LATE));
             continue;
         }
         struct rf_job_event jev = {slot, &ev->rec, ents, pt->topic, pt->partition, ev->offset};
@@ -345,10 +633,11 @@ static void batch_finish(rf_engine_t *e) {
     for (int j = 0; j < e->n_jobs; j++)
         run_hook(e, j, NULL, NULL);
 
-    /* The batch's changes are one generation: snapshots now, written once released. */
+    /* The batch's changes are one generation, its outputs journaled in it; they are produced
+     * once its flush has succeeded (rf_engine_on_flushed). */
     uint64_t gen = any ? rf_store_close_gen(e->store) : 0;
     if (gen)
-        e->gen_closed = gen;
+        journal_batch(e, gen);
     for (int b = 0; b < e->batch_n; b++) {
         int32_t slot = e->batch[b];
         struct evt *ev = &e->pool[slot];
@@ -359,8 +648,6 @@ static void batch_finish(rf_engine_t *e) {
         unpin_all(e, ev);
         ev->gen = gen;
         ev->pending++; /* its generation's flush */
-        if (ev->outs > 0)
-            e->gen_outs[gen % e->gen_ring]++;
         ev->flush_next = -1;
         if (e->flush_tail >= 0)
             e->pool[e->flush_tail].flush_next = slot;
@@ -370,13 +657,15 @@ static void batch_finish(rf_engine_t *e) {
     }
     e->batch_n = 0;
     if (gen)
-        release_gens(e);
+        rf_store_release(e->store, gen);
 }
 
 /* Decode, dispatch by record type, look up entities. Returns 1 when the batch must wait for
  * a store fetch. */
 static int batch_start(rf_engine_t *e) {
     size_t max = (size_t)e->d.conf->input_max_bytes;
+    int64_t future = e->d.conf->input_max_future_ms;
+    int64_t latest = future ? rf_job_now_ms() + future : INT64_MAX;
     for (int b = 0; b < e->batch_n; b++) {
         struct evt *ev = &e->pool[e->batch[b]];
         const struct rf_part *pt = rf_offsets_part_at(e->offs, ev->part);
@@ -393,6 +682,12 @@ static int batch_start(rf_engine_t *e) {
         ev->rtype = t ? (int16_t)t->index : -1;
         if (rc == 0)
             rc = rf_rec_decode(t, body, blen, &ev->rec);
+        /* A time from the future would move its entities' windows ahead for good; one before
+         * 1970 is nobody's real time (and INT64_MIN means "never" in a stored value). */
+        if (rc == 0 && rf_rec_time(&ev->rec) < 0)
+            rc = RF_E_BAD_TIME;
+        else if (rc == 0 && rf_rec_time(&ev->rec) > latest)
+            rc = RF_E_FUTURE;
         for (int k = 0; rc == 0 && k < e->n_kinds; k++) {
             int f = rf_decl_key_field(e->d.decl, k, t);
             if (f < 0)
@@ -429,9 +724,10 @@ static int32_t take(rf_engine_t *e, rd_kafka_message_t *rkm, int part) {
     ev->t_in_ns = uv_hrtime();
     ev->gen = 0;
     ev->pending = 0;
-    ev->outs = 0;
+    ev->out_head = ev->out_tail = -1;
     ev->reason = 0;
     ev->replay = 0;
+    ev->jreq = -1;
     ev->rtype = -1;
     for (int k = 0; k < RF_KINDS_MAX; k++)
         ev->refs[k] = NO_REF;
@@ -509,6 +805,10 @@ void rf_engine_drain(rf_engine_t *e) {
             e->fetch_wait = 1;
             return; /* rf_engine_on_fetched resumes */
         }
+        if (batch_loaded(e)) {
+            e->fetch_wait = 1;
+            return; /* rf_engine_on_log_fetched resumes */
+        }
         batch_finish(e);
     }
 }
@@ -517,11 +817,72 @@ void rf_engine_on_fetched(rf_engine_t *e, int status) {
     e->fetch_wait = 0;
     if (status != 0)
         return; /* closing: the batch's events are abandoned, their offsets not stored */
+    if (batch_loaded(e)) {
+        e->fetch_wait = 1;
+        return;
+    }
     batch_finish(e);
     kick(e);
 }
 
+void rf_engine_on_log_fetched(rf_engine_t *e, int status) {
+    e->fetch_wait = 0;
+    if (status != 0)
+        return; /* closing, as above */
+    batch_finish(e);
+    kick(e);
+}
+
+void rf_engine_committed(rf_engine_t *e, const char *topic, int32_t partition, int64_t offset) {
+    if (offset < 0 || !e->offs)
+        return;
+    struct rf_part *pt = rf_offsets_part_at(e->offs, part_of(e, NULL, topic, partition));
+    if (offset <= pt->pruned)
+        return;
+    pt->pruned = offset;
+    rf_store_prune_log(e->store, topic, partition, offset);
+}
+
+void rf_engine_set_commit_metadata(rf_engine_t *e, const char *metadata) {
+    snprintf(e->commit_md, sizeof e->commit_md, "%s", metadata ? metadata : "");
+}
+
+rd_kafka_topic_partition_list_t *rf_engine_commit_list(rf_engine_t *e,
+                                                       const rd_kafka_topic_partition_list_t *only) {
+    rd_kafka_topic_partition_list_t *l = NULL;
+    for (int i = 0; e->offs && i < rf_offsets_n_parts(e->offs); i++) {
+        const struct rf_part *pt = rf_offsets_part_at(e->offs, i);
+        if (!pt->assigned || pt->stored < 0)
+            continue;
+        if (only && !rd_kafka_topic_partition_list_find(only, pt->topic, pt->partition))
+            continue;
+        if (!l)
+            l = rd_kafka_topic_partition_list_new(8);
+        rd_kafka_topic_partition_t *p =
+            rd_kafka_topic_partition_list_add(l, pt->topic, pt->partition);
+        p->offset = pt->stored + 1;
+        size_t n = strlen(e->commit_md);
+        if (n) {
+            p->metadata = malloc(n); /* the list frees it */
+            if (!p->metadata)
+                abort();
+            memcpy(p->metadata, e->commit_md, n);
+            p->metadata_size = n;
+        }
+    }
+    return l;
+}
+
+void rf_engine_prune_committed(rf_engine_t *e) {
+    for (int i = 0; e->offs && i < rf_offsets_n_parts(e->offs); i++) {
+        const struct rf_part *pt = rf_offsets_part_at(e->offs, i);
+        if (pt->assigned && pt->stored >= 0)
+            rf_engine_committed(e, pt->topic, pt->partition, pt->stored + 1);
+    }
+}
+
 void rf_engine_on_flushed(rf_engine_t *e, uint64_t gen) {
+    produce_gens(e, gen);
     while (e->flush_head >= 0 && e->pool[e->flush_head].gen <= gen) {
         int32_t slot = e->flush_head;
         e->flush_head = e->pool[slot].flush_next;
@@ -604,12 +965,39 @@ static void change_assignment(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *p
 }
 
 /* Let go of revoked partitions: commit what is stored, synchronously, then unassign. */
+/* A revocation's commit, on libuv's threadpool: a synchronous commit is a broker round trip,
+ * and the loop has other partitions to serve meanwhile. The unassign follows it. */
+struct revoke_work {
+    uv_work_t req;
+    rf_engine_t *e;
+    rd_kafka_topic_partition_list_t *offsets, *parts;
+    int cooperative;
+    rd_kafka_resp_err_t err;
+};
+
+static void revoke_commit(uv_work_t *req) {
+    struct revoke_work *w = req->data;
+    w->err = rd_kafka_commit(w->e->d.rk, w->offsets, 0);
+}
+
+static void revoke_committed(uv_work_t *req, int status) {
+    struct revoke_work *w = req->data;
+    if (status == 0 && w->err && w->err != RD_KAFKA_RESP_ERR__NO_OFFSET)
+        RF_WARN("KAFKA", "commit on revoke: %s", rd_kafka_err2str(w->err));
+    change_assignment(w->e->d.rk, w->parts, w->cooperative, 0);
+    w->e->revoke_works--;
+    if (w->e->stopping)
+        w->e->d.on_idle(w->e->d.arg); /* the stop waits for it */
+    rd_kafka_topic_partition_list_destroy(w->offsets);
+    rd_kafka_topic_partition_list_destroy(w->parts);
+    free(w);
+}
+
+/* Let go of revoked partitions: commit what is stored (off the loop, unless stopping), then
+ * unassign. Nothing of theirs is taken from here on. */
 static void revoke_finish(rf_engine_t *e, rd_kafka_t *rk, rd_kafka_topic_partition_list_t *parts,
                           int cooperative, int lost) {
-    rd_kafka_resp_err_t cerr = lost ? RD_KAFKA_RESP_ERR_NO_ERROR /* cannot succeed */
-                                    : rd_kafka_commit(rk, NULL, 0);
-    if (cerr && cerr != RD_KAFKA_RESP_ERR__NO_OFFSET)
-        RF_WARN("KAFKA", "commit on revoke: %s", rd_kafka_err2str(cerr));
+    rd_kafka_topic_partition_list_t *l = lost ? NULL : rf_engine_commit_list(e, parts);
     /* A cooperative revoke is followed by the assign that ends its round, and then the member
      * rejoins: commits wait for the assign that ends that second round. A lost assignment has
      * no second round to wait for. */
@@ -624,6 +1012,24 @@ static void revoke_finish(rf_engine_t *e, rd_kafka_t *rk, rd_kafka_topic_partiti
     /* Another member may now change these entities: cached copies could go stale. */
     rf_store_drop_clean(e->store);
     rf_store_new_epoch(e->store);
+    struct revoke_work *w = l && !e->stopping ? calloc(1, sizeof *w) : NULL;
+    if (w) {
+        *w = (struct revoke_work){.e = e, .offsets = l, .cooperative = cooperative,
+                                  .parts = rd_kafka_topic_partition_list_copy(parts)};
+        w->req.data = w;
+        if (uv_queue_work(e->d.loop, &w->req, revoke_commit, revoke_committed) == 0) {
+            e->revoke_works++;
+            return;
+        }
+        rd_kafka_topic_partition_list_destroy(w->parts);
+        free(w);
+    }
+    /* Stopping (the final stop may block), or no worker: here and now. */
+    rd_kafka_resp_err_t cerr = l ? rd_kafka_commit(rk, l, 0) : RD_KAFKA_RESP_ERR_NO_ERROR;
+    if (l)
+        rd_kafka_topic_partition_list_destroy(l);
+    if (cerr && cerr != RD_KAFKA_RESP_ERR__NO_OFFSET)
+        RF_WARN("KAFKA", "commit on revoke: %s", rd_kafka_err2str(cerr));
     change_assignment(rk, parts, cooperative, 0);
 }
 
@@ -801,8 +1207,14 @@ rf_engine_t *rf_engine_new(const struct rf_engine_deps *deps, char *errstr, size
     uv_timer_init(deps->loop, &e->revoke_timer);
     e->revoke_timer.data = e;
     e->print = strcmp(conf->outputs_print, "stdout") == 0;
+    if (e->print && deps->rkp) { /* not in a dry run */
+        e->sink = rf_sink_new(STDOUT_FILENO, 4u << 20, errstr, size);
+        if (!e->sink)
+            return e;
+    }
     struct rf_outputs_cbs ocbs = {on_acked, on_output_failed, e};
-    e->out = rf_outputs_new(deps->loop, deps->rkp, conf->dlq_topic, &ocbs, errstr, size);
+    e->out = rf_outputs_new(deps->loop, deps->rkp, conf->dlq_topic, deps->dlq_value_max, &ocbs,
+                            errstr, size);
     if (!e->out)
         return e; /* rf_engine_failed_new: the caller closes and destroys */
     if (check_topics(e, errstr, size) != 0 || build_jobs(e, errstr, size) != 0)
@@ -817,10 +1229,8 @@ rf_engine_t *rf_engine_new(const struct rf_engine_deps *deps, char *errstr, size
     e->takers = calloc((size_t)e->n_rtypes + 1, sizeof *e->takers);
     e->pool_n = conf->max_inflight;
     e->pool = calloc((size_t)e->pool_n, sizeof *e->pool);
-    e->gen_ring = (uint64_t)e->pool_n + 2;
-    e->gen_outs = calloc(e->gen_ring, sizeof *e->gen_outs);
     e->offs = rf_offsets_new(e->pool_n);
-    if (!e->takers || !e->pool || !e->gen_outs || !e->offs) {
+    if (!e->takers || !e->pool || !e->offs) {
         snprintf(errstr, size, "out of memory");
         return e;
     }
@@ -852,11 +1262,18 @@ int rf_engine_assigned(const rf_engine_t *e) {
 }
 
 int rf_engine_inflight(const rf_engine_t *e) {
-    return e->inflight;
+    return e->inflight + e->revoke_works;
 }
 
 int rf_engine_failed(const rf_engine_t *e) {
     return e->failed;
+}
+
+void rf_engine_close_print(rf_engine_t *e) {
+    if (e && e->sink) {
+        e->d.metrics->print_dropped = rf_sink_destroy(e->sink, 5000);
+        e->sink = NULL;
+    }
 }
 
 const char *rf_engine_jobs(const rf_engine_t *e) {
@@ -901,8 +1318,15 @@ void rf_engine_destroy(rf_engine_t *e) {
         e->jobs[j].ops->destroy(e->jobs[j].obj);
     rf_outputs_destroy(e->out);
     rf_offsets_destroy(e->offs);
+    rf_engine_close_print(e);
     free(e->takers);
     free(e->pool);
-    free(e->gen_outs);
+    free(e->stage);
+    rf_jbuf_free(&e->stage_bytes);
+    for (int i = 0; i < e->jg_cap; i++) {
+        rf_jbuf_free(&e->jg[i].bytes);
+        free(e->jg[i].p);
+    }
+    free(e->jg);
     free(e);
 }

@@ -11,11 +11,13 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "riskflow/err.h"
 #include "riskflow/log.h"
+#include "riskflow/outputs.h"
 
 static int set(rd_kafka_conf_t *kc, const char *key, const char *value, const char *where,
                char *errstr, size_t size) {
@@ -171,15 +173,35 @@ rd_kafka_t *rf_kafka_producer_new(const struct rf_conf *conf, const char *bootst
 }
 
 int rf_kafka_conf_check(const struct rf_conf *conf, char *errstr, size_t size) {
+    size_t cap;
     rd_kafka_conf_t *kc = build(conf, RD_KAFKA_CONSUMER, consumer_defaults, consumer_forced, NULL,
                                 errstr, size);
     if (!kc)
         return RF_E_CONF;
     rd_kafka_conf_destroy(kc);
-    kc = build(conf, RD_KAFKA_PRODUCER, producer_defaults, producer_forced, NULL, errstr, size);
+    return rf_kafka_dlq_value_max(conf, &cap, errstr, size);
+}
+
+int rf_kafka_dlq_value_max(const struct rf_conf *conf, size_t *cap, char *errstr, size_t size) {
+    rd_kafka_conf_t *kc =
+        build(conf, RD_KAFKA_PRODUCER, producer_defaults, producer_forced, NULL, errstr, size);
     if (!kc)
         return RF_E_CONF;
+    char buf[32];
+    size_t n = sizeof buf;
+    long mmb = rd_kafka_conf_get(kc, "message.max.bytes", buf, &n) == RD_KAFKA_CONF_OK
+                   ? strtol(buf, NULL, 10)
+                   : 1000000;
     rd_kafka_conf_destroy(kc);
+    long room = mmb - RF_DLQ_KEY_MAX - RF_DLQ_OVERHEAD;
+    if (room < RF_DLQ_VALUE_MIN) {
+        snprintf(errstr, size, "kafka.message.max.bytes (%ld) leaves no room for a dead-letter "
+                 "record: at least %d bytes (a %d-byte key, %d of headers, %d of the original "
+                 "message)", mmb, RF_DLQ_KEY_MAX + RF_DLQ_OVERHEAD + RF_DLQ_VALUE_MIN,
+                 RF_DLQ_KEY_MAX, RF_DLQ_OVERHEAD, RF_DLQ_VALUE_MIN);
+        return RF_E_CONF;
+    }
+    *cap = room < RF_DLQ_VALUE_MAX ? (size_t)room : RF_DLQ_VALUE_MAX;
     return 0;
 }
 

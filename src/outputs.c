@@ -39,6 +39,7 @@ struct rf_outputs_s {
     rd_kafka_t *rkp;
     struct rf_outputs_cbs cbs;
     rd_kafka_topic_t *rkt_dlq;
+    size_t dlq_value_max;
     struct rf_out_topic **topics;
     int n_topics;
     struct retry *retry;
@@ -84,8 +85,13 @@ rf_out_topic_t *rf_outputs_topic(rf_outputs_t *out, const char *name) {
     return t;
 }
 
+const char *rf_outputs_topic_name(const rf_out_topic_t *topic) {
+    return topic->name;
+}
+
 rf_outputs_t *rf_outputs_new(uv_loop_t *loop, rd_kafka_t *rkp, const char *dlq_topic,
-                             const struct rf_outputs_cbs *cbs, char *errstr, size_t size) {
+                             size_t dlq_value_max, const struct rf_outputs_cbs *cbs,
+                             char *errstr, size_t size) {
     rf_outputs_t *out = calloc(1, sizeof *out);
     if (!out) {
         snprintf(errstr, size, "out of memory");
@@ -94,6 +100,7 @@ rf_outputs_t *rf_outputs_new(uv_loop_t *loop, rd_kafka_t *rkp, const char *dlq_t
     out->loop = loop;
     out->rkp = rkp;
     out->cbs = *cbs;
+    out->dlq_value_max = dlq_value_max ? dlq_value_max : RF_DLQ_VALUE_MAX;
     out->retry_ms = OUT_RETRY_MIN_MS;
     struct rf_out_topic *dlq = rf_outputs_topic(out, dlq_topic);
     out->rkt_dlq = dlq ? dlq->rkt : NULL;
@@ -284,12 +291,13 @@ void rf_outputs_dlq(rf_outputs_t *out, uint64_t tag, const rd_kafka_message_t *i
     rd_kafka_header_add(h, "rf.source.partition", -1, num, -1);
     snprintf(num, sizeof num, "%" PRId64, offset);
     rd_kafka_header_add(h, "rf.source.offset", -1, num, -1);
-    if (in->len > RF_DLQ_VALUE_MAX || in->key_len > RF_DLQ_KEY_MAX) {
+    size_t vmax = out->dlq_value_max;
+    if (in->len > vmax || in->key_len > RF_DLQ_KEY_MAX) {
         rd_kafka_header_add(h, "rf.truncated", -1, "true", -1);
         snprintf(num, sizeof num, "%zu", in->len);
         rd_kafka_header_add(h, "rf.original.size", -1, num, -1);
     }
-    size_t len = in->len < RF_DLQ_VALUE_MAX ? in->len : RF_DLQ_VALUE_MAX;
+    size_t len = in->len < vmax ? in->len : vmax;
     size_t klen = in->key_len < RF_DLQ_KEY_MAX ? in->key_len : RF_DLQ_KEY_MAX;
     rd_kafka_resp_err_t err = produce_one(out, tag, out->rkt_dlq, in->key, klen, in->payload, len, h);
     if (err) {

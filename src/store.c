@@ -26,8 +26,11 @@
 #define IDX_MAX ((1 << 28) - 1)
 #define STORE_RETRY_MIN_MS 50
 #define STORE_RETRY_MAX_MS 2000
+#define LOG_KEY_MAX 320 /* prefix (32) :log:{ topic (249) : partition } */
 
-enum { ST_READY, ST_NEW, ST_LOADING };
+/* ST_FOREIGN: Redis holds something at its key that is not a value of this layout (another
+ * version or declaration, garbage, a hash): unusable, never written over. */
+enum { ST_READY, ST_NEW, ST_LOADING, ST_FOREIGN };
 
 struct entry {
     char key[KEY_MAX];
@@ -69,12 +72,28 @@ struct snap_rec {
     uint32_t off; /* into the generation's bytes */
 };
 
+/* A journal chunk of the generation: key, score and chunk bytes in the generation's buffer. */
+struct log_rec {
+    uint32_t key_off, key_len;
+    uint32_t score_off, score_len;
+    uint32_t val_off, val_len;
+};
+
 struct gen {
     uint64_t id;
     uint8_t *bytes;
     size_t n, cap;
     struct snap_rec *recs;
     int n_recs, cap_recs;
+    struct log_rec *logs;
+    int n_logs, cap_logs;
+};
+
+/* A journal read: the chunks of one key that may hold offsets lo.. (ZRANGEBYSCORE). */
+struct log_req {
+    char key[LOG_KEY_MAX];
+    size_t key_len;
+    char lo[24], count[24];
 };
 
 struct rf_store_s {
@@ -92,10 +111,13 @@ struct rf_store_s {
     struct ivec dirty;    /* refs with dirty = 1 */
     struct ivec to_fetch; /* refs in ST_NEW */
 
-    /* The fetch in flight: one MGET. */
+    /* The fetch in flight: one MGET (+ EXISTS, + TYPEs). */
     struct ivec fetching;
+    struct ivec fetch_nils; /* refs MGET read as nil */
     int fetch_busy;
     int fetch_retry;
+    int fetch_waiting, fetch_failed, fetch_phase, fetch_exist, fetch_typed;
+    int foreign_stop; /* store.on.foreign=stop */
 
     /* Generations not yet written: a ring of gen buffers, oldest first. */
     struct gen *gens;
@@ -107,11 +129,28 @@ struct rf_store_s {
     /* The flush in flight: MULTI, SETs, EXEC. */
     struct ivec flushing;
     uint64_t flush_covers;
+    int flush_logs; /* journal chunks (ZADDs) in the flush */
     uint64_t flush_seq;
     int flush_busy;
     int flush_waiting; /* replies still expected */
     int flush_failed;
     int flush_retry;
+
+    /* The journal read in flight: one ZRANGEBYSCORE per request, the chunks copied out. */
+    struct log_req *logq;
+    int logq_n, logq_cap;
+    int log_busy, log_waiting, log_failed, log_retry;
+    uint8_t *log_bytes;
+    size_t log_n, log_cap;
+    size_t *log_at; /* chunk k: log_bytes + log_at[k], log_at[k + 1] - log_at[k] bytes */
+    int *log_from;  /* chunk k came from request log_from[k] */
+    int log_chunks, log_at_cap, log_replies;
+
+    /* The epoch marker read (and maybe written) in flight. */
+    int epoch_busy, epoch_waiting, epoch_failed, epoch_created, epoch_retry;
+    char epoch_fresh[64], epoch_id[64];
+    rf_store_epoch_cb epoch_cb;
+    void *epoch_arg;
 
     /* hiredis argv for MGET / SET, grown to the largest seen. */
     const char **argv;
@@ -227,7 +266,7 @@ static void hash_remove(struct table *t, int32_t i) {
 
 /* Clean, unpinned, loaded, and every snapshot of it written. */
 static int evictable(const rf_store_t *store, const struct entry *e) {
-    return !e->dirty && e->pins == 0 && e->status == ST_READY &&
+    return !e->dirty && e->pins == 0 && (e->status == ST_READY || e->status == ST_FOREIGN) &&
            e->snap_gen <= store->gen_flushed;
 }
 
@@ -282,7 +321,9 @@ int rf_store_lookup(rf_store_t *store, int kind, const char *id, size_t id_len, 
             /* Loaded before the last rebalance and untouched since: another member may have
              * changed it in Redis meanwhile, so read it again. One holding our own unwritten
              * events stays (the stale-writer case, docs/ENGINE.md). */
-            if (store->backend == RF_STORE_REDIS && e->epoch != store->epoch && evictable(store, e)) {
+            /* A foreign value is read again on every use: an operator may have fixed it. */
+            if (store->backend == RF_STORE_REDIS && evictable(store, e) &&
+                (e->epoch != store->epoch || e->status == ST_FOREIGN)) {
                 e->status = ST_NEW;
                 if (ivec_push(&store->to_fetch, (int32_t)RF_STORE_REF(kind, i)) != 0)
                     abort();
@@ -373,6 +414,7 @@ static int ensure_argv(rf_store_t *store, int n) {
 
 static void schedule_retry(rf_store_t *store);
 static void on_timer_closed(uv_handle_t *h);
+static void on_type(rf_redis_t *r, int status, redisReply *reply, void *arg);
 
 /* ---- fetch ---- */
 
@@ -383,17 +425,64 @@ static void fetch_done(rf_store_t *store, int status) {
     store->cbs.fetched(store, status, store->cbs.arg);
 }
 
-static void on_mget(rf_redis_t *r, int status, redisReply *reply, void *arg) {
-    rf_store_t *store = arg;
-    if (store->closing)
-        return; /* rf_store_close reports the fetch as closed */
-    if (status != 0 || reply->type != REDIS_REPLY_ARRAY ||
-        reply->elements != (size_t)store->fetching.n) {
+/* A stored value that is not ours: by default the entity is set aside (its events are
+ * dead-lettered by the engine, its key never written), else it starts fresh. Returns 1 when
+ * the store was closed from the callback. */
+static int foreign(rf_store_t *store, struct entry *e, int kind) {
+    store->metrics->store_mismatch++;
+    rf_feat_init_value(store->decl, kind, e->value);
+    e->status = store->foreign_stop ? ST_FOREIGN : ST_READY;
+    if (store->cbs.mismatch)
+        store->cbs.mismatch(store, e->key, store->cbs.arg);
+    return store->closing;
+}
+
+/* A fetch is MGET, then (with store.on.foreign=stop) EXISTS over the same keys, pipelined: MGET
+ * reads a key of another Redis type (a hash, a list) as nil, and only EXISTS tells it from a
+ * missing one. When they disagree, TYPE names the culprits. Any failure retries it all. */
+static void fetch_step(rf_store_t *store) {
+    if (--store->fetch_waiting > 0 || store->closing)
+        return;
+    if (store->fetch_failed) {
         store->metrics->store_errors++;
         store->fetch_retry = 1;
         schedule_retry(store);
         return;
     }
+    if (store->fetch_phase == 0 && store->fetch_exist > store->fetching.n - store->fetch_nils.n) {
+        store->fetch_phase = 1; /* some nil is a key of another type: which? */
+        for (int i = 0; i < store->fetch_nils.n; i++) {
+            struct entry *e = ref_entry(store, (uint32_t)store->fetch_nils.v[i]);
+            const char *argv[] = {"TYPE", e->key};
+            size_t lens[] = {4, e->key_len};
+            if (rf_redis_command_argv(store->redis, 2, argv, lens, on_type, store) != 0) {
+                store->fetch_failed = 1;
+                break;
+            }
+            store->fetch_waiting++;
+        }
+        if (store->fetch_waiting == 0) {
+            store->fetch_waiting = 1;
+            fetch_step(store);
+        }
+        return;
+    }
+    store->metrics->store_fetches++;
+    fetch_done(store, 0);
+}
+
+static void on_mget(rf_redis_t *r, int status, redisReply *reply, void *arg) {
+    rf_store_t *store = arg;
+    (void)r;
+    if (store->closing)
+        return; /* rf_store_close reports the fetch as closed */
+    if (status != 0 || reply->type != REDIS_REPLY_ARRAY ||
+        reply->elements != (size_t)store->fetching.n) {
+        store->fetch_failed = 1;
+        fetch_step(store);
+        return;
+    }
+    store->fetch_nils.n = 0;
     for (int k = 0; k < store->fetching.n; k++) {
         uint32_t ref = (uint32_t)store->fetching.v[k];
         int kind = (int)(ref >> 28);
@@ -402,27 +491,58 @@ static void on_mget(rf_redis_t *r, int status, redisReply *reply, void *arg) {
         if (el->type == REDIS_REPLY_STRING &&
             rf_feat_check_value(store->decl, kind, (const uint8_t *)el->str, el->len) == 0) {
             memcpy(e->value, el->str, el->len);
+            e->status = ST_READY;
+        } else if (el->type == REDIS_REPLY_STRING) {
+            /* Another layout, version or declaration: never misread it. */
+            if (foreign(store, e, kind))
+                return; /* closed from the callback: it reported the fetch as closed */
         } else {
-            if (el->type == REDIS_REPLY_STRING) {
-                /* Another layout, version or declaration: never misread it. */
-                store->metrics->store_mismatch++;
-                if (store->cbs.mismatch)
-                    store->cbs.mismatch(store, e->key, store->cbs.arg);
-                if (store->closing)
-                    return; /* closed from the callback: it reported the fetch as closed */
-            }
             rf_feat_init_value(store->decl, kind, e->value);
+            e->status = ST_READY;
+            if (ivec_push(&store->fetch_nils, (int32_t)ref) != 0)
+                abort();
         }
-        e->status = ST_READY;
     }
-    store->metrics->store_fetches++;
-    fetch_done(store, 0);
+    fetch_step(store);
+}
+
+static void on_exists(rf_redis_t *r, int status, redisReply *reply, void *arg) {
+    rf_store_t *store = arg;
+    (void)r;
+    if (store->closing)
+        return;
+    if (status != 0 || reply->type != REDIS_REPLY_INTEGER)
+        store->fetch_failed = 1;
+    else
+        store->fetch_exist = (int)reply->integer;
+    fetch_step(store);
+}
+
+static void on_type(rf_redis_t *r, int status, redisReply *reply, void *arg) {
+    rf_store_t *store = arg;
+    (void)r;
+    if (store->closing)
+        return;
+    int i = store->fetch_typed++;
+    if (status != 0 || reply->type != REDIS_REPLY_STATUS) {
+        store->fetch_failed = 1;
+    } else if (strcmp(reply->str, "none") != 0 && i < store->fetch_nils.n) {
+        uint32_t ref = (uint32_t)store->fetch_nils.v[i];
+        if (foreign(store, ref_entry(store, ref), (int)(ref >> 28)))
+            return;
+    }
+    fetch_step(store);
 }
 
 static int fetch_send(rf_store_t *store) {
     int n = store->fetching.n;
     if (ensure_argv(store, n + 1) != 0)
         return RF_E_NOMEM;
+    store->fetch_failed = 0;
+    store->fetch_waiting = 0;
+    store->fetch_phase = 0;
+    store->fetch_exist = 0;
+    store->fetch_typed = 0;
     store->argv[0] = "MGET";
     store->argvlen[0] = 4;
     for (int k = 0; k < n; k++) {
@@ -430,7 +550,21 @@ static int fetch_send(rf_store_t *store) {
         store->argv[k + 1] = e->key;
         store->argvlen[k + 1] = e->key_len;
     }
-    return rf_redis_command_argv(store->redis, n + 1, store->argv, store->argvlen, on_mget, store);
+    int rc = rf_redis_command_argv(store->redis, n + 1, store->argv, store->argvlen, on_mget,
+                                   store);
+    if (rc != 0)
+        return rc;
+    store->fetch_waiting++;
+    if (store->foreign_stop) {
+        store->argv[0] = "EXISTS";
+        store->argvlen[0] = 6;
+        if (rf_redis_command_argv(store->redis, n + 1, store->argv, store->argvlen, on_exists,
+                                  store) != 0)
+            store->fetch_failed = 1; /* the MGET's reply settles it: a retry */
+        else
+            store->fetch_waiting++;
+    }
+    return 0;
 }
 
 int rf_store_fetch(rf_store_t *store) {
@@ -481,10 +615,12 @@ static struct gen *gen_push(rf_store_t *store) {
     struct gen *g = gen_at(store, store->gen_n++);
     g->n = 0;
     g->n_recs = 0;
+    g->n_logs = 0;
     return g;
 }
 
-static void gen_add(struct gen *g, uint32_t ref, const uint8_t *value, uint32_t size) {
+/* Room for `size` more bytes in the generation's buffer. */
+static void gen_room(struct gen *g, size_t size) {
     if (g->n + size > g->cap) {
         size_t cap = (g->cap ? g->cap * 2 : 65536) + size;
         uint8_t *b = realloc(g->bytes, cap);
@@ -493,6 +629,10 @@ static void gen_add(struct gen *g, uint32_t ref, const uint8_t *value, uint32_t 
         g->bytes = b;
         g->cap = cap;
     }
+}
+
+static void gen_add(struct gen *g, uint32_t ref, const uint8_t *value, uint32_t size) {
+    gen_room(g, size);
     if (g->n_recs == g->cap_recs) {
         int cap = g->cap_recs ? g->cap_recs * 2 : 64;
         struct snap_rec *r = realloc(g->recs, sizeof *r * (size_t)cap);
@@ -525,6 +665,290 @@ uint64_t rf_store_close_gen(rf_store_t *store) {
     }
     store->dirty.n = 0;
     return id;
+}
+
+/* The journal key of an input partition into buf (LOG_KEY_MAX): its length, or 0 when the
+ * topic name does not fit. */
+static size_t log_key(const rf_store_t *store, const char *topic, int32_t partition, char *buf) {
+    int n = snprintf(buf, LOG_KEY_MAX, "%s:log:{%s:%d}", store->prefix, topic, (int)partition);
+    return n > 0 && n < LOG_KEY_MAX ? (size_t)n : 0;
+}
+
+/* Append bytes to the generation's buffer: their position. */
+static uint32_t gen_put(struct gen *g, const void *p, size_t len) {
+    gen_room(g, len);
+    memcpy(g->bytes + g->n, p, len);
+    g->n += len;
+    return (uint32_t)(g->n - len);
+}
+
+int rf_store_add_log(rf_store_t *store, const char *topic, int32_t partition, int64_t last,
+                     const void *chunk, size_t len) {
+    if (store->backend == RF_STORE_MEMORY)
+        return 0;
+    if (store->gen_n == 0 || gen_at(store, store->gen_n - 1)->id != store->gen_closed ||
+        store->gen_released >= store->gen_closed)
+        return RF_E_INVAL;
+    char key[LOG_KEY_MAX], score[24];
+    size_t klen = log_key(store, topic, partition, key);
+    if (klen == 0)
+        return RF_E_INVAL;
+    int slen = snprintf(score, sizeof score, "%lld", (long long)last);
+    struct gen *g = gen_at(store, store->gen_n - 1);
+    if (g->n_logs == g->cap_logs) {
+        int cap = g->cap_logs ? g->cap_logs * 2 : 8;
+        struct log_rec *r = realloc(g->logs, sizeof *r * (size_t)cap);
+        if (!r)
+            abort();
+        g->logs = r;
+        g->cap_logs = cap;
+    }
+    struct log_rec *r = &g->logs[g->n_logs++];
+    r->key_off = gen_put(g, key, klen);
+    r->key_len = (uint32_t)klen;
+    r->score_off = gen_put(g, score, (size_t)slen);
+    r->score_len = (uint32_t)slen;
+    r->val_off = gen_put(g, chunk, len);
+    r->val_len = (uint32_t)len;
+    return 0;
+}
+
+/* ---- the epoch marker ---- */
+
+static void epoch_send(rf_store_t *store);
+
+static void epoch_retry(rf_store_t *store) {
+    store->metrics->store_errors++;
+    store->epoch_retry = 1;
+    schedule_retry(store);
+}
+
+static void on_epoch_reply(rf_redis_t *r, int status, redisReply *reply, void *arg) {
+    rf_store_t *store = arg;
+    (void)r;
+    if (store->closing)
+        return;
+    if (status != 0 || reply->type == REDIS_REPLY_ERROR) {
+        store->epoch_failed = 1;
+    } else if (--store->epoch_waiting > 0) { /* SET NX: OK when it created the marker */
+        store->epoch_created = reply->type == REDIS_REPLY_STATUS;
+        return;
+    } else if (reply->type == REDIS_REPLY_STRING && reply->len < sizeof store->epoch_id) {
+        memcpy(store->epoch_id, reply->str, reply->len);
+        store->epoch_id[reply->len] = '\0';
+    } else {
+        store->epoch_id[0] = '\0'; /* GET: nil, the marker is gone */
+    }
+    if (store->epoch_failed) {
+        if (store->epoch_waiting > 0 && --store->epoch_waiting > 0)
+            return;
+        epoch_retry(store);
+        return;
+    }
+    store->epoch_busy = 0;
+    store->retry_ms = STORE_RETRY_MIN_MS;
+    rf_store_epoch_cb cb = store->epoch_cb;
+    cb(store, 0, store->epoch_id[0] ? store->epoch_id : NULL, store->epoch_created,
+       store->epoch_arg);
+}
+
+static void epoch_send(rf_store_t *store) {
+    char key[LOG_KEY_MAX];
+    int klen = snprintf(key, sizeof key, "%s:epoch", store->prefix);
+    store->epoch_failed = 0;
+    store->epoch_created = 0;
+    store->epoch_waiting = 0;
+    if (store->epoch_fresh[0]) {
+        const char *argv[] = {"SET", key, store->epoch_fresh, "NX"};
+        size_t lens[] = {3, (size_t)klen, strlen(store->epoch_fresh), 2};
+        if (rf_redis_command_argv(store->redis, 4, argv, lens, on_epoch_reply, store) != 0) {
+            epoch_retry(store);
+            return;
+        }
+        store->epoch_waiting++;
+    }
+    const char *argv[] = {"GET", key};
+    size_t lens[] = {3, (size_t)klen};
+    if (rf_redis_command_argv(store->redis, 2, argv, lens, on_epoch_reply, store) != 0) {
+        store->epoch_failed = 1; /* the SET's reply, if it went out, settles it */
+        if (store->epoch_waiting == 0)
+            epoch_retry(store);
+        return;
+    }
+    store->epoch_waiting++;
+}
+
+int rf_store_epoch(rf_store_t *store, const char *fresh, rf_store_epoch_cb cb, void *arg) {
+    if (store->backend != RF_STORE_REDIS)
+        return 1;
+    if (store->epoch_busy)
+        return RF_E_BUSY;
+    if (store->closing)
+        return RF_E_CLOSED;
+    if (fresh && strlen(fresh) >= sizeof store->epoch_fresh)
+        return RF_E_INVAL;
+    snprintf(store->epoch_fresh, sizeof store->epoch_fresh, "%s", fresh ? fresh : "");
+    store->epoch_cb = cb;
+    store->epoch_arg = arg;
+    store->epoch_busy = 1;
+    epoch_send(store);
+    return 0;
+}
+
+/* ---- the journal: reads and pruning ---- */
+
+int rf_store_has_log(const rf_store_t *store) {
+    return store->backend == RF_STORE_REDIS;
+}
+
+int rf_store_want_log(rf_store_t *store, const char *topic, int32_t partition, int64_t lo,
+                      int64_t hi) {
+    if (store->log_busy)
+        return RF_E_BUSY;
+    if (store->logq_n == store->logq_cap) {
+        int cap = store->logq_cap ? store->logq_cap * 2 : 8;
+        struct log_req *q = realloc(store->logq, sizeof *q * (size_t)cap);
+        if (!q)
+            abort();
+        store->logq = q;
+        store->logq_cap = cap;
+    }
+    struct log_req *q = &store->logq[store->logq_n];
+    q->key_len = log_key(store, topic, partition, q->key);
+    if (q->key_len == 0)
+        return RF_E_INVAL;
+    /* Chunks are scored by their last offset and hold at least one entry each: those that
+     * may hold lo..hi are the first hi - lo + 1 scored lo or more. */
+    snprintf(q->lo, sizeof q->lo, "%lld", (long long)lo);
+    snprintf(q->count, sizeof q->count, "%lld", (long long)(hi - lo + 1));
+    store->logq_n++;
+    return 0;
+}
+
+static void log_done(rf_store_t *store, int status) {
+    store->log_busy = 0;
+    store->logq_n = 0;
+    store->retry_ms = STORE_RETRY_MIN_MS;
+    if (store->cbs.log_fetched)
+        store->cbs.log_fetched(store, status, store->cbs.arg);
+}
+
+static void log_keep(rf_store_t *store, int from, const char *p, size_t len) {
+    if (store->log_chunks + 2 > store->log_at_cap) {
+        int cap = store->log_at_cap ? store->log_at_cap * 2 : 16;
+        size_t *a = realloc(store->log_at, sizeof *a * (size_t)cap);
+        if (!a)
+            abort();
+        store->log_at = a;
+        int *f = realloc(store->log_from, sizeof *f * (size_t)cap);
+        if (!f)
+            abort();
+        store->log_from = f;
+        store->log_at_cap = cap;
+    }
+    store->log_from[store->log_chunks] = from;
+    if (store->log_n + len > store->log_cap) {
+        size_t cap = store->log_cap * 2 + len;
+        uint8_t *b = realloc(store->log_bytes, cap);
+        if (!b)
+            abort();
+        store->log_bytes = b;
+        store->log_cap = cap;
+    }
+    memcpy(store->log_bytes + store->log_n, p, len);
+    store->log_at[store->log_chunks] = store->log_n;
+    store->log_n += len;
+    store->log_at[++store->log_chunks] = store->log_n;
+}
+
+static void on_log_reply(rf_redis_t *r, int status, redisReply *reply, void *arg) {
+    rf_store_t *store = arg;
+    (void)r;
+    if (store->closing)
+        return;
+    int from = store->log_replies++; /* replies come in the order the reads went out */
+    if (status != 0 || reply->type != REDIS_REPLY_ARRAY) {
+        store->log_failed = 1;
+    } else {
+        for (size_t k = 0; k < reply->elements; k++)
+            if (reply->element[k]->type == REDIS_REPLY_STRING)
+                log_keep(store, from, reply->element[k]->str, reply->element[k]->len);
+    }
+    if (--store->log_waiting > 0)
+        return;
+    if (store->log_failed) {
+        store->metrics->store_errors++;
+        store->log_retry = 1;
+        schedule_retry(store);
+        return;
+    }
+    log_done(store, 0);
+}
+
+static void log_send(rf_store_t *store) {
+    store->log_failed = 0;
+    store->log_waiting = 0;
+    store->log_chunks = 0;
+    store->log_replies = 0;
+    store->log_n = 0;
+    for (int i = 0; i < store->logq_n; i++) {
+        struct log_req *q = &store->logq[i];
+        const char *argv[] = {"ZRANGEBYSCORE", q->key, q->lo, "+inf", "LIMIT", "0", q->count};
+        size_t lens[] = {13, q->key_len, strlen(q->lo), 4, 5, 1, strlen(q->count)};
+        if (rf_redis_command_argv(store->redis, 7, argv, lens, on_log_reply, store) != 0) {
+            store->log_failed = 1;
+            break;
+        }
+        store->log_waiting++;
+    }
+    if (store->log_waiting == 0) { /* nothing went out: retry the whole read later */
+        store->metrics->store_errors++;
+        store->log_retry = 1;
+        schedule_retry(store);
+    }
+}
+
+int rf_store_fetch_log(rf_store_t *store) {
+    if (store->log_busy)
+        return RF_E_BUSY;
+    if (store->logq_n == 0 || store->backend != RF_STORE_REDIS)
+        return 1;
+    if (store->closing)
+        return RF_E_CLOSED;
+    store->log_busy = 1;
+    log_send(store);
+    return 0;
+}
+
+int rf_store_log_chunks(const rf_store_t *store) {
+    return store->log_chunks;
+}
+
+const uint8_t *rf_store_log_chunk(const rf_store_t *store, int k, size_t *len, int *req) {
+    *len = store->log_at[k + 1] - store->log_at[k];
+    *req = store->log_from[k];
+    return store->log_bytes + store->log_at[k];
+}
+
+static void on_prune_reply(rf_redis_t *r, int status, redisReply *reply, void *arg) {
+    rf_store_t *store = arg;
+    (void)r;
+    if (status != 0 || reply->type == REDIS_REPLY_ERROR)
+        store->metrics->store_errors++; /* the next commit prunes again */
+}
+
+void rf_store_prune_log(rf_store_t *store, const char *topic, int32_t partition, int64_t below) {
+    if (store->backend != RF_STORE_REDIS || store->closing)
+        return;
+    char key[LOG_KEY_MAX], max[32];
+    size_t klen = log_key(store, topic, partition, key);
+    if (klen == 0)
+        return;
+    int mlen = snprintf(max, sizeof max, "(%lld", (long long)below);
+    const char *argv[] = {"ZREMRANGEBYSCORE", key, "-inf", max};
+    size_t lens[] = {16, klen, 4, (size_t)mlen};
+    if (rf_redis_command_argv(store->redis, 4, argv, lens, on_prune_reply, store) != 0)
+        store->metrics->store_errors++;
 }
 
 /* ---- flush ---- */
@@ -562,9 +986,11 @@ static void on_flush_reply(rf_redis_t *r, int status, redisReply *reply, void *a
     rf_store_t *store = arg;
     if (status != 0 || reply->type == REDIS_REPLY_ERROR)
         store->flush_failed = 1;
-    /* The last reply is EXEC's: an array with one reply per SET (nil when aborted). */
+    /* The last reply is EXEC's: an array with one reply per SET and ZADD (nil when
+     * aborted). */
     if (store->flush_waiting == 1 && status == 0 &&
-        (reply->type != REDIS_REPLY_ARRAY || reply->elements != (size_t)store->flushing.n))
+        (reply->type != REDIS_REPLY_ARRAY ||
+         reply->elements != (size_t)(store->flushing.n + store->flush_logs)))
         store->flush_failed = 1;
     if (--store->flush_waiting == 0 && !store->closing)
         flush_finish(store);
@@ -583,11 +1009,13 @@ static void flush_start(rf_store_t *store) {
         return;
     uint64_t covers = store->gen_released;
     uint64_t fid = ++store->flush_seq;
+    int n_logs = 0;
     store->flushing.n = 0;
     for (int i = 0; i < store->gen_n; i++) {
         struct gen *g = gen_at(store, i);
         if (g->id > covers)
             break;
+        n_logs += g->n_logs;
         for (int k = 0; k < g->n_recs; k++) {
             struct entry *e = ref_entry(store, g->recs[k].ref);
             e->flush_snap = g->bytes + g->recs[k].off; /* a newer generation overrides */
@@ -602,12 +1030,13 @@ static void flush_start(rf_store_t *store) {
     store->flush_failed = 0;
     store->flush_waiting = 0;
     store->flush_covers = covers;
+    store->flush_logs = n_logs;
     int n = store->flushing.n;
-    if (n == 0) { /* empty generations: durable as they are */
+    if (n == 0 && n_logs == 0) { /* empty generations: durable as they are */
         flush_finish(store);
         return;
     }
-    if (ensure_argv(store, 3 * n + 2) != 0)
+    if (ensure_argv(store, 3 * n + 4 * n_logs + 2) != 0)
         abort();
     static const char *const multi[] = {"MULTI"}, *const exec[] = {"EXEC"};
     static const size_t len5[] = {5}, len4[] = {4};
@@ -627,6 +1056,30 @@ static void flush_start(rf_store_t *store) {
         if (flush_cmd(store, 3, argv, lens) != 0) {
             store->flush_failed = 1;
             break;
+        }
+    }
+    /* The journal chunks of the same generations, in the same transaction: a state in Redis
+     * always comes with the outputs of the events it holds. */
+    const char **argv = store->argv + 3 * n;
+    size_t *lens = store->argvlen + 3 * n;
+    for (int i = 0; i < store->gen_n && !store->flush_failed; i++) {
+        struct gen *g = gen_at(store, i);
+        if (g->id > covers)
+            break;
+        for (int k = 0; k < g->n_logs; k++, argv += 4, lens += 4) {
+            const struct log_rec *r = &g->logs[k];
+            argv[0] = "ZADD";
+            lens[0] = 4;
+            argv[1] = (const char *)g->bytes + r->key_off;
+            lens[1] = r->key_len;
+            argv[2] = (const char *)g->bytes + r->score_off;
+            lens[2] = r->score_len;
+            argv[3] = (const char *)g->bytes + r->val_off;
+            lens[3] = r->val_len;
+            if (flush_cmd(store, 4, argv, lens) != 0) {
+                store->flush_failed = 1;
+                break;
+            }
         }
     }
     /* A SET that could not be queued after MULTI was: DISCARD, so no half of this flush is
@@ -673,11 +1126,19 @@ static void on_retry(uv_timer_t *t) {
             store->fetch_retry = 1;
         }
     }
+    if (store->log_retry) {
+        store->log_retry = 0;
+        log_send(store);
+    }
+    if (store->epoch_retry) {
+        store->epoch_retry = 0;
+        epoch_send(store);
+    }
     if (store->flush_retry) {
         store->flush_retry = 0;
         flush_start(store);
     }
-    if (store->fetch_retry || store->flush_retry)
+    if (store->fetch_retry || store->flush_retry || store->log_retry || store->epoch_retry)
         schedule_retry(store);
 }
 
@@ -697,7 +1158,16 @@ static void on_redis_state(rf_redis_t *r, int status, void *arg) {
 
 int rf_store_idle(const rf_store_t *store) {
     return store->dirty.n == 0 && !store->flush_busy && !store->fetch_busy &&
-           !store->flush_retry && !store->fetch_retry && store->gen_flushed >= store->gen_closed;
+           !store->flush_retry && !store->fetch_retry && !store->log_busy &&
+           store->gen_flushed >= store->gen_closed;
+}
+
+int rf_store_foreign(const rf_store_t *store, uint32_t ref) {
+    return ref_entry((rf_store_t *)store, ref)->status == ST_FOREIGN;
+}
+
+int rf_store_pending(const rf_store_t *store) {
+    return store->redis ? (int)rf_redis_pending(store->redis) : 0;
 }
 
 const char *rf_store_errstr(const rf_store_t *store) {
@@ -746,6 +1216,7 @@ rf_store_t *rf_store_new(uv_loop_t *loop, const struct rf_store_conf *conf, cons
     store->decl = decl;
     snprintf(store->prefix, sizeof store->prefix, "%s", conf->key_prefix);
     store->cache_max = conf->cache_max;
+    store->foreign_stop = conf->foreign_stop;
     store->retry_ms = STORE_RETRY_MIN_MS;
     store->n_tables = rf_decl_n_kinds(decl);
     for (int k = 0; k < store->n_tables; k++) {
@@ -792,11 +1263,17 @@ static void free_store(rf_store_t *store) {
     for (int i = 0; i < store->gen_cap; i++) {
         free(store->gens[i].bytes);
         free(store->gens[i].recs);
+        free(store->gens[i].logs);
     }
+    free(store->logq);
+    free(store->log_bytes);
+    free(store->log_at);
+    free(store->log_from);
     free(store->gens);
     free(store->dirty.v);
     free(store->to_fetch.v);
     free(store->fetching.v);
+    free(store->fetch_nils.v);
     free(store->flushing.v);
     free(store->argv);
     free(store->argvlen);
@@ -825,6 +1302,12 @@ void rf_store_close(rf_store_t *store, void (*close_cb)(void *), void *arg) {
     store->close_arg = arg;
     if (store->fetch_busy)
         fetch_done(store, RF_E_CLOSED);
+    if (store->log_busy)
+        log_done(store, RF_E_CLOSED);
+    if (store->epoch_busy) {
+        store->epoch_busy = 0;
+        store->epoch_cb(store, RF_E_CLOSED, NULL, 0, store->epoch_arg);
+    }
     store->closing_left = store->redis ? 2 : 1;
     uv_close((uv_handle_t *)&store->retry_timer, on_timer_closed);
     if (store->redis)

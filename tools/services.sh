@@ -152,6 +152,12 @@ EOF
   kafka_java kafka.tools.StorageTool format -t "$id" -c "$props" >>"$KAFKA_LOG" 2>&1 \
     || { tail_log "$KAFKA_LOG"; die "kafka StorageTool format failed"; }
 
+  launch_kafka
+}
+
+# Start the broker on the data dir as it is (a restart keeps every topic and offset).
+launch_kafka() {
+  local props="$RUN/kafka/server.properties"
   # shellcheck disable=SC2086
   nohup "$JAVA" -Xmx512m -Xms128m ${RF_KAFKA_JAVA_OPTS:-} -Djava.awt.headless=true \
     -Dlog4j.configuration="file:$LOG4J" -cp "$LIBS/*" kafka.Kafka "$props" \
@@ -160,11 +166,17 @@ EOF
 }
 
 start_redis() {
+  rm -rf "$RUN/redis"
+  mkdir -p "$RUN/redis"
+  launch_redis
+}
+
+# Start redis-server on its dir as it is (a restart loads the AOF).
+launch_redis() {
   local dir="$RUN/redis"
-  rm -rf "$dir"
-  mkdir -p "$dir"
+  # Persistence as production needs it (README "Redis durability"): AOF, fsync every second.
   nohup redis-server --bind "$HOST" --port "$REDIS_PORT" --dir "$dir" \
-    --save '' --appendonly no --daemonize no --logfile '' \
+    --save '' --appendonly yes --appendfsync everysec --daemonize no --logfile '' \
     </dev/null >>"$REDIS_LOG" 2>&1 &
   echo $! >"$REDIS_PID"
 }
@@ -236,6 +248,21 @@ cmd_status() {
   return "$rc"
 }
 
+# The fault tests: kill -9 one service and start it again on its data, as a crash and a
+# supervisor's restart would (Kafka keeps its log dirs; Redis reloads its AOF).
+cmd_restart() {
+  local what="$1" pidf pid
+  case "$what" in kafka) pidf="$KAFKA_PID" ;; redis) pidf="$REDIS_PID" ;;
+    *) die "usage: $0 restart kafka|redis" ;; esac
+  check_tools
+  pid="$(live_pid "$pidf")" || die "$what is not running"
+  kill -9 "$pid"
+  while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+  say "$what killed (kill -9, pid $pid)"
+  if [[ $what == kafka ]]; then launch_kafka; else launch_redis; fi
+  wait_ready || die "$what did not come back"
+}
+
 cmd_create_topic() {
   [[ $# -eq 2 && "$2" =~ ^[0-9]+$ ]] || die "usage: $0 create-topic NAME PARTITIONS"
   check_tools
@@ -247,6 +274,7 @@ case "${1:-}" in
   start) cmd_start ;;
   stop) cmd_stop ;;
   status) cmd_status ;;
+  restart) shift; cmd_restart "${1:-}" ;;
   create-topic) shift; cmd_create_topic "$@" ;;
-  *) echo "usage: $0 start|stop|status|create-topic NAME PARTITIONS" >&2; exit 2 ;;
+  *) echo "usage: $0 start|stop|status|restart kafka|redis|create-topic NAME PARTITIONS" >&2; exit 2 ;;
 esac

@@ -55,6 +55,8 @@ struct rf_conf {
     char *input_framing;     /* default framing for topics without a suffix */
     int input_schema_id;     /* plain topics without a type: this schema id; 0: riskflow.Payment */
     int input_max_bytes;     /* size cap; larger messages are dead-lettered (oversize) */
+    int input_max_future_ms;   /* event time bound ahead of the clock (0: none) */
+    int input_max_lateness_s;  /* behind an entity's latest event, seconds (0: none) */
     /* jobs and features */
     char *jobs;              /* comma list of enabled jobs, in layout order */
     char *features_path;     /* the feature declarations (docs/FEATURES.md) */
@@ -65,6 +67,8 @@ struct rf_conf {
     char *schemas_dir;
     /* feature store */
     char *store_backend;     /* "redis" or "memory" */
+    char *store_on_foreign;  /* stop|replace: a stored value not of our layout */
+    char *redis_on_data_loss; /* stop|continue: the Redis epoch is not the commits' */
     char *redis_host;
     int redis_port;
     int redis_connect_timeout_ms;

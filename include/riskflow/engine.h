@@ -8,9 +8,11 @@
  * from the jobs table and `jobs=`), the outputs module and the offsets module. Borrows the
  * clients, the store, the declarations, the schemas and the metrics from the daemon.
  *
- * An event is complete when every output it wrote is acknowledged by the broker and the store
- * flush covering its generation has succeeded; a generation is released to the store only
- * once every output of every event of it (and of the generations before) is acknowledged.
+ * Write first, then produce: a batch's outputs are staged, journaled in its generation
+ * (journal.h) and produced only once the store flush that writes the generation (state and
+ * journal in one MULTI/EXEC) has succeeded; a replay produces its first outputs again from the
+ * journal. An event is complete when its generation is written and every output it wrote is
+ * acknowledged by the broker.
  * Only a complete event's offset can be stored, and only once every earlier offset on its
  * partition is complete too (offsets.h). The daemon's commit timer sends stored offsets.
  * Loop thread only. Allocates nothing per event once warm, except what librdkafka does.
@@ -38,6 +40,7 @@ struct rf_engine_deps {
     const rf_schemas_t *schemas;
     rf_decl_t *decl; /* not finished: the engine finishes it once the jobs registered state */
     struct rf_metrics *metrics;
+    size_t dlq_value_max; /* rf_kafka_dlq_value_max (0: RF_DLQ_VALUE_MAX) */
     int time_jobs; /* measure each job's loop time (metrics.jobs[].ns): two clock reads per
                     * hook call, so only where the figure is wanted (the demo's summary) */
     /* Called (on the loop) when the engine has nothing in flight after rf_engine_stop, on
@@ -61,7 +64,23 @@ void rf_engine_serve_producer(rf_engine_t *e);
 
 /* The store's callbacks, wired by the daemon. */
 void rf_engine_on_fetched(rf_engine_t *e, int status);
+void rf_engine_on_log_fetched(rf_engine_t *e, int status);
 void rf_engine_on_flushed(rf_engine_t *e, uint64_t gen);
+
+/* The group committed `offset` (the next to consume) for (topic, partition): the journal
+ * below it is no longer needed. */
+void rf_engine_committed(rf_engine_t *e, const char *topic, int32_t partition, int64_t offset);
+/* The metadata every commit carries from now on (the Redis epoch: "rf.epoch=<id>"). */
+void rf_engine_set_commit_metadata(rf_engine_t *e, const char *metadata);
+
+/* The stored offsets (+1) of the assigned partitions (only those in `only`, unless NULL), with
+ * the commit metadata: a list for rd_kafka_commit (the caller destroys it), or NULL when none
+ * is stored. Every commit goes through it, so every commit says which Redis it goes with. */
+rd_kafka_topic_partition_list_t *rf_engine_commit_list(rf_engine_t *e,
+                                                       const rd_kafka_topic_partition_list_t *only);
+
+/* The final commit succeeded: prune every assigned partition's journal below what it stored. */
+void rf_engine_prune_committed(rf_engine_t *e);
 
 /* The producer's delivery report callback (opaque = the engine). */
 void rf_engine_dr_cb(rd_kafka_t *rkp, const rd_kafka_message_t *rkm, void *opaque);
@@ -83,13 +102,23 @@ int rf_engine_may_commit(const rf_engine_t *e);
 void rf_engine_stop(rf_engine_t *e);
 
 int rf_engine_assigned(const rf_engine_t *e);
+/* Events in flight, and revocations whose commit and unassign are still to come. */
 int rf_engine_inflight(const rf_engine_t *e);
+/* Stop for good, now: nothing in flight is waited for (the daemon's call when Redis has lost
+ * its data: writing on would mix old and new). */
+void rf_engine_fail(rf_engine_t *e);
+
 /* 1 after a fatal error (fatal producer error, an output that can never be produced). */
 int rf_engine_failed(const rf_engine_t *e);
 
 /* Print notable outputs (outputs.print=stdout) from now on, or stop printing them: the demo
  * holds its history's outputs back. */
 void rf_engine_set_print(rf_engine_t *e, int on);
+
+/* Let the printed lines drain (at most 5 s) and stop the printing thread: before anything
+ * else goes to stdout at exit. Lines dropped because stdout did not keep up are then in
+ * metrics.print_dropped. */
+void rf_engine_close_print(rf_engine_t *e);
 
 /* The enabled jobs' names, comma-separated (borrowed). */
 const char *rf_engine_jobs(const rf_engine_t *e);

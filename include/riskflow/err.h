@@ -5,7 +5,7 @@
  * (negative) values; rf_strerror() names them. A library's own error type is translated
  * into one of these once, at the module boundary, and goes no further.
  * The DLQ reasons are a subset (RF_E_TRUNCATED .. RF_E_MALFORMED, RF_E_WRONG_TYPE,
- * RF_E_BAD_KEY):
+ * RF_E_BAD_KEY, RF_E_FUTURE, RF_E_TOO_LATE, RF_E_BAD_TIME, RF_E_STATE):
  * rf_err_reason() gives the short, stable token used in DLQ headers and metrics.
  */
 #ifndef RISKFLOW_ERR_H
@@ -36,7 +36,12 @@
     X(CLOSED, -18, "closed", "closed or shutting down")                                 \
     X(NOTFOUND, -19, "notfound", "not found")                                           \
     X(WRONG_TYPE, -20, "wrong_type", "a record type no enabled job takes")              \
-    X(BAD_KEY, -21, "bad_key", "an entity key field is empty")
+    X(BAD_KEY, -21, "bad_key", "an entity key field is empty")                         \
+    X(FUTURE, -22, "future", "event time too far ahead of the clock (input.max.future.ms)") \
+    X(TOO_LATE, -23, "too_late",                                                        \
+      "event time too far behind its entity's latest (input.max.lateness.s)")          \
+    X(BAD_TIME, -24, "bad_time", "event time before 1970-01-01")                        \
+    X(STATE, -25, "state", "an entity's stored value is unreadable (store.on.foreign)")
 
 enum rf_err {
 #define RF_ERR_ENUM(name, val, tok, msg) RF_E_##name = (val),

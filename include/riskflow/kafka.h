@@ -48,6 +48,12 @@ rd_kafka_t *rf_kafka_producer_new(const struct rf_conf *conf, const char *bootst
  * either: --check-config. 0, or RF_E_CONF with "file:line: kafka.key: reason" in errstr. */
 int rf_kafka_conf_check(const struct rf_conf *conf, char *errstr, size_t errstr_size);
 
+/* How many of an input message's bytes a dead-letter record can carry under the producer's
+ * effective message.max.bytes (its key, headers and framing take the rest), capped at
+ * RF_DLQ_VALUE_MAX. RF_E_CONF with errstr when the limit leaves no room for a record. */
+int rf_kafka_dlq_value_max(const struct rf_conf *conf, size_t *cap, char *errstr,
+                           size_t errstr_size);
+
 /* Error and log callbacks both clients use: they forward to the daemon's log (on the thread
  * that serves the queue, i.e. the loop). */
 void rf_kafka_error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque);

@@ -29,7 +29,7 @@ void rf_hist_add(struct rf_hist *h, uint64_t us);
 uint64_t rf_hist_quantile(const struct rf_hist *h, double q);
 
 /* DLQ reasons are the decode errors, indexed by -RF_E_* (err.h). */
-#define RF_DLQ_REASONS 24
+#define RF_DLQ_REASONS 26
 
 #define RF_METRIC_JOBS 8
 #define RF_METRIC_KINDS 8
@@ -52,7 +52,11 @@ struct rf_metrics {
     uint64_t scored;           /* events complete with their outputs and state (not DLQ) */
     uint64_t dead_lettered;    /* DLQ records acknowledged */
     uint64_t dlq_by_reason[RF_DLQ_REASONS];
-    uint64_t replays;          /* events already applied and written (redelivery): no output */
+    uint64_t replays;          /* events already applied and written (redelivery) */
+    uint64_t replayed_outputs; /* their first outputs, produced again from the journal */
+    uint64_t redis_data_lost;  /* times the Redis epoch was not the commits' (README) */
+    uint64_t print_dropped;    /* printed outputs dropped: stdout did not keep up (at exit) */
+    uint64_t journal_bad;      /* journal chunks read back that were not well-formed */
     uint64_t not_owned;        /* messages of partitions no longer assigned, left alone */
     uint64_t produce_retries;  /* outputs produced again after a failed delivery */
     uint64_t store_fetches;    /* Redis round trips to read states */

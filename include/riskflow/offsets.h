@@ -31,6 +31,7 @@ struct rf_part {
     int64_t stored;      /* highest offset stored since the assign, -1: none */
     int32_t head, tail;  /* FIFO of slots */
     int inflight;        /* slots in the FIFO not yet done */
+    int64_t pruned;      /* the caller's: its journal is pruned below this offset */
 };
 
 rf_offsets_t *rf_offsets_new(int slots);

@@ -29,17 +29,25 @@ struct rf_outputs_cbs {
     void *arg;
 };
 
-#define RF_DLQ_VALUE_MAX 900000 /* original bytes kept, so a record fits message.max.bytes */
+#define RF_DLQ_VALUE_MAX 900000 /* original bytes kept at most (the default message.max.bytes) */
+#define RF_DLQ_VALUE_MIN 1024   /* ... and at least: a smaller message.max.bytes is refused */
 #define RF_DLQ_KEY_MAX 4096
+#define RF_DLQ_OVERHEAD 2048    /* a record's headers and framing, with room to spare */
 
 /* rkp NULL: a dry run (--check-config): topics are named but never created, nothing can be
- * produced. */
+ * produced. dlq_value_max: the original bytes a dead letter keeps (rf_kafka_dlq_value_max:
+ * sized from the producer's message.max.bytes, so a dead letter always fits); 0 for
+ * RF_DLQ_VALUE_MAX. */
 rf_outputs_t *rf_outputs_new(uv_loop_t *loop, rd_kafka_t *rkp, const char *dlq_topic,
-                             const struct rf_outputs_cbs *cbs, char *errstr, size_t errstr_size);
+                             size_t dlq_value_max, const struct rf_outputs_cbs *cbs,
+                             char *errstr, size_t errstr_size);
 void rf_outputs_destroy(rf_outputs_t *out); /* after rf_outputs_close's callback */
 
 /* An output topic, created once per name (owned by the outputs). NULL out of memory. */
 rf_out_topic_t *rf_outputs_topic(rf_outputs_t *out, const char *name);
+
+/* An output topic's name (borrowed, lives as long as the outputs). */
+const char *rf_outputs_topic_name(const rf_out_topic_t *topic);
 
 /* Produce one output (key and payload copied). */
 void rf_outputs_produce(rf_outputs_t *out, uint64_t tag, rf_out_topic_t *topic, const void *key,

@@ -9,16 +9,26 @@
  *
  * Generations (docs/ENGINE.md §4). The engine closes a generation after each batch: the store
  * snapshots every value the batch changed. A generation is written to Redis only once the
- * engine releases it (every output of its events acknowledged), and a flush writes, for each
+ * engine releases it (the engine releases each as it closes), and a flush writes, for each
  * entity, its newest released snapshot inside MULTI/EXEC, so Redis holds all of a flush or
  * none of it. flushed_cb(G): generation G and every one before it are durable. A failed fetch
  * or flush is retried by the store itself (backoff), so Redis being down means backpressure,
  * never lost or wrong state.
+ * The replay journal (journal.h) rides along: the engine adds each batch's journal chunks to
+ * the generation it just closed, and a flush writes them in the same MULTI/EXEC as the
+ * values, into one sorted set per input partition ("<prefix>:log:{<topic>:<partition>}",
+ * each chunk scored by its last offset). So a value in Redis always comes with the outputs of
+ * the events it holds, and a redelivered event finds its first outputs there. Chunks below a
+ * partition's committed offset are pruned (rf_store_prune_log): the journal stays bounded by
+ * the uncommitted stretch of each partition.
  * With backend "memory" there is no Redis: the cache is the store, never evicted, and a
  * released generation is durable at once.
  *
- * A key of another Redis type (a hash, a list) reads as missing (MGET returns nil for it) and
- * is replaced by the entity's first flush.
+ * Something at an entity's key that is not a value of this layout (another version or
+ * declaration, garbage, a key of another Redis type: EXISTS beside the MGET tells a hash from
+ * a missing key) is never misread and, by default (foreign_stop), never written over: the
+ * entry is "foreign" (rf_store_foreign) until an operator fixes or deletes the key; it is read
+ * again on every use. Without foreign_stop the entity starts fresh over it.
  * Entries are named by a ref (kind and index); a value pointer from rf_store_value() stays
  * valid while the entry is pinned (entries never move). Loop thread only; allocates only when
  * the cache grows, never per event once warm.
@@ -46,6 +56,7 @@ struct rf_store_conf {
     unsigned command_timeout_ms;
     const char *key_prefix; /* at most RF_STORE_PREFIX_MAX bytes */
     int cache_max;          /* entries per kind */
+    int foreign_stop;       /* store.on.foreign=stop: set foreign values aside, never replace */
 };
 
 /* Generation `gen` and all before it are durable. */
@@ -56,14 +67,20 @@ typedef void (*rf_store_fetched_cb)(rf_store_t *store, int status, void *arg);
 /* Redis connection up (0) or down (< 0): for logs and readiness. */
 typedef void (*rf_store_state_cb)(rf_store_t *store, int status, void *arg);
 /* A stored value that is not a value of this declaration's layout (another version, another
- * declaration, garbage): the entity starts fresh. key: borrowed, for the log. */
+ * declaration, garbage, another Redis type): set aside (foreign_stop) or the entity starts
+ * fresh. key: borrowed, for the log. */
 typedef void (*rf_store_mismatch_cb)(rf_store_t *store, const char *key, void *arg);
+
+/* The journal read asked for by rf_store_fetch_log is in (status 0: rf_store_log_chunk has
+ * the chunks), or the store is closing (RF_E_CLOSED). */
+typedef void (*rf_store_log_cb)(rf_store_t *store, int status, void *arg);
 
 struct rf_store_cbs {
     rf_store_flushed_cb flushed;
     rf_store_fetched_cb fetched;
     rf_store_state_cb state;
     rf_store_mismatch_cb mismatch;
+    rf_store_log_cb log_fetched;
     void *arg;
 };
 
@@ -82,6 +99,10 @@ rf_store_t *rf_store_new(uv_loop_t *loop, const struct rf_store_conf *conf, cons
  * rf_store_new_epoch() is fetched again.
  */
 int rf_store_lookup(rf_store_t *store, int kind, const char *id, size_t id_len, uint32_t *ref);
+
+/* 1 when the entry's key holds a foreign value (foreign_stop): its value must not be used,
+ * and nothing may change it. */
+int rf_store_foreign(const rf_store_t *store, uint32_t ref);
 
 /* The value of an entry (its kind's size; valid once loaded, stable while pinned). */
 uint8_t *rf_store_value(rf_store_t *store, uint32_t ref);
@@ -104,6 +125,50 @@ void rf_store_mark_dirty(rf_store_t *store, uint32_t ref);
  * return its number (1, 2, ...). Generations are closed even when nothing changed. */
 uint64_t rf_store_close_gen(rf_store_t *store);
 
+/* Add a journal chunk (bytes copied) of input partition (topic, partition), whose last entry
+ * is at offset `last`, to the generation rf_store_close_gen just closed (before it is
+ * released). 0, or RF_E_INVAL (no such generation, or a topic name that does not fit a key).
+ * The memory backend keeps nothing: it never restarts from its own state. */
+int rf_store_add_log(rf_store_t *store, const char *topic, int32_t partition, int64_t last,
+                     const void *chunk, size_t len);
+
+/* 1 when the store keeps a journal (Redis), 0 for memory. */
+int rf_store_has_log(const rf_store_t *store);
+
+/* Ask for the journal chunks of (topic, partition) that may hold offsets lo..hi (the next
+ * rf_store_fetch_log reads them). RF_E_BUSY while a read is in flight. */
+int rf_store_want_log(rf_store_t *store, const char *topic, int32_t partition, int64_t lo,
+                      int64_t hi);
+
+/* Read every journal range asked for: one ZRANGEBYSCORE each, pipelined; failures are retried
+ * with backoff. 1 when nothing was asked (no callback), 0 when log_fetched will be called,
+ * RF_E_BUSY or RF_E_CLOSED. */
+int rf_store_fetch_log(rf_store_t *store);
+
+/* The chunks the last read returned (borrowed until the next read), in score order per
+ * request; *req: which request (0.., in rf_store_want_log order) the chunk answers. */
+int rf_store_log_chunks(const rf_store_t *store);
+const uint8_t *rf_store_log_chunk(const rf_store_t *store, int k, size_t *len, int *req);
+
+/* The epoch marker: "<prefix>:epoch" holds a random id, written once, the first time any
+ * riskflowd meets this Redis (and prefix). A Redis that lost its data (restarted without
+ * persistence, flushed, failed over to a replica that never saw it) no longer holds it, or
+ * holds another: the daemon compares it with the epoch its group's commits carry (README,
+ * "Redis durability"). epoch: the marker's value, NULL when there is none; created: this call
+ * wrote it. status RF_E_CLOSED when the store closes first. */
+typedef void (*rf_store_epoch_cb)(rf_store_t *store, int status, const char *epoch, int created,
+                                  void *arg);
+
+/* Read the marker, writing `fresh` first if there is none (SET NX; fresh NULL: only read).
+ * Retried with backoff while Redis is down. 0 (cb will run), 1 with the memory backend (no
+ * marker: nothing survives it anyway), RF_E_BUSY, RF_E_CLOSED or RF_E_INVAL (fresh over 63
+ * bytes). */
+int rf_store_epoch(rf_store_t *store, const char *fresh, rf_store_epoch_cb cb, void *arg);
+
+/* Offsets below `below` on (topic, partition) are committed: drop the journal chunks that
+ * hold only those. Fire and forget (a failure is counted; the next commit prunes again). */
+void rf_store_prune_log(rf_store_t *store, const char *topic, int32_t partition, int64_t below);
+
 /* Generations up to `gen` may be written (their events' outputs are acknowledged); `gen` is
  * capped at the last closed one. flushed_cb may run before this returns: always with the
  * memory backend, and with Redis when every released generation is empty. */
@@ -119,6 +184,9 @@ void rf_store_new_epoch(rf_store_t *store);
 /* Drop every clean, unpinned, written entry (after a rebalance the cached copies may be
  * stale). */
 void rf_store_drop_clean(rf_store_t *store);
+
+/* Redis commands sent and not yet answered (0 for memory). */
+int rf_store_pending(const rf_store_t *store);
 
 /* Text of the last Redis connection failure ("" if none, or the memory backend). Borrowed. */
 const char *rf_store_errstr(const rf_store_t *store);

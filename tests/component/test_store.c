@@ -42,6 +42,7 @@
 
 #include "redis_server.h"
 #include "rf_test.h"
+#include "riskflow/journal.h"
 #include "test_decl.h"
 #include "riskflow/codec.h"
 #include "riskflow/decl.h"
@@ -249,6 +250,14 @@ static int kv_get(redisContext *c, const char *key, uint8_t *buf, size_t cap, si
 }
 
 /* 0 when the key does not exist. */
+/* A command on one key whose reply is an integer (RPUSH, HSET, DEL). */
+static void kv_int_cmd(redisContext *c, const char *fmt, const char *key) {
+    redisReply *rep = redisCommand(c, fmt, key);
+    CHECK(rep && rep->type == REDIS_REPLY_INTEGER);
+    if (rep)
+        freeReplyObject(rep);
+}
+
 static int kv_exists(redisContext *c, const char *key) {
     redisReply *rep = c ? redisCommand(c, "EXISTS %s", key) : NULL;
     int rc = rep && rep->type == REDIS_REPLY_INTEGER ? (int)rep->integer : -1;
@@ -567,6 +576,7 @@ struct t {
     uint64_t flushed_gen[MAX_FLUSHED];
     uint64_t flushed_last;
     int mismatch_calls;
+    int log_calls, log_status;
     char mismatch_key[MAX_MISMATCH][KEYBUF];
     int closed;
     int close_called;
@@ -671,6 +681,13 @@ static void on_mismatch(rf_store_t *store, const char *key, void *arg) {
     close_here(t, CLOSE_IN_MISMATCH);
 }
 
+static void on_log(rf_store_t *store, int status, void *arg) {
+    struct t *t = arg;
+    CHECK(store == t->store);
+    t->log_calls++;
+    t->log_status = status;
+}
+
 /* How many times mismatch_cb named key. */
 static int mismatched(const struct t *t, const char *key) {
     int n = 0;
@@ -712,7 +729,7 @@ static int begin(struct t *t, const char *name, struct rf_store_conf *conf, int 
     uv_timer_init(&t->loop, &t->nap);
     t->guard.data = t;
     t->nap.data = t;
-    struct rf_store_cbs cbs = {on_flushed, on_fetched, on_state, on_mismatch, t};
+    struct rf_store_cbs cbs = {on_flushed, on_fetched, on_state, on_mismatch, on_log, t};
     char err[128] = "";
     t->store = rf_store_new(&t->loop, conf, t->d, &cbs, &t->m, err, sizeof err);
     CHECK(t->store != NULL);
@@ -1689,10 +1706,7 @@ static void test_mismatch(void) {
     CHECK_EQ_INT(kv_set(t.rc, k_good, good.b, VS_CUST), 0);
     CHECK_EQ_INT(kv_set(t.rc, k_four, four.b, VS_CUST), 0);
     /* A key of another type: MGET answers nil for it, as for a missing key. */
-    redisReply *rep = redisCommand(t.rc, "RPUSH %s a b", k_list);
-    CHECK(rep && rep->type == REDIS_REPLY_INTEGER);
-    if (rep)
-        freeReplyObject(rep);
+    kv_int_cmd(t.rc, "RPUSH %s a b", k_list);
 
     /* All in one MGET: no bad value may spoil its neighbours. */
     uint32_t r_mm[MM_N], r_good, r_four, r_list;
@@ -1759,6 +1773,90 @@ static void test_mismatch(void) {
     rf_store_unpin(t.store, r_good);
     rf_store_unpin(t.store, r_four);
     rf_store_unpin(t.store, r_list);
+    end(&t);
+}
+
+/* --- 9b. store.on.foreign=stop: foreign values set aside, never written over ------------- */
+
+static void test_foreign_stop(void) {
+    NEED_SERVER();
+    NEED_DECL();
+    static struct t t;
+    memset(&t, 0, sizeof t);
+    struct rf_store_conf conf;
+    conf_init(&conf, RF_STORE_REDIS, 1000);
+    conf.foreign_stop = 1;
+    if (begin(&t, "foreign", &conf, 1) < 0)
+        return;
+    static val_t good, bad;
+    stored_value(K_CUST, &good, 3, 999);
+    memcpy(bad.b, good.b, VS_CUST);
+    bad.b[RF_VOFF_MAGIC] ^= 0x01;
+    char k_good[KEYBUF], k_bad[KEYBUF], k_hash[KEYBUF], k_new[KEYBUF];
+    key_of(k_good, t.prefix, decl, K_CUST, "good");
+    key_of(k_bad, t.prefix, decl, K_CUST, "bad");
+    key_of(k_hash, t.prefix, decl, K_CUST, "hash");
+    key_of(k_new, t.prefix, decl, K_CUST, "new");
+    CHECK_EQ_INT(kv_set(t.rc, k_good, good.b, VS_CUST), 0);
+    CHECK_EQ_INT(kv_set(t.rc, k_bad, bad.b, VS_CUST), 0);
+    kv_int_cmd(t.rc, "HSET %s f v", k_hash);
+
+    /* One fetch: the good value loads, the new key is fresh, the bad value and the hash are
+     * foreign (EXISTS tells the hash from the missing key). */
+    uint32_t r_good, r_bad, r_hash, r_new;
+    CHECK_EQ_INT(lookup(&t, K_CUST, "good", &r_good), 0);
+    CHECK_EQ_INT(lookup(&t, K_CUST, "bad", &r_bad), 0);
+    CHECK_EQ_INT(lookup(&t, K_CUST, "hash", &r_hash), 0);
+    CHECK_EQ_INT(lookup(&t, K_CUST, "new", &r_new), 0);
+    CHECK_EQ_INT(rf_store_fetch(t.store), 0);
+    WAIT_UNTIL(&t, t.fetched_calls >= 1, 5000);
+    CHECK_EQ_INT(t.fetched_status, 0);
+    CHECK_EQ_INT(t.m.store_errors, 0);
+    CHECK_EQ_INT(t.mismatch_calls, 2);
+    CHECK_EQ_INT(mismatched(&t, k_bad), 1);
+    CHECK_EQ_INT(mismatched(&t, k_hash), 1);
+    CHECK(!rf_store_foreign(t.store, r_good));
+    CHECK(!rf_store_foreign(t.store, r_new));
+    CHECK(rf_store_foreign(t.store, r_bad));
+    CHECK(rf_store_foreign(t.store, r_hash));
+    CHECK(same(K_CUST, value(&t, r_good), good.b));
+    CHECK(is_fresh(K_CUST, value(&t, r_new)));
+
+    /* The others are written; the foreign keys are left as they are. */
+    static val_t nw;
+    fresh(K_CUST, &nw);
+    event(K_CUST, value(&t, r_new), nw.b, 77);
+    rf_store_mark_dirty(t.store, r_new);
+    commit(&t);
+    CHECK(redis_holds(t.rc, k_new, nw.b, VS_CUST));
+    CHECK(redis_holds(t.rc, k_bad, bad.b, VS_CUST));
+    char type[32];
+    kv_type(t.rc, k_hash, type, sizeof type);
+    CHECK_EQ_STR(type, "hash");
+    rf_store_unpin(t.store, r_good);
+    rf_store_unpin(t.store, r_bad);
+    rf_store_unpin(t.store, r_hash);
+    rf_store_unpin(t.store, r_new);
+
+    /* A foreign entry is read again on its next use: still foreign while the key is as it
+     * was; once an operator deletes the hash, the entity starts fresh. */
+    uint32_t r2;
+    CHECK_EQ_INT(lookup(&t, K_CUST, "hash", &r2), 0);
+    CHECK_EQ_INT(r2, r_hash);
+    CHECK_EQ_INT(rf_store_fetch(t.store), 0);
+    WAIT_UNTIL(&t, t.fetched_calls >= 2, 5000);
+    CHECK(rf_store_foreign(t.store, r2));
+    rf_store_unpin(t.store, r2);
+    kv_int_cmd(t.rc, "DEL %s", k_hash);
+    CHECK_EQ_INT(lookup(&t, K_CUST, "hash", &r2), 0);
+    CHECK_EQ_INT(rf_store_fetch(t.store), 0);
+    WAIT_UNTIL(&t, t.fetched_calls >= 3, 5000);
+    CHECK(!rf_store_foreign(t.store, r2));
+    CHECK(is_fresh(K_CUST, value(&t, r2)));
+    rf_store_unpin(t.store, r2);
+    /* A clean cached value is not fetched again (no foreign check for it). */
+    CHECK_EQ_INT(lookup(&t, K_CUST, "good", &r2), 1);
+    rf_store_unpin(t.store, r2);
     end(&t);
 }
 
@@ -2865,7 +2963,7 @@ static void test_limits(void) {
     CHECK_EQ_INT(uv_loop_init(&loop), 0);
     struct rf_metrics m;
     memset(&m, 0, sizeof m);
-    struct rf_store_cbs cbs = {on_flushed, on_fetched, on_state, on_mismatch, NULL};
+    struct rf_store_cbs cbs = {on_flushed, on_fetched, on_state, on_mismatch, on_log, NULL};
     struct rf_store_conf conf;
     conf_init(&conf, RF_STORE_MEMORY, 16);
     conf.key_prefix = "0123456789abcdef0123456789abcdefX"; /* 33 bytes */
@@ -2948,12 +3046,137 @@ static void test_limits(void) {
     rf_decl_destroy(long_decl);
 }
 
+/* --- 17. the replay journal: written with its generation, read back by range, pruned ------- */
+
+/* A chunk of `n` entries from offset `first`, one output each whose payload names the offset. */
+static size_t make_chunk(struct rf_jbuf *j, int64_t first, int n) {
+    j->n = 0;
+    size_t at = rf_journal_chunk_begin(j);
+    for (int i = 0; i < n; i++) {
+        char pay[32];
+        size_t ka, pa;
+        int len = snprintf(pay, sizeof pay, "score-of-%lld", (long long)(first + i));
+        size_t e = rf_journal_entry_begin(j, first + i);
+        CHECK_EQ_INT(rf_journal_output(j, 0, 0, "fraud.scores", "c1", 2, pay, (size_t)len, &ka,
+                                       &pa), 0);
+        rf_journal_entry_end(j, e, 1);
+    }
+    rf_journal_chunk_end(j, at, (uint32_t)n);
+    return j->n;
+}
+
+/* Read the journal of t.p3 for offsets lo..hi: how many chunks came back, and whether offset
+ * `want` was found with its payload. */
+static int read_log(struct t *t, int64_t lo, int64_t hi, int64_t want, int *found) {
+    int calls = t->log_calls;
+    CHECK_EQ_INT(rf_store_want_log(t->store, "t.p", 3, lo, hi), 0);
+    CHECK_EQ_INT(rf_store_fetch_log(t->store), 0);
+    CHECK_EQ_INT(rf_store_want_log(t->store, "t.p", 3, lo, hi), RF_E_BUSY);
+    WAIT_UNTIL(t, t->log_calls > calls, 5000);
+    CHECK_EQ_INT(t->log_status, 0);
+    int n = rf_store_log_chunks(t->store);
+    *found = 0;
+    for (int k = 0; k < n; k++) {
+        size_t len;
+        int req = -1;
+        const uint8_t *c = rf_store_log_chunk(t->store, k, &len, &req);
+        CHECK_EQ_INT(req, 0);
+        const uint8_t *p;
+        int nout;
+        if (rf_journal_find(c, len, want, &p, &nout) == 1) {
+            struct rf_jout o;
+            char pay[32];
+            snprintf(pay, sizeof pay, "score-of-%lld", (long long)want);
+            CHECK_EQ_INT(nout, 1);
+            rf_journal_next(&p, &o);
+            CHECK(o.len == strlen(pay) && memcmp(o.payload, pay, o.len) == 0);
+            CHECK(o.topic_len == 12 && memcmp(o.topic, "fraud.scores", 12) == 0);
+            *found = 1;
+        }
+    }
+    return n;
+}
+
+static void test_journal(void) {
+    NEED_SERVER();
+    NEED_DECL();
+    static struct t t;
+    memset(&t, 0, sizeof t);
+    struct rf_store_conf conf;
+    conf_init(&conf, RF_STORE_REDIS, 16);
+    if (begin(&t, "journal", &conf, 1) < 0)
+        return;
+    CHECK(rf_store_has_log(t.store));
+    struct rf_jbuf j = {0};
+    char key[KEYBUF];
+    snprintf(key, sizeof key, "%s:log:{t.p:3}", t.prefix);
+
+    /* A chunk goes only into a generation that is closed and not yet released. */
+    size_t len = make_chunk(&j, 100, 5);
+    CHECK_EQ_INT(rf_store_add_log(t.store, "t.p", 3, 104, j.b, len), RF_E_INVAL);
+    /* Two generations, each with its chunk and an entity value: one MULTI writes both. */
+    uint32_t ref = load1(&t, K_CUST, "c1");
+    rf_store_mark_dirty(t.store, ref);
+    uint64_t g1 = rf_store_close_gen(t.store);
+    CHECK_EQ_INT(rf_store_add_log(t.store, "t.p", 3, 104, j.b, len), 0);
+    len = make_chunk(&j, 105, 3);
+    rf_store_mark_dirty(t.store, ref);
+    uint64_t g2 = rf_store_close_gen(t.store);
+    CHECK_EQ_INT(rf_store_add_log(t.store, "t.p", 3, 107, j.b, len), 0);
+    /* Nothing is written before release. */
+    run_for(&t, 50);
+    CHECK(!kv_exists(t.rc, key));
+    rf_store_release(t.store, g2);
+    CHECK(g2 == g1 + 1);
+    WAIT_UNTIL(&t, t.flushed_last >= g2, 5000);
+    char type[32];
+    kv_type(t.rc, key, type, sizeof type);
+    CHECK_EQ_STR(type, "zset");
+    rf_store_unpin(t.store, ref);
+
+    /* Read back by offset range: an offset in the first chunk, one in the second, one past
+     * both, one before both. */
+    int found;
+    CHECK(read_log(&t, 102, 102, 102, &found) >= 1);
+    CHECK(found);
+    CHECK(read_log(&t, 106, 107, 106, &found) >= 1);
+    CHECK(found);
+    CHECK_EQ_INT(read_log(&t, 108, 110, 108, &found), 0);
+    CHECK(!found);
+    CHECK(read_log(&t, 90, 90, 90, &found) >= 0);
+    CHECK(!found);
+
+    /* Pruning below 105 drops the first chunk only; below 108, both. */
+    rf_store_prune_log(t.store, "t.p", 3, 105);
+    run_for(&t, 50);
+    CHECK(read_log(&t, 100, 104, 103, &found) >= 0);
+    CHECK(!found);
+    CHECK(read_log(&t, 105, 107, 107, &found) >= 1);
+    CHECK(found);
+    rf_store_prune_log(t.store, "t.p", 3, 108);
+    run_for(&t, 50);
+    CHECK(!kv_exists(t.rc, key));
+    rf_jbuf_free(&j);
+    end(&t);
+
+    /* The memory backend keeps no journal and reads none. */
+    memset(&t, 0, sizeof t);
+    conf_init(&conf, RF_STORE_MEMORY, 16);
+    if (begin(&t, "journal-mem", &conf, 0) < 0)
+        return;
+    CHECK(!rf_store_has_log(t.store));
+    rf_store_close_gen(t.store);
+    CHECK_EQ_INT(rf_store_add_log(t.store, "t.p", 3, 1, "x", 1), 0);
+    CHECK_EQ_INT(rf_store_fetch_log(t.store), 1);
+    end(&t);
+}
+
 RF_TEST_MAIN(RF_TEST(test_miss_fetch_load), RF_TEST(test_lookup_while_loading),
              RF_TEST(test_two_kinds_one_mget), RF_TEST(test_write_back_coalesced),
              RF_TEST(test_generations), RF_TEST(test_gating), RF_TEST(test_snapshots),
-             RF_TEST(test_many_generations), RF_TEST(test_empty_generations), RF_TEST(test_multi_exec), RF_TEST(test_mismatch),
+             RF_TEST(test_many_generations), RF_TEST(test_empty_generations), RF_TEST(test_multi_exec), RF_TEST(test_mismatch), RF_TEST(test_foreign_stop),
              RF_TEST(test_eviction), RF_TEST(test_new_epoch), RF_TEST(test_stable_pointers),
              RF_TEST(test_redis_killed), RF_TEST(test_redis_hung), RF_TEST(test_redis_refuses),
              RF_TEST(test_memory_backend), RF_TEST(test_close_fetch_on_wire),
              RF_TEST(test_close_fetch_retrying), RF_TEST(test_release_in_flushed_cb),
-             RF_TEST(test_close_in_callbacks), RF_TEST(test_limits))
+             RF_TEST(test_close_in_callbacks), RF_TEST(test_limits), RF_TEST(test_journal))

@@ -9,7 +9,7 @@
  *     the same payment, and avro-c (the oracle) reads the same body to the same fields.
  * avro-c only sees inputs our decoder accepted, i.e. valid records: fed arbitrary bytes it
  * allocates whatever a length claims and leaks on failure (design.md §8).
- * Not part of ctest: see tests/fuzz/README.md. Built with -DRF_FUZZ_SEEDS instead, it is a
+ * Run by tests/fuzz/run.sh (10 s in the suite). Built with -DRF_FUZZ_SEEDS instead, it is a
  * small program that writes a seed corpus.
  */
 #include <stdint.h>

@@ -186,7 +186,9 @@ def _symbols(schema_file, field):
 
 CHANNELS = _symbols("payment.avsc", "channel")
 KINDS = _symbols("payment.avsc", "kind")
-T_BASE_MS = 1793491200000  # 2026-11-01T00:00:00Z
+# Midnight UTC 60 days ago: every generated stream lies in the past, whatever the date
+# (riskflowd dead-letters events ahead of its clock: input.max.future.ms).
+T_BASE_MS = (int(time.time()) // 86400 - 60) * 86400000
 
 
 def gen_stream(rng, customers, n, prefix, t_base=T_BASE_MS, huge_rate=0.03):
@@ -294,7 +296,7 @@ def flush_checked(producer, recs, timeout=60):
 class Daemon:
     """riskflowd as a subprocess with a config file in tmp_dir; stderr to a log file."""
 
-    def __init__(self, tmp_dir, conf, name="riskflowd"):
+    def __init__(self, tmp_dir, conf, name="riskflowd", stdout_unread=False):
         self.tmp_dir = str(tmp_dir)
         self.conf_path = os.path.join(self.tmp_dir, name + ".properties")
         self.log_path = os.path.join(self.tmp_dir, name + ".log")
@@ -305,6 +307,7 @@ class Daemon:
                 f.write("%s=%s\n" % (k, v))
         self.proc = None
         self.runs = 0
+        self.stdout_unread = stdout_unread  # stdout a pipe nobody reads (it fills, then blocks)
 
     def start(self):
         self.runs += 1
@@ -312,7 +315,8 @@ class Daemon:
         self._log.write(b"\n===== run %d =====\n" % self.runs)
         self._log.flush()
         self._out = open(self.out_path, "ab")
-        self.proc = subprocess.Popen([daemon_path(), "-c", self.conf_path], stdout=self._out,
+        out = subprocess.PIPE if self.stdout_unread else self._out
+        self.proc = subprocess.Popen([daemon_path(), "-c", self.conf_path], stdout=out,
                                      stderr=self._log, stdin=subprocess.DEVNULL, cwd=ROOT)
         return self
 
@@ -562,6 +566,18 @@ def state_key(prefix, kind, entity_id):
 def unpack_state(raw, kind="customer", job_state=None):
     """A stored value, parsed by the reference (ValueError when not of the layout)."""
     return rff.Engine(DECL, job_state).kind(kind).unpack(raw)
+
+
+def states_differ(svc, prefix, states, kind="customer", job_state=None):
+    """[(entity id, what differs)] for every expected EntityState whose Redis value is not it."""
+    red = svc.redis()
+    bad = []
+    for eid, st in states.items():
+        raw = red.get(state_key(prefix, kind, eid))
+        got = unpack_state(raw, kind, job_state) if raw is not None else None
+        if got is None or got.pack() != st.pack():
+            bad.append((eid, "missing" if got is None else state_diff(got, st)))
+    return bad
 
 
 def state_diff(got, want):

@@ -208,3 +208,44 @@ def test_bad_fraud_score_where(daemon_bin, tmp_path, where, needle):
     assert rc == rfkit.EXIT_CONFIG, "%r: exit %d, want 78:\n%s" % (where, rc, out)
     assert needle in out and "fraud.score.where" in out, out
     assert names_line(out, path, 4), "the message does not name %s line 4:\n%s" % (path, out)
+
+
+# ---- issue 6: every bound that start checks, --check-config checks too ---------------------
+
+@pytest.mark.parametrize("mode", [[], ["--check-config"]], ids=["run", "check-config"])
+def test_duplicate_key(daemon_bin, tmp_path, mode):
+    lines = good_lines()
+    lines.append("fraud.alert.threshold=0.9")  # set twice in one file: line 10 vs line 9
+    lines.append("kafka.group.id=other")
+    path = write_conf(tmp_path, lines)
+    rc, out = run(daemon_bin, "-c", path, *mode)
+    assert rc == 78, out
+    assert "set twice" in out and "fraud.alert.threshold" in out, out
+    assert names_line(out, path, len(lines) - 1), out
+    # -X overrides a file's value: not a duplicate
+    path = write_conf(tmp_path, good_lines(), name="ok.properties")
+    rc, out = run(daemon_bin, "-c", path, "-X", "fraud.alert.threshold=0.9", "--check-config")
+    assert rc == 0, out
+
+
+@pytest.mark.parametrize("mode", [[], ["--check-config"]], ids=["run", "check-config"])
+def test_prefix_too_long(daemon_bin, tmp_path, mode):
+    path = write_conf(tmp_path, good_lines(**{"redis.key.prefix": "p" * 33}))
+    rc, out = run(daemon_bin, "-c", path, *mode)
+    assert rc == 78, out
+    assert "redis.key.prefix" in out and "32" in out, out
+    path = write_conf(tmp_path, good_lines(**{"redis.key.prefix": "p" * 32}), name="ok.properties")
+    rc, out = run(daemon_bin, "-c", path, "--check-config")
+    assert rc == 0, out
+
+
+@pytest.mark.parametrize("mode", [[], ["--check-config"]], ids=["run", "check-config"])
+def test_message_max_bytes_leaves_no_room_for_a_dead_letter(daemon_bin, tmp_path, mode):
+    path = write_conf(tmp_path, good_lines(**{"kafka.message.max.bytes": "5000"}))
+    rc, out = run(daemon_bin, "-c", path, *mode)
+    assert rc == 78, out
+    assert "message.max.bytes" in out and "dead-letter" in out, out
+    path = write_conf(tmp_path, good_lines(**{"kafka.message.max.bytes": "7168"}),
+                      name="ok.properties")
+    rc, out = run(daemon_bin, "-c", path, "--check-config")
+    assert rc == 0, out

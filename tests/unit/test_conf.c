@@ -38,6 +38,28 @@ static void test_defaults(void) {
     rf_conf_destroy(c);
 }
 
+/* One key twice in one file is refused, naming both lines, for kafka.* keys too; -X may
+ * override. */
+static void test_file_duplicate(void) {
+    char err[512];
+    const char *texts[] = {"pipeline.batch.max=32\n# x\npipeline.batch.max=16\n",
+                           "kafka.group.id=g1\n# x\n kafka.group.id = g2\n"};
+    for (int i = 0; i < 2; i++) {
+        struct rf_conf *c = rf_conf_new(err, sizeof err);
+        const char *p = write_file(texts[i]);
+        err[0] = '\0';
+        CHECK_EQ_INT(rf_conf_load_file(c, p, err, sizeof err), RF_E_CONF);
+        CHECK(strstr(err, "set twice") != NULL);
+        CHECK(strstr(err, ":3:") != NULL && strstr(err, ":1)") != NULL);
+        rf_conf_destroy(c);
+    }
+    struct rf_conf *c = rf_conf_new(err, sizeof err);
+    CHECK_EQ_INT(rf_conf_load_file(c, write_file("pipeline.batch.max=32\n"), err, sizeof err), 0);
+    CHECK_EQ_INT(rf_conf_set_kv(c, "pipeline.batch.max=16", err, sizeof err), 0);
+    CHECK_EQ_INT(c->batch_max, 16);
+    rf_conf_destroy(c);
+}
+
 static void test_file_ok(void) {
     char err[512];
     struct rf_conf *c = rf_conf_new(err, sizeof err);
@@ -47,13 +69,13 @@ static void test_file_ok(void) {
                                "pipeline.batch.max=32\n"
                                "fraud.alert.threshold=0.75\n"
                                "kafka.bootstrap.servers=127.0.0.1:9092\n"
-                               "kafka.group.id = g1\n"
-                               "kafka.group.id = g2\n" /* later wins, no duplicate */
+                               "kafka.group.id = g2\n"
                                "store.backend=memory\n");
     CHECK_EQ_INT(rf_conf_load_file(c, p, err, sizeof err), 0);
     CHECK_EQ_STR(c->input_topics, "a,b:plain");
     CHECK_EQ_INT(c->batch_max, 32);
     CHECK(strstr(rf_conf_where(c, "fraud.alert.threshold"), ":5") != NULL);
+    CHECK(strstr(rf_conf_where(c, "store.backend"), ":8") != NULL);
     CHECK(strstr(rf_conf_where(c, "pipeline.batch.max"), ":4") != NULL);
     CHECK_EQ_INT(c->n_kafka, 2);
     CHECK_EQ_STR(rf_conf_kafka_get(c, "group.id"), "g2");
@@ -184,6 +206,6 @@ static void test_dump_roundtrip(void) {
     unlink(p);
 }
 
-RF_TEST_MAIN(RF_TEST(test_defaults), RF_TEST(test_file_ok), RF_TEST(test_file_errors),
+RF_TEST_MAIN(RF_TEST(test_defaults), RF_TEST(test_file_ok), RF_TEST(test_file_duplicate), RF_TEST(test_file_errors),
              RF_TEST(test_missing_file), RF_TEST(test_kv_errors), RF_TEST(test_validate),
              RF_TEST(test_dump_roundtrip))

@@ -37,7 +37,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 def payments(n, customers, seed=7):
     import random
     rng = random.Random(seed)
-    t0 = 1796083200000  # 2026-12-01T00:00Z
+    # midnight UTC 30 days ago: the stream lies in the past (input.max.future.ms)
+    t0 = (int(time.time()) // 86400 - 30) * 86400000
     for i in range(n):
         c = rng.randrange(customers)
         yield {

@@ -58,7 +58,8 @@ def schema(name):
 
 def credit_events(n, customers, seed=11):
     rng = random.Random(seed)
-    t0 = 1796083200000
+    # midnight UTC 60 days ago: the stream lies in the past (input.max.future.ms)
+    t0 = (int(time.time()) // 86400 - 60) * 86400000
     for i in range(n):
         c = rng.randrange(customers)
         limit = 100000 * (1 + c % 5)
