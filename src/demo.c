@@ -142,9 +142,11 @@ struct rf_demo_s {
     char payments_topic[256]; /* the first of input.topics: payments and credit events */
     char market_topic[256];   /* the second: trades and quotes */
     struct rng r_pay, r_credit, r_market;
-    int64_t t0_ms;         /* event time origin: midnight UTC a week ago, so the whole
-                            * stream (two days, and repayments up to 5 days after the history)
-                            * is in the past (input.max.future.ms) */
+    int64_t t0_ms;         /* event time origin: 9 to 12 days ago, so the whole stream (two
+                            * days, and repayments up to 5 days after the history) is in the
+                            * past (input.max.future.ms); a multiple of 3 days, the widest
+                            * tile, so every window's tiles fall alike and the demo prints
+                            * the same whatever the date */
     int64_t sim_ms;        /* payments' simulated clock */
     int64_t sim_step_ms;   /* per payment: the stream covers two simulated days */
     int *by_payday;        /* customers in payday order */
@@ -581,7 +583,7 @@ rf_demo_t *rf_demo_new(uv_loop_t *loop, const struct rf_conf *conf, const rf_sch
     snprintf(d->payments_topic, sizeof d->payments_topic, "%s", t.name);
     snprintf(d->market_topic, sizeof d->market_topic, "%s",
              rf_conf_topic_next(&cur, &t, errstr, size) == 1 ? t.name : d->payments_topic);
-    d->t0_ms = ((int64_t)time(NULL) / 86400 - 7) * 86400000LL;
+    d->t0_ms = ((int64_t)time(NULL) / 259200 * 259200 - 9 * 86400) * 1000LL;
     d->sim_ms = d->mkt_ms = d->t0_ms;
     d->sim_step_ms = 2 * 86400000LL / conf->demo_events;
     if (d->sim_step_ms < 1)

@@ -102,12 +102,12 @@ def run_once(svc, run, topics, recs, conf, tmp_path):
         raise
 
 
-def read_all(svc, topics):
+def read_all(svc, topics, timeout=30):
     out = {}
     for k in ("scores", "alerts", "dlq"):
         r = rfkit.TopicReader(svc, topics[k])
         try:
-            r.read_to_end()
+            r.read_to_end(timeout)
         finally:
             r.close()
         out[k] = r.msgs

@@ -99,8 +99,9 @@ def finish(proc, log, n, timeout=600):
     return text
 
 
-def run_once(daemon, bootstrap, redis_port, topic, n, run_id, paced=None, out=None):
-    """paced: (customers, rate): produce while the daemon runs, once it has its partitions."""
+def run_once(daemon, bootstrap, redis_port, topic, n, run_id, paced=None, out=None, extra=()):
+    """paced: (customers, rate): produce while the daemon runs, once it has its partitions.
+    extra: "key=value" settings over the bench's own."""
     conf = {
         "kafka.bootstrap.servers": bootstrap, "kafka.group.id": "bench-" + run_id,
         "input.topics": topic, "fraud.scores.topic": (out or topic) + ".scores",
@@ -111,6 +112,7 @@ def run_once(daemon, bootstrap, redis_port, topic, n, run_id, paced=None, out=No
         "features.path": os.path.join(ROOT, "deploy", "features.conf"),
         "stats.interval.ms": "200", "log.level": "info",
     }
+    conf.update(kv.split("=", 1) for kv in extra)
     with tempfile.NamedTemporaryFile("w", suffix=".conf", delete=False) as f:
         f.write("".join("%s=%s\n" % kv for kv in conf.items()))
         path = f.name
@@ -149,6 +151,8 @@ def main():
     ap.add_argument("--rate", type=int, default=0,
                     help="produce at this rate while riskflowd runs (steady-state latency); "
                          "0: pre-produce a backlog (throughput)")
+    ap.add_argument("-X", action="append", default=[], metavar="KEY=VALUE",
+                    help="a riskflowd setting over the bench's own (repeatable)")
     a = ap.parse_args()
     bootstrap = os.environ.get("RF_KAFKA_BOOTSTRAP")
     redis_port = os.environ.get("RF_REDIS_PORT")
@@ -174,7 +178,7 @@ def main():
                                                    replication_factor=1)]).values():
                 f.result(30)
         m = run_once(a.daemon, bootstrap, redis_port, run_topic, a.events, "%s-%d" % (topic, r),
-                     paced=(a.customers, a.rate) if a.rate else None, out=topic)
+                     paced=(a.customers, a.rate) if a.rate else None, out=topic, extra=a.X)
         results.append(m)
         print("run %d: %.0f events/s, p50 %d us, p99 %d us, %.2f us CPU/event (loop thread %.2f), "
               "mean batch %.1f" % (r + 1, m["throughput"], m["p50_us"], m["p99_us"],
