@@ -136,6 +136,25 @@ def check_against_reference(svc, run, recs, scores, model):
     assert not bad, "Redis values differ from a fault-free run's: " + first(bad, 3)
 
 
+def check_at_least_once(svc, run, recs, poison, out, model):
+    """The fault runs' verdict on what independent readers got back: every payment scored,
+    every duplicate score and alert identical to its first copy, features and scores equal to
+    the reference, the final Redis values equal to a fault-free run's, the dead letters
+    exactly the poison. Returns (payments, duplicate scores)."""
+    raw, dec = by_event(out["scores"], rfkit.SCORE_ID, rfkit.SCORE_SCHEMA)
+    ids = {r.payment["event_id"] for r in recs if r.payment}
+    missing = ids - set(raw)
+    assert not missing, "payments without a score: " + first(sorted(missing))
+    differ = [e for e, v in raw.items() if any(x != v[0] for x in v[1:])]
+    assert not differ, "duplicates that differ from the first output: " + first(differ)
+    araw, _ = by_event(out["alerts"], rfkit.ALERT_ID, rfkit.ALERT_SCHEMA)
+    bad = [e for e, v in araw.items() if any(x != v[0] for x in v[1:])]
+    assert not bad, "duplicate alerts that differ: " + first(bad)
+    check_against_reference(svc, run, recs, dec, model)
+    rfkit.check_poison(out["dlq"], poison)
+    return len(ids), sum(len(v) - 1 for v in raw.values())
+
+
 def stats_counter(daemon, name):
     """The last value of counter `name` in each run's STATS lines, summed over runs."""
     total = 0
@@ -225,21 +244,9 @@ def test_kills_mid_stream(services, model, tmp_path):
         daemon.kill()
         print(daemon.log_tail(150))
         raise
-
-    raw, dec = by_event(out["scores"], rfkit.SCORE_ID, rfkit.SCORE_SCHEMA)
-    ids = {r.payment["event_id"] for r in recs if r.payment}
-    missing = ids - set(raw)
-    assert not missing, "payments without a score: " + first(sorted(missing))
-    differ = [e for e, v in raw.items() if any(x != v[0] for x in v[1:])]
-    assert not differ, "duplicates that differ from the first output: " + first(differ)
-    araw, _ = by_event(out["alerts"], rfkit.ALERT_ID, rfkit.ALERT_SCHEMA)
-    bad = [e for e, v in araw.items() if any(x != v[0] for x in v[1:])]
-    assert not bad, "duplicate alerts that differ: " + first(bad)
-    check_against_reference(services, run, recs, dec, model)
-    rfkit.check_poison(out["dlq"], poison)
-    dups = sum(len(v) - 1 for v in raw.values())
+    n, dups = check_at_least_once(services, run, recs, poison, out, model)
     print("kills mid-stream: %d payments, %d SIGKILLs, %d duplicate scores (all identical), "
-          "%d replays" % (len(ids), kills, dups, stats_counter(daemon, "replays")))
+          "%d replays" % (n, kills, dups, stats_counter(daemon, "replays")))
     rfkit.delete_topics(services, list(topics.values()))
 
 
@@ -504,16 +511,7 @@ def test_every_fault_in_one_stream(services, model, tmp_path):
         print("steps:", steps)
         print(a.log_tail(120), b.log_tail(60))
         raise
-    raw, dec = by_event(out["scores"], rfkit.SCORE_ID, rfkit.SCORE_SCHEMA)
-    ids = {r.payment["event_id"] for r in recs if r.payment}
-    missing = ids - set(raw)
-    assert not missing, "payments without a score: " + first(sorted(missing))
-    differ = [e for e, v in raw.items() if any(x != v[0] for x in v[1:])]
-    assert not differ, "duplicates that differ from the first output: " + first(differ)
-    araw, _ = by_event(out["alerts"], rfkit.ALERT_ID, rfkit.ALERT_SCHEMA)
-    assert not [e for e, v in araw.items() if any(x != v[0] for x in v[1:])]
-    check_against_reference(services, run, recs, dec, model)
-    rfkit.check_poison(out["dlq"], poison)
+    n, dups = check_at_least_once(services, run, recs, poison, out, model)
     print("every fault: %d payments; %s; %d duplicate scores, all identical" % (
-        len(ids), ", ".join(steps), sum(len(v) - 1 for v in raw.values())))
+        n, ", ".join(steps), dups))
     rfkit.delete_topics(services, list(topics.values()))
