@@ -110,9 +110,18 @@ static const struct rf_conf_prop props[] = {
         "to complete (outputs acknowledged, state flushed, offsets committed) before letting "
         "them go. Events still unfinished then are scored again by the next owner. 0: let go "
         "at once."),
+    ENUM("processing.guarantee", processing_guarantee, "at-least-once",
+         "at-least-once|exactly-once",
+         "`at-least-once`: every input gets its outputs; after a crash a reader can see an "
+         "output twice (identical copies). `exactly-once`: each commit interval's outputs, "
+         "dead letters and input offsets are one Kafka transaction, so a `read_committed` "
+         "reader sees exactly one output per input across any crash (README \"Exactly-once\"). "
+         "The producer's `kafka.transactional.id` must be unique per instance (default "
+         "`<group.id>.<hostname>`)."),
     INT("commit.interval.ms", commit_interval_ms, "1000", 50, 3600000,
         "Commit the stored input offsets this often (never while a cooperative rebalance is "
-        "under way; librdkafka's own auto commit is off)."),
+        "under way; librdkafka's own auto commit is off). With exactly-once, end the "
+        "transaction this often: `read_committed` readers see outputs up to this much later."),
     INT("shutdown.timeout.ms", shutdown_timeout_ms, "30000", 1, 3600000,
         "On SIGTERM/SIGINT, how long to wait for in-flight events before giving up on them "
         "(their offsets are then not committed, so they are redelivered)."),
@@ -537,6 +546,14 @@ int rf_conf_validate(const struct rf_conf *conf, int demo, char *errstr, size_t 
     }
     if (strlen(conf->redis_key_prefix) > RF_STORE_PREFIX_MAX) {
         errf(errstr, size, "redis.key.prefix: longer than %d bytes", RF_STORE_PREFIX_MAX);
+        return RF_E_CONF;
+    }
+    /* A transactional producer refuses every output outside a transaction: with
+     * at-least-once there is none, so the daemon would stop at its first output. */
+    if (strcmp(conf->processing_guarantee, "exactly-once") != 0 &&
+        rf_conf_kafka_get(conf, "transactional.id")) {
+        errf(errstr, size, "kafka.transactional.id is set but processing.guarantee is %s: set "
+             "processing.guarantee=exactly-once, or remove it", conf->processing_guarantee);
         return RF_E_CONF;
     }
     if (conf->batch_max > conf->max_inflight) {

@@ -25,6 +25,7 @@
 #include "riskflow/demo.h"
 #include "riskflow/engine.h"
 #include "riskflow/epoch.h"
+#include "riskflow/txn.h"
 #include "riskflow/err.h"
 #include "riskflow/kafka.h"
 #include "riskflow/log.h"
@@ -47,6 +48,8 @@ struct daemon {
     struct rf_kafka_watch watch_cons, watch_prod;
     rf_engine_t *engine;
     rf_epoch_t *epoch; /* Redis backend: subscribing waits for its verdict */
+    rf_txn_t *txn;     /* exactly-once: subscribing waits for its init too */
+    int epoch_pending, txn_pending;
     int subscribed;
     rf_demo_t *demo;
     struct rf_metrics metrics;
@@ -322,7 +325,24 @@ static void finish(struct daemon *d) {
     uv_timer_stop(&d->deadline);
     if (!d->demo && d->conf->stats_interval_ms > 0)
         log_stats(d); /* the counters as the run ends */
-    if (d->rk) {
+    if (d->rk && d->txn) {
+        /* Exactly-once: the offsets go with the transaction, ended before any revocation
+         * lets its partitions go; nothing is committed through the consumer. */
+        char msg[512];
+        int r = d->subscribed ? rf_engine_txn_final(d->engine, d->stop_deadline_ns, msg,
+                                                    sizeof msg)
+                              : RF_TXN_COMMITTED; /* nothing consumed, nothing to end */
+        if (!d->subscribed && rf_txn_busy(d->txn))
+            rf_txn_cancel(d->txn); /* an init still retrying: the loop waits for it */
+        if (r == RF_TXN_COMMITTED) {
+            RF_INFO("KAFKA", "transaction committed with the offsets");
+        } else {
+            RF_ERR("KAFKA", "final transaction: %s", msg[0] ? msg : "aborted");
+            d->exit_code = RF_EXIT_FAILURE;
+        }
+        rf_engine_settle_revoke(d->engine);
+        rd_kafka_consumer_close(d->rk);
+    } else if (d->rk) {
         rd_kafka_resp_err_t err = final_commit(d);
         if (err) {
             RF_ERR("KAFKA", "final commit: %s", rd_kafka_err2str(err));
@@ -413,6 +433,10 @@ static void on_commit_timer(uv_timer_t *t) {
         rf_epoch_check(d->epoch); /* has Redis lost its data meanwhile? */
     if (d->stopping || !may_commit(d))
         return; /* the final commit, or the next tick after the rebalance, takes it */
+    if (d->txn) {
+        rf_engine_txn_tick(d->engine);
+        return;
+    }
     if (d->metrics.offsets_stored == d->committed_mark)
         return; /* nothing new stored since the last commit */
     d->committed_mark = d->metrics.offsets_stored;
@@ -459,11 +483,13 @@ static void log_stats(struct daemon *d) {
     jobs_text(m, jobs, sizeof jobs);
     RF_INFO("STATS", "in=%" PRIu64 " scored=%" PRIu64 "%s dlq=%" PRIu64 "%s replays=%" PRIu64
             " replayed_outputs=%" PRIu64 " inflight=%d cache=%d p50=%" PRIu64 "us p99=%" PRIu64 "us store_errors=%" PRIu64
-            " mismatch=%" PRIu64 " produce_retries=%" PRIu64,
+            " mismatch=%" PRIu64 " produce_retries=%" PRIu64 " txn_commits=%" PRIu64
+            " txn_aborts=%" PRIu64,
             m->events_in, m->scored, jobs, m->dead_lettered, reasons, m->replays,
             m->replayed_outputs, rf_engine_inflight(d->engine), rf_store_size(d->store),
             rf_hist_quantile(&m->latency, 0.5), rf_hist_quantile(&m->latency, 0.99),
-            m->store_errors, m->store_mismatch, m->produce_retries);
+            m->store_errors, m->store_mismatch, m->produce_retries, m->txn_commits,
+            m->txn_aborts);
 }
 
 /* Latency, throughput and CPU figures count from now on (the demo's history is done). */
@@ -596,6 +622,10 @@ static void print_summary(struct daemon *d, FILE *out) {
     fprintf(out, "batches:        mean %.1f events\n",
             m->batch_size.count ? (double)m->batch_size.sum_us / (double)m->batch_size.count
                                 : 0.0);
+    if (d->txn)
+        fprintf(out, "transactions:   %" PRIu64 " committed, %" PRIu64 " aborted (exactly-once; "
+                "%" PRIu64 " outputs failed inside one)\n",
+                m->txn_commits, m->txn_aborts, m->txn_lost);
 }
 
 /* ---- start ---- */
@@ -618,6 +648,21 @@ static int subscribe(struct daemon *d, char *errstr, size_t size) {
     return 0;
 }
 
+/* Subscribe once nothing is left to wait for: the Redis epoch's verdict, the transactions'
+ * init. */
+static void maybe_subscribe(struct daemon *d) {
+    if (d->subscribed || d->stopping || d->epoch_pending || d->txn_pending)
+        return;
+    char err[256];
+    if (subscribe(d, err, sizeof err) != 0) {
+        RF_ERR("KAFKA", "%s", err);
+        d->exit_code = RF_EXIT_UNAVAILABLE;
+        begin_stop(d, "cannot subscribe");
+        return;
+    }
+    d->subscribed = 1;
+}
+
 /* The Redis epoch's verdict (epoch.h): subscribe, or stop for an operator. */
 static void on_epoch(rf_epoch_t *ep, int lost, const char *msg, void *arg) {
     struct daemon *d = arg;
@@ -638,16 +683,24 @@ static void on_epoch(rf_epoch_t *ep, int lost, const char *msg, void *arg) {
     }
     RF_NOTICE("REDIS", "%s", msg);
     rf_engine_set_commit_metadata(d->engine, rf_epoch_metadata(ep));
-    if (d->subscribed)
-        return;
-    char err[256];
-    if (subscribe(d, err, sizeof err) != 0) {
-        RF_ERR("KAFKA", "%s", err);
+    d->epoch_pending = 0;
+    maybe_subscribe(d);
+}
+
+/* Exactly-once: the producer's transactions are initialised (earlier producers with our
+ * transactional.id fenced, what they left open aborted) and the first one begun. */
+static void on_txn_ready(rf_txn_t *t, int result, const char *msg, void *arg) {
+    struct daemon *d = arg;
+    (void)t;
+    d->txn_pending = 0;
+    if (result != RF_TXN_COMMITTED) {
+        RF_ERR("KAFKA", "%s", msg);
         d->exit_code = RF_EXIT_UNAVAILABLE;
-        begin_stop(d, "cannot subscribe");
+        begin_stop(d, "cannot initialise transactions");
         return;
     }
-    d->subscribed = 1;
+    RF_NOTICE("KAFKA", "exactly-once: transactions initialised");
+    maybe_subscribe(d);
 }
 
 static int start(struct daemon *d, char *errstr, size_t size) {
@@ -688,7 +741,11 @@ static int start(struct daemon *d, char *errstr, size_t size) {
     }
     /* The configuration was checked above and by rf_conf_validate: a client that cannot be
      * created now lacks resources (memory, threads, descriptors), not a setting. */
-    d->rkp = rf_kafka_producer_new(conf, bootstrap, dr_cb, d, err, sizeof err);
+    char tid[512];
+    int eos = rf_kafka_exactly_once(conf);
+    if (eos)
+        rf_kafka_transactional_id(conf, group, tid, sizeof tid);
+    d->rkp = rf_kafka_producer_new(conf, bootstrap, eos ? tid : NULL, dr_cb, d, err, sizeof err);
     if (!d->rkp) {
         snprintf(errstr, size, "%s", err);
         return RF_EXIT_UNAVAILABLE;
@@ -700,6 +757,14 @@ static int start(struct daemon *d, char *errstr, size_t size) {
         return RF_EXIT_UNAVAILABLE;
     }
 
+    if (eos) {
+        d->txn = rf_txn_new(&d->loop, d->rkp, d->rk);
+        if (!d->txn) {
+            snprintf(errstr, size, "out of memory");
+            return RF_EXIT_UNAVAILABLE;
+        }
+        RF_NOTICE("KAFKA", "exactly-once: transactional.id %s", tid);
+    }
     struct rf_engine_deps deps = {
         .loop = &d->loop,
         .conf = conf,
@@ -709,6 +774,7 @@ static int start(struct daemon *d, char *errstr, size_t size) {
         .decl = d->decl,
         .metrics = &d->metrics,
         .dlq_value_max = dlq_max,
+        .txn = d->txn,
         .time_jobs = d->demo_mode || strcmp(conf->stats_job_time, "on") == 0,
         .on_idle = on_engine_idle,
         .arg = d,
@@ -754,6 +820,13 @@ static int start(struct daemon *d, char *errstr, size_t size) {
         return RF_EXIT_UNAVAILABLE;
     }
     d->watching = 1;
+    if (d->txn) {
+        d->txn_pending = 1;
+        if (rf_txn_init(d->txn, on_txn_ready, d) != 0) {
+            snprintf(errstr, size, "cannot start the transactions' init");
+            return RF_EXIT_UNAVAILABLE;
+        }
+    }
     if (sc.backend == RF_STORE_REDIS) {
         /* Subscribe once the Redis epoch agrees with the group's commits (on_epoch). */
         d->epoch = rf_epoch_new(&d->loop, d->store, d->rk, conf, on_epoch, d);
@@ -761,11 +834,10 @@ static int start(struct daemon *d, char *errstr, size_t size) {
             snprintf(errstr, size, "out of memory");
             return RF_EXIT_UNAVAILABLE;
         }
+        d->epoch_pending = 1;
         rf_epoch_start(d->epoch);
-    } else if (subscribe(d, errstr, size) != 0) {
-        return RF_EXIT_UNAVAILABLE;
     } else {
-        d->subscribed = 1;
+        maybe_subscribe(d);
     }
     RF_NOTICE("DAEMON", "consuming %s as group %s; jobs %s; features %s; dlq -> %s; store %s",
               conf->input_topics, group ? group : rf_conf_kafka_get(conf, "group.id"),
@@ -838,6 +910,7 @@ int rf_daemon_run(const struct rf_conf *conf, int demo) {
         rd_kafka_destroy(d->rkp);
     rf_demo_destroy(d->demo);
     rf_epoch_destroy(d->epoch);
+    rf_txn_destroy(d->txn);
     rf_decl_destroy(d->decl);
     rf_schemas_destroy(d->schemas);
     if (uv_loop_close(&d->loop) != 0) {

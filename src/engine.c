@@ -32,6 +32,8 @@
 #define NO_REF UINT32_MAX
 #define TAG_DLQ 0xff /* the job byte of a dead letter's tag */
 
+enum { TXN_OPEN, TXN_QUIESCE, TXN_ENDING }; /* exactly-once: the transaction's phase */
+
 struct evt {
     rd_kafka_message_t *rkm; /* owned: destroyed when the event leaves its partition FIFO */
     int32_t part;
@@ -136,6 +138,13 @@ struct rf_engine_s {
     uint64_t revoke_deadline_ms;
     uint64_t log_budget_reset_ms;
     int log_budget;
+
+    /* exactly-once (d.txn) */
+    int txn_phase;    /* TXN_*: quiescing stops taking; ending runs on a worker */
+    const char *txn_doomed; /* why the transaction must abort (an output failed inside it, the
+                             * assignment was lost), NULL: it may commit */
+    uint64_t txn_taken; /* events taken since the transaction began */
+    uv_timer_t txn_timer; /* starts an end from a clean stack */
 };
 
 /* Per-message problems are logged at most 20 times a second: the counters have the rest. */
@@ -160,6 +169,9 @@ static uint64_t make_tag(int32_t slot, int job, int kind) {
 
 static void kick(rf_engine_t *e);
 static void on_revoke_timer(uv_timer_t *t);
+static void txn_check(rf_engine_t *e);
+static void txn_request(rf_engine_t *e);
+static void revoke_settle(rf_engine_t *e);
 
 /* Something no retry can mend: the daemon stops (offsets of unfinished events unstored). */
 static void fail(rf_engine_t *e) {
@@ -213,8 +225,10 @@ static void complete(rf_engine_t *e, int32_t slot) {
     }
     /* A revocation waits for its partitions to drain: look again from a clean stack (it
      * commits synchronously and unassigns, which must not run inside a delivery report). */
-    if (e->revoking && !uv_is_closing((uv_handle_t *)&e->revoke_timer))
+    if (e->revoking && !e->d.txn && !uv_is_closing((uv_handle_t *)&e->revoke_timer))
         uv_timer_start(&e->revoke_timer, on_revoke_timer, 0, 0);
+    if (e->txn_phase == TXN_QUIESCE)
+        txn_check(e);
     if (e->stopping || e->failed)
         e->d.on_idle(e->d.arg);
     else if (e->starved)
@@ -316,6 +330,17 @@ void rf_engine_fail(rf_engine_t *e) {
 
 static void on_output_failed(uint64_t tag, const char *what, void *arg) {
     fail(arg);
+}
+
+/* Exactly-once: an output failed inside the transaction. The event counts as done for the
+ * quiesce; the abort voids all of the transaction and its inputs are consumed again. */
+static void on_output_lost(uint64_t tag, const char *what, void *arg) {
+    rf_engine_t *e = arg;
+    (void)what;
+    e->txn_doomed = "an output failed inside it";
+    e->d.metrics->txn_lost++;
+    txn_request(e);
+    unpend(e, (int32_t)(tag >> 16));
 }
 
 void rf_engine_dr_cb(rd_kafka_t *rkp, const rd_kafka_message_t *rkm, void *opaque) {
@@ -732,6 +757,12 @@ static int32_t take(rf_engine_t *e, rd_kafka_message_t *rkm, int part) {
     for (int k = 0; k < RF_KINDS_MAX; k++)
         ev->refs[k] = NO_REF;
     rf_offsets_take(e->offs, part, slot, rkm->offset);
+    if (e->d.txn) {
+        struct rf_part *pt = rf_offsets_part_at(e->offs, part);
+        if (pt->txn_base < 0)
+            pt->txn_base = rkm->offset;
+        e->txn_taken++;
+    }
     return slot;
 }
 
@@ -762,7 +793,7 @@ static int part_of(rf_engine_t *e, const rd_kafka_topic_t *seen, const char *top
 
 void rf_engine_drain(rf_engine_t *e) {
     int max = e->d.conf->batch_max;
-    while (!e->stopping && !e->failed && !e->fetch_wait) {
+    while (!e->stopping && !e->failed && !e->fetch_wait && e->txn_phase == TXN_OPEN) {
         int n = 0;
         e->starved = 0;
         while (n < max) {
@@ -904,6 +935,120 @@ static void kick(rf_engine_t *e) {
         uv_idle_start(&e->kick, on_kick);
 }
 
+/* ---- exactly-once: transactions ---- */
+
+/* Where an abort rewinds to: the first offset taken from each assigned partition since the
+ * last commit. NULL when nothing was taken. */
+static rd_kafka_topic_partition_list_t *rewind_list(rf_engine_t *e) {
+    rd_kafka_topic_partition_list_t *l = NULL;
+    for (int i = 0; i < rf_offsets_n_parts(e->offs); i++) {
+        const struct rf_part *pt = rf_offsets_part_at(e->offs, i);
+        if (!pt->assigned || pt->txn_base < 0)
+            continue;
+        if (!l)
+            l = rd_kafka_topic_partition_list_new(8);
+        rd_kafka_topic_partition_list_add(l, pt->topic, pt->partition)->offset = pt->txn_base;
+    }
+    return l;
+}
+
+static void txn_ended(rf_txn_t *t, int result, const char *msg, void *arg) {
+    rf_engine_t *e = arg;
+    (void)t;
+    e->txn_phase = TXN_OPEN;
+    e->txn_doomed = NULL;
+    e->txn_taken = 0;
+    if (result == RF_TXN_FATAL) {
+        RF_ERR("KAFKA", "%s", msg);
+        fail(e);
+        return;
+    }
+    for (int i = 0; i < rf_offsets_n_parts(e->offs); i++) {
+        struct rf_part *pt = rf_offsets_part_at(e->offs, i);
+        if (result == RF_TXN_COMMITTED) {
+            if (pt->assigned && pt->stored >= 0)
+                rf_engine_committed(e, pt->topic, pt->partition, pt->stored + 1);
+            pt->txn_base = -1;
+        } else if (pt->assigned && pt->txn_base >= 0) {
+            rf_offsets_stored(e->offs, i, pt->txn_base - 1); /* consumed again from there */
+        }
+    }
+    if (result == RF_TXN_COMMITTED) {
+        e->d.metrics->txn_commits++;
+    } else {
+        e->d.metrics->txn_aborts++;
+        RF_WARN("KAFKA", "%s; its inputs are consumed again", msg);
+    }
+    revoke_settle(e); /* a revocation that waited for this end */
+    if (e->stopping || e->failed)
+        e->d.on_idle(e->d.arg);
+    else
+        kick(e);
+}
+
+static void on_txn_timer(uv_timer_t *t) {
+    rf_engine_t *e = t->data;
+    /* Stopping: the final stop ends the transaction itself (rf_engine_txn_final). */
+    if (e->txn_phase != TXN_QUIESCE || e->inflight > 0 || e->stopping || e->failed)
+        return;
+    rd_kafka_topic_partition_list_t *offsets =
+        e->txn_doomed ? NULL : rf_engine_commit_list(e, NULL);
+    e->txn_phase = TXN_ENDING;
+    int rc = rf_txn_end(e->d.txn, offsets, rewind_list(e), e->txn_doomed, txn_ended, e);
+    if (rc != 0) {
+        e->txn_phase = TXN_QUIESCE;
+        RF_ERR("KAFKA", "cannot end the transaction: %s", rf_strerror(rc));
+        fail(e);
+    }
+}
+
+/* Every event taken is complete: end the transaction (from a clean stack). */
+static void txn_check(rf_engine_t *e) {
+    if (e->txn_phase == TXN_QUIESCE && e->inflight == 0 &&
+        !uv_is_closing((uv_handle_t *)&e->txn_timer))
+        uv_timer_start(&e->txn_timer, on_txn_timer, 0, 0);
+}
+
+/* End the transaction at the next quiet moment: take nothing more until every event taken
+ * is complete, so that its outputs and its offsets are of the same inputs. */
+static void txn_request(rf_engine_t *e) {
+    if (!e->d.txn || e->txn_phase != TXN_OPEN || e->stopping || e->failed)
+        return;
+    e->txn_phase = TXN_QUIESCE;
+    txn_check(e);
+}
+
+void rf_engine_txn_tick(rf_engine_t *e) {
+    if (e->d.txn && (e->txn_taken > 0 || e->txn_doomed))
+        txn_request(e);
+}
+
+int rf_engine_txn_final(rf_engine_t *e, uint64_t deadline_ns, char *msg, size_t size) {
+    if (!e->d.txn) {
+        snprintf(msg, size, "not in exactly-once mode");
+        return RF_TXN_FATAL;
+    }
+    if (e->txn_phase == TXN_ENDING) {
+        rf_txn_cancel(e->d.txn);
+        snprintf(msg, size, "the transaction's end was still under way");
+        return RF_TXN_FATAL;
+    }
+    const char *why = e->txn_doomed ? e->txn_doomed
+                      : e->failed   ? "riskflowd failed"
+                      : e->inflight ? "events still in flight at the stop"
+                                    : NULL;
+    rd_kafka_topic_partition_list_t *offsets = why ? NULL : rf_engine_commit_list(e, NULL);
+    e->txn_phase = TXN_OPEN;
+    int r = rf_txn_end_sync(e->d.txn, offsets, why, deadline_ns, msg, size);
+    if (r == RF_TXN_COMMITTED) {
+        e->d.metrics->txn_commits++;
+        rf_engine_prune_committed(e);
+    } else if (r == RF_TXN_ABORTED) {
+        e->d.metrics->txn_aborts++;
+    }
+    return r;
+}
+
 /* ---- partitions and rebalances ---- */
 
 /* Framing and record type of a topic, from input.topics (validated at start). */
@@ -997,7 +1142,8 @@ static void revoke_committed(uv_work_t *req, int status) {
  * unassign. Nothing of theirs is taken from here on. */
 static void revoke_finish(rf_engine_t *e, rd_kafka_t *rk, rd_kafka_topic_partition_list_t *parts,
                           int cooperative, int lost) {
-    rd_kafka_topic_partition_list_t *l = lost ? NULL : rf_engine_commit_list(e, parts);
+    /* Exactly-once: the transaction that ended before this carried the offsets. */
+    rd_kafka_topic_partition_list_t *l = lost || e->d.txn ? NULL : rf_engine_commit_list(e, parts);
     /* A cooperative revoke is followed by the assign that ends its round, and then the member
      * rejoins: commits wait for the assign that ends that second round. A lost assignment has
      * no second round to wait for. */
@@ -1047,6 +1193,13 @@ static void revoke_settle(rf_engine_t *e) {
     rd_kafka_topic_partition_list_t *parts = e->revoking;
     if (!parts)
         return;
+    /* Exactly-once: letting go before the transaction ended would leave outputs of these
+     * partitions in it without their offsets. Stopping aborts it instead. */
+    if (e->d.txn && (e->txn_phase != TXN_OPEN || e->inflight > 0)) {
+        RF_ERR("KAFKA", "revocation: the transaction did not end in time; stopping so that "
+               "it aborts");
+        fail(e);
+    }
     e->revoking = NULL;
     uv_timer_stop(&e->revoke_timer);
     int left = inflight_in(e, parts);
@@ -1060,6 +1213,14 @@ static void revoke_settle(rf_engine_t *e) {
 
 static void on_revoke_timer(uv_timer_t *t) {
     rf_engine_t *e = t->data;
+    if (e->d.txn) { /* the deadline of a revocation that waits for the transaction's end */
+        uint64_t now = uv_now(e->d.loop);
+        if (e->revoking && now < e->revoke_deadline_ms)
+            uv_timer_start(&e->revoke_timer, on_revoke_timer, e->revoke_deadline_ms - now, 0);
+        else if (e->revoking)
+            revoke_settle(e);
+        return;
+    }
     if (e->revoking && inflight_in(e, e->revoking) > 0 &&
         uv_now(e->d.loop) < e->revoke_deadline_ms) {
         uv_timer_start(&e->revoke_timer, on_revoke_timer,
@@ -1109,6 +1270,22 @@ void rf_engine_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     int n = inflight_in(e, parts);
     RF_INFO("KAFKA", "revocation: %d events of those partitions in flight (%d in all)", n,
             e->inflight);
+    /* Exactly-once: the transaction holds outputs of these partitions. Before letting go it
+     * commits them with their offsets (txn_ended settles the revocation), within
+     * rebalance.drain.timeout.ms; a lost assignment can commit nothing: abort. */
+    if (e->d.txn && lost) {
+        e->txn_doomed = "the group took the assignment away";
+        txn_request(e);
+    } else if (e->d.txn && !e->stopping) {
+        uint64_t wait = (uint64_t)e->d.conf->rebalance_drain_timeout_ms;
+        e->revoking = rd_kafka_topic_partition_list_copy(parts);
+        e->revoking_cooperative = cooperative;
+        e->revoke_deadline_ms = uv_now(e->d.loop) + wait;
+        uv_timer_start(&e->revoke_timer, on_revoke_timer, wait, 0);
+        if (e->txn_phase == TXN_OPEN)
+            txn_request(e);
+        return;
+    }
     if (!lost && !e->stopping && n > 0 && e->d.conf->rebalance_drain_timeout_ms > 0) {
         e->revoking = rd_kafka_topic_partition_list_copy(parts);
         e->revoking_cooperative = cooperative;
@@ -1206,17 +1383,20 @@ rf_engine_t *rf_engine_new(const struct rf_engine_deps *deps, char *errstr, size
     e->kick.data = e;
     uv_timer_init(deps->loop, &e->revoke_timer);
     e->revoke_timer.data = e;
+    uv_timer_init(deps->loop, &e->txn_timer);
+    e->txn_timer.data = e;
     e->print = strcmp(conf->outputs_print, "stdout") == 0;
     if (e->print && deps->rkp) { /* not in a dry run */
         e->sink = rf_sink_new(STDOUT_FILENO, 4u << 20, errstr, size);
         if (!e->sink)
             return e;
     }
-    struct rf_outputs_cbs ocbs = {on_acked, on_output_failed, e};
+    struct rf_outputs_cbs ocbs = {on_acked, on_output_failed, on_output_lost, e};
     e->out = rf_outputs_new(deps->loop, deps->rkp, conf->dlq_topic, deps->dlq_value_max, &ocbs,
                             errstr, size);
     if (!e->out)
         return e; /* rf_engine_failed_new: the caller closes and destroys */
+    rf_outputs_set_txn(e->out, deps->txn != NULL);
     if (check_topics(e, errstr, size) != 0 || build_jobs(e, errstr, size) != 0)
         return e;
     if (rf_decl_finish(deps->decl, errstr, size) != 0)
@@ -1262,7 +1442,7 @@ int rf_engine_assigned(const rf_engine_t *e) {
 }
 
 int rf_engine_inflight(const rf_engine_t *e) {
-    return e->inflight + e->revoke_works;
+    return e->inflight + e->revoke_works + (e->txn_phase == TXN_ENDING);
 }
 
 int rf_engine_failed(const rf_engine_t *e) {
@@ -1296,9 +1476,10 @@ void rf_engine_close(rf_engine_t *e, void (*cb)(void *), void *arg) {
     e->stopping = 1;
     e->close_cb = cb;
     e->close_arg = arg;
-    e->closing_left = e->out ? 3 : 2;
+    e->closing_left = e->out ? 4 : 3;
     uv_close((uv_handle_t *)&e->kick, on_closed);
     uv_close((uv_handle_t *)&e->revoke_timer, on_closed);
+    uv_close((uv_handle_t *)&e->txn_timer, on_closed);
     if (e->out)
         rf_outputs_close(e->out, on_outputs_closed, e);
 }

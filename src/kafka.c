@@ -114,7 +114,9 @@ rd_kafka_t *rf_kafka_consumer_new(const struct rf_conf *conf, const char *bootst
                                 bootstrap, errstr, size);
     if (!kc)
         return NULL;
-    if (group_id && set(kc, "group.id", group_id, NULL, errstr, size) != 0) {
+    if ((group_id && set(kc, "group.id", group_id, NULL, errstr, size) != 0) ||
+        (rf_kafka_exactly_once(conf) &&
+         set(kc, "isolation.level", "read_committed", NULL, errstr, size) != 0)) {
         rd_kafka_conf_destroy(kc);
         return NULL;
     }
@@ -151,7 +153,26 @@ static const char *const producer_forced[] = {
         NULL,
 };
 
+int rf_kafka_exactly_once(const struct rf_conf *conf) {
+    return strcmp(conf->processing_guarantee, "exactly-once") == 0;
+}
+
+void rf_kafka_transactional_id(const struct rf_conf *conf, const char *group, char *buf,
+                               size_t size) {
+    const char *id = rf_conf_kafka_get(conf, "transactional.id");
+    if (id) {
+        snprintf(buf, size, "%s", id);
+        return;
+    }
+    char host[256];
+    if (gethostname(host, sizeof host) != 0)
+        snprintf(host, sizeof host, "localhost");
+    host[sizeof host - 1] = '\0';
+    snprintf(buf, size, "%s.%s", group ? group : rf_conf_kafka_get(conf, "group.id"), host);
+}
+
 rd_kafka_t *rf_kafka_producer_new(const struct rf_conf *conf, const char *bootstrap,
+                                  const char *transactional_id,
                                   void (*dr_msg_cb)(rd_kafka_t *, const rd_kafka_message_t *,
                                                     void *),
                                   void *opaque, char *errstr, size_t size) {
@@ -159,6 +180,11 @@ rd_kafka_t *rf_kafka_producer_new(const struct rf_conf *conf, const char *bootst
                                 bootstrap, errstr, size);
     if (!kc)
         return NULL;
+    if (transactional_id &&
+        set(kc, "transactional.id", transactional_id, NULL, errstr, size) != 0) {
+        rd_kafka_conf_destroy(kc);
+        return NULL;
+    }
     rd_kafka_conf_set_dr_msg_cb(kc, dr_msg_cb);
     rd_kafka_conf_set_opaque(kc, opaque);
     char err[512];

@@ -81,6 +81,7 @@ int rf_offsets_find(rf_offsets_t *o, const void *seen, const char *topic, int32_
     pt->seen = seen;
     pt->head = pt->tail = -1;
     pt->stored = -1;
+    pt->txn_base = -1;
     return o->n_parts++;
 }
 
@@ -143,6 +144,7 @@ void rf_offsets_assign(rf_offsets_t *o, int part) {
     struct rf_part *pt = &o->parts[part];
     pt->assigned = 1;
     pt->stored = -1;
+    pt->txn_base = -1;
     pt->generation++;
 }
 

@@ -50,6 +50,7 @@ struct rf_outputs_s {
     void *close_arg;
     uint64_t log_reset_ms;
     int log_budget;
+    int txn; /* exactly-once: failures void the transaction, never retried into it */
 };
 
 /* Per-message problems are logged at most 20 times a second. */
@@ -216,6 +217,10 @@ static int fatal(rf_outputs_t *out, uint64_t tag) {
     return 1;
 }
 
+void rf_outputs_set_txn(rf_outputs_t *out, int on) {
+    out->txn = on;
+}
+
 /* An output failed: retry what may succeed, report what cannot. */
 static void output_failed(rf_outputs_t *out, uint64_t tag, rd_kafka_topic_t *rkt, const char *what,
                           rd_kafka_resp_err_t err, const void *key, size_t key_len,
@@ -226,6 +231,15 @@ static void output_failed(rf_outputs_t *out, uint64_t tag, rd_kafka_topic_t *rkt
         RF_ERR("KAFKA", "%s to %s: %s: cannot succeed, stopping", what, rd_kafka_topic_name(rkt),
                rd_kafka_err2str(err));
         out->cbs.failed(tag, rd_kafka_err2str(err), out->cbs.arg);
+        return;
+    }
+    /* Anything else may succeed next time, but not in this transaction (a full queue aside:
+     * the transaction is fine). */
+    if (out->txn && err != RD_KAFKA_RESP_ERR__QUEUE_FULL) {
+        if (log_allowed(out))
+            RF_WARN("KAFKA", "%s to %s: %s: the transaction will abort", what,
+                    rd_kafka_topic_name(rkt), rd_kafka_err2str(err));
+        out->cbs.lost(tag, rd_kafka_err2str(err), out->cbs.arg);
         return;
     }
     if (log_allowed(out))

@@ -69,6 +69,7 @@ struct rf_conf {
     char *store_backend;     /* "redis" or "memory" */
     char *store_on_foreign;  /* stop|replace: a stored value not of our layout */
     char *redis_on_data_loss; /* stop|continue: the Redis epoch is not the commits' */
+    char *processing_guarantee; /* at-least-once|exactly-once (Kafka transactions) */
     char *redis_host;
     int redis_port;
     int redis_connect_timeout_ms;

@@ -29,6 +29,7 @@
 #include "riskflow/decl.h"
 #include "riskflow/metrics.h"
 #include "riskflow/store.h"
+#include "riskflow/txn.h"
 
 typedef struct rf_engine_s rf_engine_t;
 
@@ -41,6 +42,8 @@ struct rf_engine_deps {
     rf_decl_t *decl; /* not finished: the engine finishes it once the jobs registered state */
     struct rf_metrics *metrics;
     size_t dlq_value_max; /* rf_kafka_dlq_value_max (0: RF_DLQ_VALUE_MAX) */
+    rf_txn_t *txn; /* exactly-once mode's transactions, initialised and begun; NULL for
+                    * at-least-once */
     int time_jobs; /* measure each job's loop time (metrics.jobs[].ns): two clock reads per
                     * hook call, so only where the figure is wanted (the demo's summary) */
     /* Called (on the loop) when the engine has nothing in flight after rf_engine_stop, on
@@ -82,6 +85,24 @@ rd_kafka_topic_partition_list_t *rf_engine_commit_list(rf_engine_t *e,
 /* The final commit succeeded: prune every assigned partition's journal below what it stored. */
 void rf_engine_prune_committed(rf_engine_t *e);
 
+/*
+ * Exactly-once mode (deps.txn): a transaction holds the outputs and dead letters of a set of
+ * inputs and, when it commits, their offsets. To make both the same set, ending one first
+ * quiesces: nothing more is taken until every event taken is complete; then the offsets
+ * stored (all of them, by then) go into the transaction, it commits on a worker (txn.h), the
+ * journal below them is pruned, and taking resumes in the next transaction. An output that
+ * fails inside a transaction dooms it: it is aborted instead, and the consumer rewinds to
+ * where it began; those inputs come back as replays (their state is written), and the
+ * journal gives them their first outputs, in the next transaction. A revocation ends the
+ * transaction before it lets go; a lost assignment dooms it.
+ */
+/* The commit timer's tick: end the transaction if anything was taken since the last. */
+void rf_engine_txn_tick(rf_engine_t *e);
+/* The final stop (nothing in flight): end the transaction here and now (commit, or abort if
+ * it is doomed or the engine failed), without beginning another; the journal is pruned
+ * after a commit. Returns an enum rf_txn_result; msg says what happened. */
+int rf_engine_txn_final(rf_engine_t *e, uint64_t deadline_ns, char *msg, size_t msg_size);
+
 /* The producer's delivery report callback (opaque = the engine). */
 void rf_engine_dr_cb(rd_kafka_t *rkp, const rd_kafka_message_t *rkm, void *opaque);
 
@@ -102,7 +123,8 @@ int rf_engine_may_commit(const rf_engine_t *e);
 void rf_engine_stop(rf_engine_t *e);
 
 int rf_engine_assigned(const rf_engine_t *e);
-/* Events in flight, and revocations whose commit and unassign are still to come. */
+/* Events in flight, revocations whose commit and unassign are still to come, and a
+ * transaction being ended. */
 int rf_engine_inflight(const rf_engine_t *e);
 /* Stop for good, now: nothing in flight is waited for (the daemon's call when Redis has lost
  * its data: writing on would mix old and new). */

@@ -29,17 +29,28 @@ struct rf_kafka_consumer_cbs {
     void *opaque;
 };
 
+/* Whether processing.guarantee is exactly-once. */
+int rf_kafka_exactly_once(const struct rf_conf *conf);
+
+/* Exactly-once mode's transactional.id: kafka.transactional.id, else "<group>.<hostname>"
+ * (one per instance: a second producer with the same id fences the first). */
+void rf_kafka_transactional_id(const struct rf_conf *conf, const char *group, char *buf,
+                               size_t size);
+
 /* Consumer: group member, manual offset store (stored only when complete), no auto commit (the
  * daemon commits on its own timer), cooperative-sticky assignment, logs and errors routed to
  * the consumer queue. bootstrap overrides kafka.bootstrap.servers when not NULL (the demo's
- * mock cluster), group_id kafka.group.id. NULL + errstr on error. */
+ * mock cluster), group_id kafka.group.id. Exactly-once mode reads read_committed (librdkafka's
+ * default, forced there). NULL + errstr on error. */
 rd_kafka_t *rf_kafka_consumer_new(const struct rf_conf *conf, const char *bootstrap,
                                   const char *group_id, const struct rf_kafka_consumer_cbs *cbs,
                                   char *errstr, size_t errstr_size);
 
 /* Producer: idempotent, acks=all, linger 5 ms, Nagle off, delivery reports on the main queue.
- * opaque is passed to dr_msg_cb and error_cb. */
+ * opaque is passed to dr_msg_cb and error_cb. transactional_id: exactly-once mode's (from
+ * rf_kafka_transactional_id), NULL for at-least-once. */
 rd_kafka_t *rf_kafka_producer_new(const struct rf_conf *conf, const char *bootstrap,
+                                  const char *transactional_id,
                                   void (*dr_msg_cb)(rd_kafka_t *, const rd_kafka_message_t *,
                                                     void *),
                                   void *opaque, char *errstr, size_t errstr_size);

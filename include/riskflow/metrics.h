@@ -58,6 +58,9 @@ struct rf_metrics {
     uint64_t print_dropped;    /* printed outputs dropped: stdout did not keep up (at exit) */
     uint64_t journal_bad;      /* journal chunks read back that were not well-formed */
     uint64_t not_owned;        /* messages of partitions no longer assigned, left alone */
+    uint64_t txn_commits;      /* exactly-once: transactions committed */
+    uint64_t txn_aborts;       /* exactly-once: transactions aborted (inputs consumed again) */
+    uint64_t txn_lost;         /* exactly-once: outputs that failed inside a transaction */
     uint64_t produce_retries;  /* outputs produced again after a failed delivery */
     uint64_t store_fetches;    /* Redis round trips to read states */
     uint64_t store_flushes;    /* Redis flushes (pipelined SETs) completed */

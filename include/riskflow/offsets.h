@@ -32,6 +32,8 @@ struct rf_part {
     int32_t head, tail;  /* FIFO of slots */
     int inflight;        /* slots in the FIFO not yet done */
     int64_t pruned;      /* the caller's: its journal is pruned below this offset */
+    int64_t txn_base;    /* the caller's, exactly-once: the first offset taken since the last
+                          * transaction committed (where an abort rewinds to), -1: none */
 };
 
 rf_offsets_t *rf_offsets_new(int slots);

@@ -26,6 +26,10 @@ struct rf_outputs_cbs {
     /* Can never succeed (a permanent error, or the producer's fatal error): the daemon stops
      * cleanly; the event's offset is never stored, so nothing is lost. */
     void (*failed)(uint64_t tag, const char *what, void *arg);
+    /* Exactly-once (rf_outputs_set_txn): the output failed inside a transaction, which must
+     * now abort (librdkafka takes no retry into a failed transaction). Nothing is retried;
+     * the caller aborts and processes the event again. */
+    void (*lost)(uint64_t tag, const char *what, void *arg);
     void *arg;
 };
 
@@ -42,6 +46,11 @@ rf_outputs_t *rf_outputs_new(uv_loop_t *loop, rd_kafka_t *rkp, const char *dlq_t
                              size_t dlq_value_max, const struct rf_outputs_cbs *cbs,
                              char *errstr, size_t errstr_size);
 void rf_outputs_destroy(rf_outputs_t *out); /* after rf_outputs_close's callback */
+
+/* Exactly-once mode: a failed delivery, or a produce call the transaction refuses, is
+ * reported as lost instead of retried (a full queue is still retried: the transaction is
+ * fine). */
+void rf_outputs_set_txn(rf_outputs_t *out, int on);
 
 /* An output topic, created once per name (owned by the outputs). NULL out of memory. */
 rf_out_topic_t *rf_outputs_topic(rf_outputs_t *out, const char *name);

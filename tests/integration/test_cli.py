@@ -249,3 +249,29 @@ def test_message_max_bytes_leaves_no_room_for_a_dead_letter(daemon_bin, tmp_path
                       name="ok.properties")
     rc, out = run(daemon_bin, "-c", path, "--check-config")
     assert rc == 0, out
+
+
+@pytest.mark.parametrize("mode", [[], ["--check-config"]], ids=["run", "check-config"])
+def test_transactional_id_needs_exactly_once(daemon_bin, tmp_path, mode):
+    """A transactional producer refuses every output outside a transaction, and at-least-once
+    opens none: the daemon would stop at its first output. Refused up front instead."""
+    path = write_conf(tmp_path, good_lines(**{"kafka.transactional.id": "rf-1"}))
+    rc, out = run(daemon_bin, "-c", path, *mode)
+    assert rc == 78, out
+    assert "transactional.id" in out and "exactly-once" in out, out
+    path = write_conf(tmp_path, good_lines(**{"kafka.transactional.id": "rf-1",
+                                              "processing.guarantee": "exactly-once"}),
+                      name="ok.properties")
+    rc, out = run(daemon_bin, "-c", path, "--check-config")
+    assert rc == 0, out
+
+
+def test_demo_exactly_once(daemon_bin):
+    """The demo's whole stream through transactions on the mock cluster: the same outputs as
+    at-least-once, and the summary counts the transactions."""
+    rc, out = run(daemon_bin, "--demo", "-X", "processing.guarantee=exactly-once",
+                  "-X", "demo.events=3000", timeout=120)
+    assert rc == 0, out
+    m = re.search(r"transactions:\s+(\d+) committed, (\d+) aborted", out)
+    assert m and int(m.group(1)) >= 1 and m.group(2) == "0", out[-3000:]
+    assert re.search(r"fraud .*; 3000 scores", out), out[-3000:]

@@ -102,10 +102,10 @@ def run_once(svc, run, topics, recs, conf, tmp_path):
         raise
 
 
-def read_all(svc, topics, timeout=30):
+def read_all(svc, topics, timeout=30, isolation="read_committed"):
     out = {}
     for k in ("scores", "alerts", "dlq"):
-        r = rfkit.TopicReader(svc, topics[k])
+        r = rfkit.TopicReader(svc, topics[k], isolation)
         try:
             r.read_to_end(timeout)
         finally:
@@ -217,33 +217,42 @@ def test_replay_after_kill(services, model, tmp_path):
     rfkit.delete_topics(services, list(topics.values()))
 
 
+def kill_while_streaming(svc, daemon, producer, recs, pacer, run, topics, kills, pause):
+    """Start daemon and pacer; SIGKILL and restart daemon `kills` times, pause() seconds
+    apart, while the pacer streams; then let it finish, stop it cleanly and read everything
+    back (read_committed)."""
+    try:
+        daemon.start()
+        pacer.start()
+        done = 0
+        while pacer.is_alive() or done < kills:
+            time.sleep(pause())
+            if done < kills:
+                daemon.assert_alive()
+                daemon.kill()
+                done += 1
+                daemon.start()
+        pacer.join()
+        assert pacer.error is None, pacer.error
+        rfkit.flush_checked(producer, recs)
+        rfkit.wait_committed_to_end(svc, daemon, run + ".group", topics["in"])
+        rfkit.stop_clean(daemon)
+        return read_all(svc, topics)
+    except BaseException:
+        daemon.kill()
+        print(daemon.log_tail(150))
+        raise
+
+
 def test_kills_mid_stream(services, model, tmp_path):
     run, topics, recs, poison = make_world(services, "rf-kills", 150, 6000, 9, SEED + 1)
     producer = rfkit.make_producer(services)
     daemon = rfkit.Daemon(tmp_path, conf_for(services, run, topics, 300))
     pacer = rfkit.Pacer(producer, recs, 1000)
     rng = random.Random(SEED)
-    kills = 0
-    try:
-        daemon.start()
-        pacer.start()
-        while pacer.is_alive() or kills < 5:
-            time.sleep(rng.uniform(0.5, 1.2))
-            if kills < 5:
-                daemon.assert_alive()
-                daemon.kill()
-                kills += 1
-                daemon.start()
-        pacer.join()
-        assert pacer.error is None, pacer.error
-        rfkit.flush_checked(producer, recs)
-        rfkit.wait_committed_to_end(services, daemon, run + ".group", topics["in"])
-        rfkit.stop_clean(daemon)
-        out = read_all(services, topics)
-    except BaseException:
-        daemon.kill()
-        print(daemon.log_tail(150))
-        raise
+    kills = 5
+    out = kill_while_streaming(services, daemon, producer, recs, pacer, run, topics, kills,
+                               lambda: rng.uniform(0.5, 1.2))
     n, dups = check_at_least_once(services, run, recs, poison, out, model)
     print("kills mid-stream: %d payments, %d SIGKILLs, %d duplicate scores (all identical), "
           "%d replays" % (n, kills, dups, stats_counter(daemon, "replays")))
