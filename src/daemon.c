@@ -334,10 +334,16 @@ static void finish(struct daemon *d) {
                               : RF_TXN_COMMITTED; /* nothing consumed, nothing to end */
         if (!d->subscribed && rf_txn_busy(d->txn))
             rf_txn_cancel(d->txn); /* an init still retrying: the loop waits for it */
+        /* An abort at the stop (the group refused the offsets: a broker restart or a
+         * rebalance caught us) loses nothing: the inputs since the last commit are processed
+         * again by their next owner, as replays. A clean stop all the same. */
         if (r == RF_TXN_COMMITTED) {
             RF_INFO("KAFKA", "transaction committed with the offsets");
+        } else if (r == RF_TXN_ABORTED) {
+            RF_WARN("KAFKA", "final %s; the inputs since the last commit will be processed "
+                    "again by their next owner", msg);
         } else {
-            RF_ERR("KAFKA", "final transaction: %s", msg[0] ? msg : "aborted");
+            RF_ERR("KAFKA", "final transaction: %s", msg[0] ? msg : "failed");
             d->exit_code = RF_EXIT_FAILURE;
         }
         rf_engine_settle_revoke(d->engine);

@@ -23,3 +23,11 @@ def model():
 @pytest.fixture(scope="session")
 def daemon_bin():
     return rfkit.daemon_path()
+
+
+@pytest.fixture(autouse=True)
+def close_readers():
+    """Every TopicReader a test opened is closed when it ends, passed or failed."""
+    yield
+    for r in list(rfkit.OPEN_READERS):
+        r.close()

@@ -380,6 +380,7 @@ class TopicReader:
         self.parts = partitions_of(svc, topic)
         self.c.assign([TopicPartition(topic, p, 0) for p in self.parts])
         self.msgs = []
+        OPEN_READERS.append(self)
 
     def poll(self, max_wait=0.2):
         got = self.c.consume(num_messages=1000, timeout=max_wait)
@@ -413,7 +414,12 @@ class TopicReader:
             self.poll()
 
     def close(self):
-        self.c.close()
+        if self in OPEN_READERS:
+            OPEN_READERS.remove(self)
+            self.c.close()
+
+
+OPEN_READERS = []  # readers a test left open: conftest closes them after each test
 
 
 def committed_offsets(svc, group, topic_parts):

@@ -36,26 +36,6 @@ def eos_conf(svc, run, topics, tid, commit_ms=200):
     return conf
 
 
-def check_exactly_once(svc, run, recs, poison, out, model):
-    """One score per payment, at most one alert each, one dead letter per poison message, all
-    as the reference has them. Returns the number of payments."""
-    raw, dec = tf.by_event(out["scores"], rfkit.SCORE_ID, rfkit.SCORE_SCHEMA)
-    ids = {r.payment["event_id"] for r in recs if r.payment}
-    missing = ids - set(raw)
-    assert not missing, "payments without a committed score: " + tf.first(sorted(missing))
-    twice = [(e, len(v)) for e, v in raw.items() if len(v) != 1]
-    assert not twice, "payments with more than one committed score: " + tf.first(twice)
-    araw, _ = tf.by_event(out["alerts"], rfkit.ALERT_ID, rfkit.ALERT_SCHEMA)
-    assert len(araw) > 5, "only %d alerts: not a test" % len(araw)
-    twice = [(e, len(v)) for e, v in araw.items() if len(v) != 1]
-    assert not twice, "alerts committed more than once: " + tf.first(twice)
-    tf.check_against_reference(svc, run, recs, dec, model)
-    rfkit.check_poison(out["dlq"], poison)
-    assert len(out["dlq"]) == len(poison), "%d committed dead letters for %d poison messages" % (
-        len(out["dlq"]), len(poison))
-    return len(ids)
-
-
 def uncommitted_scores(svc, topics):
     r = rfkit.TopicReader(svc, topics["scores"], "read_uncommitted")
     try:
@@ -77,7 +57,7 @@ def test_exactly_once_across_kills(services, model, tmp_path):
     kills = 4
     out = tf.kill_while_streaming(services, daemon, producer, recs, pacer, run, topics, kills,
                                   lambda: 1.6)
-    n = check_exactly_once(services, run, recs, poison, out, model)
+    n = tf.check_exactly_once(services, run, recs, poison, out, model)
     total = uncommitted_scores(services, topics)
     assert total > n, "read_uncommitted sees %d scores for %d payments: no transaction was " \
         "cut short by the kills, so this test showed nothing" % (total, n)
@@ -154,7 +134,7 @@ def test_fenced_rebalanced_and_timed_out(services, model, tmp_path):
         print("steps:", steps)
         print(a.log_tail(60), b.log_tail(40), z.log_tail(120))
         raise
-    n = check_exactly_once(services, run, recs, poison, out, model)
+    n = tf.check_exactly_once(services, run, recs, poison, out, model)
     aborts = tf.stats_counter(z, "txn_aborts")
     print("exactly-once: %d payments, one committed score each; %s; z's aborts: %d" % (
         n, ", ".join(steps), aborts))

@@ -24,6 +24,8 @@ import re
 import subprocess
 import time
 
+import pytest
+
 import rfkit
 from rfkit import Produced
 
@@ -153,6 +155,26 @@ def check_at_least_once(svc, run, recs, poison, out, model):
     check_against_reference(svc, run, recs, dec, model)
     rfkit.check_poison(out["dlq"], poison)
     return len(ids), sum(len(v) - 1 for v in raw.values())
+
+
+def check_exactly_once(svc, run, recs, poison, out, model):
+    """One score per payment, at most one alert each, one dead letter per poison message, all
+    as the reference has them. Returns the number of payments."""
+    raw, dec = by_event(out["scores"], rfkit.SCORE_ID, rfkit.SCORE_SCHEMA)
+    ids = {r.payment["event_id"] for r in recs if r.payment}
+    missing = ids - set(raw)
+    assert not missing, "payments without a committed score: " + first(sorted(missing))
+    twice = [(e, len(v)) for e, v in raw.items() if len(v) != 1]
+    assert not twice, "payments with more than one committed score: " + first(twice)
+    araw, _ = by_event(out["alerts"], rfkit.ALERT_ID, rfkit.ALERT_SCHEMA)
+    assert len(araw) > 5, "only %d alerts: not a test" % len(araw)
+    twice = [(e, len(v)) for e, v in araw.items() if len(v) != 1]
+    assert not twice, "alerts committed more than once: " + first(twice)
+    check_against_reference(svc, run, recs, dec, model)
+    rfkit.check_poison(out["dlq"], poison)
+    assert len(out["dlq"]) == len(poison), "%d committed dead letters for %d poison messages" % (
+        len(out["dlq"]), len(poison))
+    return len(ids)
 
 
 def stats_counter(daemon, name):
@@ -469,20 +491,25 @@ def services_restart(what):
     assert p.returncode == 0, "services.sh restart %s: %s%s" % (what, p.stdout, p.stderr)
 
 
-def test_every_fault_in_one_stream(services, model, tmp_path):
+@pytest.mark.parametrize("guarantee", ["at-least-once", "exactly-once"])
+def test_every_fault_in_one_stream(services, model, tmp_path, guarantee):
     """A paced stream with poison, and while it runs: riskflowd SIGKILLed and restarted, Redis
     killed -9 and restarted from its AOF, the broker killed -9 and restarted on its log dirs,
     a second instance joining the group and leaving it (SIGTERM) again. Read back by
     independent clients: every payment scored, every duplicate identical to its first copy,
     features and scores equal to the reference, the final Redis values equal to a fault-free
     run's, the dead letters exactly the poison."""
+    eos = guarantee == "exactly-once"
     run, topics, recs, poison = make_world(services, "rf-allfaults", 200, 9000, 9, SEED + 6)
     conf = conf_for(services, run, topics, 300)
     conf["kafka.session.timeout.ms"] = 6000
     conf["kafka.heartbeat.interval.ms"] = 500
+    conf["processing.guarantee"] = guarantee
     producer = rfkit.make_producer(services)
-    a = rfkit.Daemon(tmp_path, conf, name="a")
-    b = rfkit.Daemon(tmp_path, conf, name="b")
+    a = rfkit.Daemon(tmp_path, dict(conf, **{"kafka.transactional.id": run + ".a"}) if eos
+                     else conf, name="a")
+    b = rfkit.Daemon(tmp_path, dict(conf, **{"kafka.transactional.id": run + ".b"}) if eos
+                     else conf, name="b")
     pacer = rfkit.Pacer(producer, recs, 600)
     steps = []
     try:
@@ -520,7 +547,13 @@ def test_every_fault_in_one_stream(services, model, tmp_path):
         print("steps:", steps)
         print(a.log_tail(120), b.log_tail(60))
         raise
-    n, dups = check_at_least_once(services, run, recs, poison, out, model)
-    print("every fault: %d payments; %s; %d duplicate scores, all identical" % (
-        n, ", ".join(steps), dups))
+    if eos:
+        n = check_exactly_once(services, run, recs, poison, out, model)
+        print("every fault, exactly-once: %d payments, one committed score each; %s; %d "
+              "transactions aborted" % (n, ", ".join(steps), stats_counter(a, "txn_aborts") +
+                                        stats_counter(b, "txn_aborts")))
+    else:
+        n, dups = check_at_least_once(services, run, recs, poison, out, model)
+        print("every fault: %d payments; %s; %d duplicate scores, all identical" % (
+            n, ", ".join(steps), dups))
     rfkit.delete_topics(services, list(topics.values()))

@@ -6,7 +6,10 @@ a fresh topic, then runs riskflowd on it R times — each run a new consumer gro
 key prefix, so every run starts cold and reads the same backlog — and stops it (SIGTERM) once
 its stats line says every payment is scored. riskflowd prints its summary at exit; this script
 collects throughput, latency p50/p99 and CPU per event (the daemon process alone: no broker, no
-generator in it) and prints each run and the medians.
+generator in it) and prints each run and the medians. With --rate it also measures the latency
+an independent reader sees: from the producer's send to the score arriving at a consumer of the
+scores topic (read_committed, so with processing.guarantee=exactly-once it includes waiting for
+the transaction's commit).
 
 A benchmark, not a test: it asserts nothing about speed. Needs the services
 (tools/services.sh start; source .run/services.env) and the venv (tools/deps.sh):
@@ -24,11 +27,12 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 
 import fastavro
-from confluent_kafka import Producer
+from confluent_kafka import OFFSET_END, Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -50,8 +54,9 @@ def payments(n, customers, seed=7):
         }
 
 
-def produce(bootstrap, topic, n, customers, rate=0):
-    """rate 0: as fast as possible (a backlog); else paced at rate payments/s."""
+def produce(bootstrap, topic, n, customers, rate=0, sent=None):
+    """rate 0: as fast as possible (a backlog); else paced at rate payments/s. sent: a list
+    that gets each payment's send time (time.monotonic())."""
     schema = fastavro.parse_schema(json.load(open(os.path.join(ROOT, "schemas", "payment.avsc"))))
     p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20 if not rate else 1,
                   "acks": "all", "queue.buffering.max.messages": 1000000})
@@ -67,12 +72,47 @@ def produce(bootstrap, topic, n, customers, rate=0):
         while True:
             try:
                 p.produce(topic, header + buf.getvalue(), key=pay["customer_id"])
+                if sent is not None:
+                    sent.append(time.monotonic())
                 break
             except BufferError:
                 p.poll(0.05)
         p.poll(0)
     if p.flush(60) != 0:
         sys.exit("bench: producer did not flush")
+
+
+class Reader(threading.Thread):
+    """Receives the scores as an independent read_committed consumer would, from the topic's
+    end at the start: {payment index: arrival time}."""
+
+    def __init__(self, bootstrap, topic):
+        super().__init__(daemon=True)
+        self.c = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-reader-" +
+                           uuid.uuid4().hex[:8], "isolation.level": "read_committed",
+                           "enable.auto.commit": False, "fetch.wait.max.ms": 5})
+        self.c.assign([TopicPartition(topic, p, OFFSET_END) for p in range(4)])
+        self.got = {}
+        self.stop = False
+
+    def run(self):
+        while not self.stop:
+            for m in self.c.consume(1000, 0.05):
+                if m.error():
+                    continue
+                t = time.monotonic()
+                v = m.value()
+                n, shift, i = 0, 0, 5  # the Avro string event_id "b-%09d" after the framing
+                while True:
+                    b = v[i]
+                    n |= (b & 0x7F) << shift
+                    i += 1
+                    shift += 7
+                    if not b & 0x80:
+                        break
+                eid = v[i:i + (n >> 1)].decode()
+                self.got.setdefault(int(eid[2:]), t)
+        self.c.close()
 
 
 def finish(proc, log, n, timeout=600):
@@ -118,6 +158,7 @@ def run_once(daemon, bootstrap, redis_port, topic, n, run_id, paced=None, out=No
         path = f.name
     log = tempfile.TemporaryFile("w+")
     proc = subprocess.Popen([daemon, "-c", path], stderr=log, stdout=subprocess.DEVNULL)
+    visible = None
     if paced:
         t = time.monotonic() + 60
         # wait for the assignment, then feed the topic at the given rate
@@ -128,8 +169,19 @@ def run_once(daemon, bootstrap, redis_port, topic, n, run_id, paced=None, out=No
             if time.monotonic() > t or proc.poll() is not None:
                 sys.exit("bench: riskflowd got no partitions")
             time.sleep(0.05)
-        produce(bootstrap, topic, n, paced[0], paced[1])
+        reader = Reader(bootstrap, (out or topic) + ".scores")
+        reader.start()
+        time.sleep(1.0)  # its end offsets resolved before the first score
+        sent = []
+        produce(bootstrap, topic, n, paced[0], paced[1], sent)
     text = finish(proc, log, n)
+    if paced:
+        time.sleep(1.0)
+        reader.stop = True
+        reader.join()
+        lat = sorted(reader.got[i] - sent[i] for i in reader.got if i < len(sent))
+        visible = (lat[len(lat) // 2] * 1e6, lat[int(len(lat) * 0.99)] * 1e6, len(lat)) \
+            if lat else (0, 0, 0)
     os.unlink(path)
     m = {
         "throughput": float(re.search(r"throughput: +([\d.]+) events/s", text).group(1)),
@@ -139,6 +191,8 @@ def run_once(daemon, bootstrap, redis_port, topic, n, run_id, paced=None, out=No
         "loop_cpu_us_event": float(re.search(r"cpu: +([\d.]+) us/event on the loop thread", text).group(1)),
         "batch": float(re.search(r"batches: +mean ([\d.]+)", text).group(1)),
     }
+    if visible:
+        m["seen_p50_us"], m["seen_p99_us"], m["seen_n"] = visible
     return m
 
 
@@ -183,10 +237,16 @@ def main():
         print("run %d: %.0f events/s, p50 %d us, p99 %d us, %.2f us CPU/event (loop thread %.2f), "
               "mean batch %.1f" % (r + 1, m["throughput"], m["p50_us"], m["p99_us"],
                                    m["cpu_us_event"], m["loop_cpu_us_event"], m["batch"]))
+        if "seen_n" in m:
+            print("       a read_committed reader saw %d scores: send -> arrival p50 %d us, "
+                  "p99 %d us" % (m["seen_n"], m["seen_p50_us"], m["seen_p99_us"]))
     med = {k: statistics.median(x[k] for x in results) for k in results[0]}
     print("median of %d: %.0f events/s, p50 %d us, p99 %d us, %.2f us CPU/event (loop thread %.2f)"
           % (a.runs, med["throughput"], med["p50_us"], med["p99_us"], med["cpu_us_event"],
              med["loop_cpu_us_event"]))
+    if "seen_n" in med:
+        print("median of %d, as a read_committed reader sees it: send -> arrival p50 %d us, "
+              "p99 %d us" % (a.runs, med["seen_p50_us"], med["seen_p99_us"]))
 
 
 if __name__ == "__main__":

@@ -139,10 +139,15 @@ def main():
     ap.add_argument("--minutes", type=float, default=30)
     ap.add_argument("--rate", type=float, default=400, help="payments per second")
     ap.add_argument("--fault-every", type=float, default=180, help="seconds between faults")
+    ap.add_argument("--faults", default=",".join(FAULTS),
+                    help="the fault cycle, comma-separated from %s" % ",".join(FAULTS))
     ap.add_argument("--customers", type=int, default=5000)
     ap.add_argument("--seed", type=int, default=20261202)
     ap.add_argument("--out", default=os.path.join(ROOT, "build", "soak"))
     args = ap.parse_args()
+    cycle = args.faults.split(",")
+    if not cycle or any(f not in FAULTS for f in cycle):
+        sys.exit("soak: --faults: a comma-separated list of %s" % ",".join(FAULTS))
     os.makedirs(args.out, exist_ok=True)
     svc = rfkit.connect_services()
     run = rfkit.unique("rf-soak")
@@ -181,7 +186,7 @@ def main():
                 b_until = None
             if now < next_fault:
                 continue
-            what = FAULTS[k % len(FAULTS)]
+            what = cycle[k % len(cycle)]
             k += 1
             next_fault = now + args.fault_every
             if what == "sigkill":
