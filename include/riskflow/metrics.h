@@ -61,6 +61,7 @@ struct rf_metrics {
     uint64_t txn_commits;      /* exactly-once: transactions committed */
     uint64_t txn_aborts;       /* exactly-once: transactions aborted (inputs consumed again) */
     uint64_t txn_lost;         /* exactly-once: outputs that failed inside a transaction */
+    uint64_t trim_us;          /* the last malloc_trim's duration (daemon.c) */
     uint64_t produce_retries;  /* outputs produced again after a failed delivery */
     uint64_t store_fetches;    /* Redis round trips to read states */
     uint64_t store_flushes;    /* Redis flushes (pipelined SETs) completed */
