@@ -491,15 +491,22 @@ static void log_stats(struct daemon *d) {
             off += (size_t)snprintf(reasons + off, sizeof reasons - off, " dlq.%s=%" PRIu64,
                                     rf_err_reason(-r), m->dlq_by_reason[r]);
     jobs_text(m, jobs, sizeof jobs);
+    /* What the allocator holds, all arenas: in use, and free but not returned (trim_memory). */
+    size_t heap_used = 0, heap_free = 0;
+#ifdef __GLIBC__
+    struct mallinfo2 mi = mallinfo2();
+    heap_used = mi.uordblks + mi.hblkhd;
+    heap_free = mi.fordblks;
+#endif
     RF_INFO("STATS", "in=%" PRIu64 " scored=%" PRIu64 "%s dlq=%" PRIu64 "%s replays=%" PRIu64
             " replayed_outputs=%" PRIu64 " inflight=%d cache=%d p50=%" PRIu64 "us p99=%" PRIu64 "us store_errors=%" PRIu64
             " mismatch=%" PRIu64 " produce_retries=%" PRIu64 " txn_commits=%" PRIu64
-            " txn_aborts=%" PRIu64 " trim_us=%" PRIu64,
+            " txn_aborts=%" PRIu64 " trim_us=%" PRIu64 " heap_used_kb=%zu heap_free_kb=%zu",
             m->events_in, m->scored, jobs, m->dead_lettered, reasons, m->replays,
             m->replayed_outputs, rf_engine_inflight(d->engine), rf_store_size(d->store),
             rf_hist_quantile(&m->latency, 0.5), rf_hist_quantile(&m->latency, 0.99),
             m->store_errors, m->store_mismatch, m->produce_retries, m->txn_commits,
-            m->txn_aborts, m->trim_us);
+            m->txn_aborts, m->trim_us, heap_used / 1024, heap_free / 1024);
 }
 
 /* Latency, throughput and CPU figures count from now on (the demo's history is done). */

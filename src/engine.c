@@ -33,6 +33,7 @@
 #define TAG_DLQ 0xff /* the job byte of a dead letter's tag */
 
 enum { TXN_OPEN, TXN_QUIESCE, TXN_ENDING }; /* exactly-once: the transaction's phase */
+#define JG_RING_MIN 16 /* the journal ring's first size (jgen_push, jgen_shrink) */
 
 struct evt {
     rd_kafka_message_t *rkm; /* owned: destroyed when the event leaves its partition FIFO */
@@ -393,7 +394,7 @@ static struct jgen *jgen_at(rf_engine_t *e, int i) {
 
 static struct jgen *jgen_push(rf_engine_t *e, uint64_t gen) {
     if (e->jg_n == e->jg_cap) {
-        int cap = e->jg_cap ? e->jg_cap * 2 : 16;
+        int cap = e->jg_cap ? e->jg_cap * 2 : JG_RING_MIN;
         struct jgen *v = calloc((size_t)cap, sizeof *v);
         if (!v)
             abort();
@@ -469,6 +470,31 @@ static void journal_batch(rf_engine_t *e, uint64_t gen) {
     e->stage_bytes.n = 0;
 }
 
+/* As the store's generation ring (store.c, gens_shrink): grown while an outage held
+ * generations back, halved once they are down to an eighth of it, the spare buffers that no
+ * longer fit freed. */
+static void jgen_shrink(rf_engine_t *e) {
+    while (e->jg_cap > JG_RING_MIN && e->jg_n <= e->jg_cap / 8) {
+        int cap = e->jg_cap / 2;
+        struct jgen *v = calloc((size_t)cap, sizeof *v);
+        if (!v)
+            return; /* keep the larger ring */
+        for (int i = 0; i < e->jg_cap; i++) { /* the live ones first, then the spares */
+            struct jgen *old = jgen_at(e, i);
+            if (i < cap) {
+                v[i] = *old;
+            } else {
+                rf_jbuf_free(&old->bytes);
+                free(old->p);
+            }
+        }
+        free(e->jg);
+        e->jg = v;
+        e->jg_head = 0;
+        e->jg_cap = cap;
+    }
+}
+
 /* Produce the journaled outputs of every generation up to `gen`: their flush succeeded. */
 static void produce_gens(rf_engine_t *e, uint64_t gen) {
     while (e->jg_n > 0 && jgen_at(e, 0)->gen <= gen) {
@@ -483,6 +509,7 @@ static void produce_gens(rf_engine_t *e, uint64_t gen) {
         e->jg_head = (e->jg_head + 1) % e->jg_cap;
         e->jg_n--;
     }
+    jgen_shrink(e);
 }
 
 /* A replay: produce the outputs its first pass journaled (read back from the store), exactly

@@ -79,6 +79,8 @@ struct log_rec {
     uint32_t val_off, val_len;
 };
 
+#define GEN_RING_MIN 64 /* the generation ring's first size (gen_push, gens_shrink) */
+
 struct gen {
     uint64_t id;
     uint8_t *bytes;
@@ -599,7 +601,7 @@ static struct gen *gen_at(rf_store_t *store, int i) {
 
 static struct gen *gen_push(rf_store_t *store) {
     if (store->gen_n == store->gen_cap) {
-        int cap = store->gen_cap ? store->gen_cap * 2 : 64;
+        int cap = store->gen_cap ? store->gen_cap * 2 : GEN_RING_MIN;
         struct gen *g = calloc((size_t)cap, sizeof *g);
         if (!g)
             abort();
@@ -955,6 +957,35 @@ void rf_store_prune_log(rf_store_t *store, const char *topic, int32_t partition,
 
 static void flush_start(rf_store_t *store);
 
+/* The ring grows while generations wait for Redis (an outage: up to pipeline.max.inflight
+ * events' worth), each slot keeping the buffers of the largest generation it held, for reuse.
+ * Kept at that size, every outage would leave more slots at their high-water mark (the soak
+ * measured the heap in use stepping up at each one). Once the backlog has drained to an
+ * eighth of the ring, halve it and free the spare buffers that no longer fit; growing at full
+ * and shrinking at an eighth never alternates on one generation. */
+static void gens_shrink(rf_store_t *store) {
+    while (store->gen_cap > GEN_RING_MIN && store->gen_n <= store->gen_cap / 8) {
+        int cap = store->gen_cap / 2;
+        struct gen *g = calloc((size_t)cap, sizeof *g);
+        if (!g)
+            return; /* keep the larger ring */
+        for (int i = 0; i < store->gen_cap; i++) { /* the live ones first, then the spares */
+            struct gen *old = gen_at(store, i);
+            if (i < cap) {
+                g[i] = *old;
+            } else {
+                free(old->bytes);
+                free(old->recs);
+                free(old->logs);
+            }
+        }
+        free(store->gens);
+        store->gens = g;
+        store->gen_head = 0;
+        store->gen_cap = cap;
+    }
+}
+
 /* Generations up to `covers` are written: forget their snapshots. */
 static void gens_written(rf_store_t *store, uint64_t covers) {
     while (store->gen_n > 0 && gen_at(store, 0)->id <= covers) {
@@ -962,6 +993,7 @@ static void gens_written(rf_store_t *store, uint64_t covers) {
         store->gen_n--;
     }
     store->gen_flushed = covers;
+    gens_shrink(store);
 }
 
 static void flush_finish(rf_store_t *store) {
