@@ -1,6 +1,6 @@
 /*
  * job_fraud.c — the fraud job: every payment that fraud.score.where admits scored by the
- * logistic model, a FraudScore for each and a FraudAlert (top 3 reasons) at or above the
+ * fraud model (logistic or trees, model.h), a FraudScore for each and a FraudAlert (top 3 reasons) at or above the
  * threshold (docs/ENGINE.md §5).
  *
  * Owns its model, its evaluation plan (the model's features, declared in the feature file),
@@ -10,6 +10,7 @@
  * from the model's own names), or emit an output it could not encode (it stops instead).
  */
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,10 +36,12 @@ struct fraud_conf {
 #define C struct fraud_conf
 static const struct rf_conf_prop props[] = {
     RF_PROP_S("fraud.model.path", C, model_path, "deploy/models/fraud_lr.json",
-              "The fraud model (riskflow.logistic.v1 JSON, docs/MODELS.md); its features must "
-              "be declared in features.path and available for payments."),
+              "The fraud model (docs/MODELS.md): a riskflow.logistic.v1 or riskflow.trees.v1 "
+              "JSON file, or an XGBoost JSON / LightGBM text model as the library saved it; "
+              "its features must be declared in features.path and available for payments."),
     RF_PROP_D("fraud.alert.threshold", C, threshold, "-1", -1, 1,
-              "Alert when score >= this. Negative: the threshold stored in the model file."),
+              "Alert when score >= this. Negative: the threshold stored in the model file "
+              "(required for an XGBoost or LightGBM file loaded directly, which has none)."),
     RF_PROP_S("fraud.scores.topic", C, scores_topic, "fraud.scores",
               "Topic for one riskflow.FraudScore per scored payment (keyed by customer id)."),
     RF_PROP_S("fraud.alerts.topic", C, alerts_topic, "fraud.alerts",
@@ -132,6 +135,12 @@ static void *fraud_init(const struct rf_job_env *env, char *errstr, size_t size)
         goto fail;
     }
     f->threshold = f->c->threshold >= 0 ? f->c->threshold : rf_model_threshold(f->model);
+    if (isnan(f->threshold)) {
+        snprintf(errstr, size, "%s: fraud.model.path: %s carries no alert threshold (a library's "
+                 "own file): set fraud.alert.threshold, or load it through a riskflow.trees.v1 "
+                 "manifest", rf_conf_where(env->conf, "fraud.model.path"), f->c->model_path);
+        goto fail;
+    }
     f->scores = rf_job_topic(env->host, f->c->scores_topic);
     f->alerts = rf_job_topic(env->host, f->c->alerts_topic);
     if (!f->scores || !f->alerts) {

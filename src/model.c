@@ -1,6 +1,7 @@
 /*
- * model.c — the fraud logistic regression: JSON loading with full validation, batch scoring
- * through one OpenBLAS dgemv, and exact per-feature contributions for alert reasons.
+ * model.c — the fraud model: a logistic regression (JSON loading with full validation, batch
+ * scoring through one OpenBLAS dgemv, exact per-feature contributions for alert reasons) or a
+ * tree ensemble (trees.c: XGBoost JSON or LightGBM text, TreeSHAP reasons), one interface.
  *
  * Owns the model's parameters (copied out of jansson, which is released before load returns)
  * and a scratch matrix of RF_MODEL_BATCH_MAX rows, so scoring allocates nothing. Loading runs
@@ -19,15 +20,20 @@
 #include <cblas.h>
 #include <jansson.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "riskflow/err.h"
+#include "riskflow/trees.h"
 
 #define RF_MODEL_FORMAT "riskflow.logistic.v1"
+#define RF_TREES_FORMAT "riskflow.trees.v1"
 
 struct rf_model_s {
+    rf_trees_t *trees; /* a tree ensemble; NULL for the logistic model */
+    double phi[RF_FEATURES_MAX + 1];
     char *version;
     int n;                      /* features */
     char names[RF_FEATURES_MAX][RF_MODEL_NAME_MAX]; /* model order; declared in the feature file */
@@ -148,6 +154,110 @@ static int get_features(json_t *root, char (*names)[RF_MODEL_NAME_MAX], const ch
     return (int)n;
 }
 
+/* The model's own copy of its version: nothing borrowed from jansson survives the load. */
+static int set_version(rf_model_t *model, const char *version, const char *path, char *errstr,
+                       size_t size) {
+    model->version = dupstr(version);
+    if (!model->version) {
+        rf_errf(errstr, size, path, "out of memory");
+        return -1;
+    }
+    return 0;
+}
+
+/* What both riskflow formats carry beside the parameters: a name, the version stamped on every
+ * output (bounded, so an output always fits its buffer) and the alert threshold. Returns the
+ * version (borrowed from root) or NULL with errstr set. */
+static const char *get_header(json_t *root, rf_model_t *model, const char *path, char *errstr,
+                              size_t size) {
+    /* The name is required so a file says what it is, though only the version goes on outputs. */
+    if (!get_string(root, "name", path, errstr, size))
+        return NULL;
+    const char *version = get_string(root, "version", path, errstr, size);
+    if (!version)
+        return NULL;
+    if (strlen(version) > RF_MODEL_VERSION_MAX) {
+        rf_errf(errstr, size, path, "'version' must be 1 to " RF_STR(RF_MODEL_VERSION_MAX)
+                                    " characters");
+        return NULL;
+    }
+    if (get_number(root, "threshold", "", &model->threshold, path, errstr, size) < 0)
+        return NULL;
+    if (model->threshold < 0.0 || model->threshold > 1.0) {
+        rf_errf(errstr, size, path, "threshold: %g, expected a probability in [0, 1]",
+                model->threshold);
+        return NULL;
+    }
+    return version;
+}
+
+/* The tree ensemble's names into the model: at most RF_FEATURES_MAX, each named. */
+static int take_tree_names(rf_model_t *model, const char *path, char *errstr, size_t size) {
+    int n = rf_trees_n_features(model->trees);
+    if (n > RF_FEATURES_MAX) {
+        rf_errf(errstr, size, path, "%d features, at most %d", n, RF_FEATURES_MAX);
+        return -1;
+    }
+    for (int i = 0; i < n; i++) {
+        const char *name = rf_trees_feature_name(model->trees, i);
+        if (!name) {
+            rf_errf(errstr, size, path, "the model names no features: train it with feature "
+                                        "names, or list them in a " RF_TREES_FORMAT " manifest");
+            return -1;
+        }
+        if (strlen(name) >= RF_MODEL_NAME_MAX) {
+            rf_errf(errstr, size, path, "feature %d: a name of 1 to %d bytes expected", i,
+                    RF_MODEL_NAME_MAX - 1);
+            return -1;
+        }
+        memcpy(model->names[i], name, strlen(name) + 1);
+    }
+    model->n = n;
+    return 0;
+}
+
+/* A riskflow.trees.v1 manifest: the version and threshold riskflow stamps and alerts on, and
+ *   "model": the library's own file (a path relative to the manifest's directory),
+ *   "features": optional, the names in the model's column order when the file has none. */
+static int parse_manifest(json_t *root, rf_model_t *model, const char *path, char *errstr,
+                          size_t size) {
+    const char *version = get_header(root, model, path, errstr, size);
+    const char *file = version ? get_string(root, "model", path, errstr, size) : NULL;
+    if (!file)
+        return -1;
+    char full[4096];
+    const char *slash = strrchr(path, '/');
+    if (file[0] == '/' || !slash)
+        snprintf(full, sizeof full, "%s", file);
+    else
+        snprintf(full, sizeof full, "%.*s/%s", (int)(slash - path), path, file);
+    char err[512];
+    model->trees = rf_trees_load(full, RF_TREES_DENSE_DEPTH, err, sizeof err);
+    if (!model->trees) {
+        rf_errf(errstr, size, path, "model: %s", err);
+        return -1;
+    }
+    if (!rf_trees_is_probability(model->trees)) {
+        rf_errf(errstr, size, path, "model: %s: its objective gives no probability (a logistic "
+                                    "objective is needed to alert on a threshold)", full);
+        return -1;
+    }
+    if (json_object_get(root, "features")) {
+        int n = get_features(root, model->names, path, errstr, size);
+        if (n < 0)
+            return -1;
+        if (n != rf_trees_n_features(model->trees)) {
+            rf_errf(errstr, size, path, "features: %d names, the model has %d features", n,
+                    rf_trees_n_features(model->trees));
+            return -1;
+        }
+        model->n = n;
+    } else if (take_tree_names(model, path, errstr, size) != 0) {
+        return -1;
+    }
+    return set_version(model, version, path, errstr, size);
+}
+
 /* Validates the whole document and fills model's parameters and version. */
 static int parse(json_t *root, rf_model_t *model, const char *path, char *errstr, size_t size) {
     if (!json_is_object(root)) {
@@ -157,22 +267,16 @@ static int parse(json_t *root, rf_model_t *model, const char *path, char *errstr
     const char *format = get_string(root, "format", path, errstr, size);
     if (!format)
         return -1;
+    if (strcmp(format, RF_TREES_FORMAT) == 0)
+        return parse_manifest(root, model, path, errstr, size);
     if (strcmp(format, RF_MODEL_FORMAT) != 0) {
-        rf_errf(errstr, size, path, "format: '%s', expected '%s'", format, RF_MODEL_FORMAT);
+        rf_errf(errstr, size, path, "format: '%s', expected '%s' or '%s'", format,
+                RF_MODEL_FORMAT, RF_TREES_FORMAT);
         return -1;
     }
-    /* Required so a file says what it is, though only the version goes on outputs. */
-    if (!get_string(root, "name", path, errstr, size))
-        return -1;
-    const char *version = get_string(root, "version", path, errstr, size);
+    const char *version = get_header(root, model, path, errstr, size);
     if (!version)
         return -1;
-    /* It goes on every output record: bounded, so an output always fits its buffer. */
-    if (strlen(version) == 0 || strlen(version) > RF_MODEL_VERSION_MAX) {
-        rf_errf(errstr, size, path, "'version' must be 1 to " RF_STR(RF_MODEL_VERSION_MAX)
-                                   " characters");
-        return -1;
-    }
 
     model->n = get_features(root, model->names, path, errstr, size);
     if (model->n < 0)
@@ -203,20 +307,64 @@ static int parse(json_t *root, rf_model_t *model, const char *path, char *errstr
         return -1;
     if (get_number(root, "intercept", "", &model->intercept, path, errstr, size) < 0)
         return -1;
-    if (get_number(root, "threshold", "", &model->threshold, path, errstr, size) < 0)
-        return -1;
-    if (model->threshold < 0.0 || model->threshold > 1.0) {
-        rf_errf(errstr, size, path, "threshold: %g, expected a probability in [0, 1]",
-               model->threshold);
-        return -1;
-    }
 
-    model->version = dupstr(version);
-    if (!model->version) {
+    return set_version(model, version, path, errstr, size);
+}
+
+/* An XGBoost JSON model (its "learner") or a LightGBM text model ("tree" first), as saved by
+ * the library, rather than one of riskflow's own formats. */
+static int is_library_file(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return 0;
+    char head[256];
+    size_t n = fread(head, 1, sizeof head - 1, f);
+    fclose(f);
+    head[n] = 0;
+    const char *p = head;
+    while (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t')
+        p++;
+    return strncmp(p, "tree\n", 5) == 0 || strncmp(p, "tree\r", 5) == 0 ||
+           (*p == '{' && strstr(p, "\"learner\"") != NULL);
+}
+
+/* A library's file loaded as it is: no threshold of its own (the job's config gives it,
+ * rf_model_threshold is NaN) and, as version, the file's name and a hash of its bytes, so
+ * that outputs name exactly the trees that scored them. */
+static rf_model_t *load_library_file(const char *path, char *errstr, size_t size) {
+    rf_model_t *model = calloc(1, sizeof *model);
+    if (!model) {
         rf_errf(errstr, size, path, "out of memory");
-        return -1;
+        return NULL;
     }
-    return 0;
+    model->threshold = NAN;
+    model->trees = rf_trees_load(path, RF_TREES_DENSE_DEPTH, errstr, size);
+    if (!model->trees)
+        goto fail;
+    if (!rf_trees_is_probability(model->trees)) {
+        rf_errf(errstr, size, path, "its objective gives no probability (a logistic objective "
+                                    "is needed to alert on a threshold)");
+        goto fail;
+    }
+    if (take_tree_names(model, path, errstr, size) != 0)
+        goto fail;
+    uint64_t h = 1469598103934665603ull;
+    FILE *f = fopen(path, "rb");
+    int c;
+    while (f && (c = getc(f)) != EOF)
+        h = (h ^ (uint64_t)(unsigned char)c) * 1099511628211ull;
+    if (f)
+        fclose(f);
+    const char *base = strrchr(path, '/');
+    base = base ? base + 1 : path;
+    char v[RF_MODEL_VERSION_MAX + 1];
+    snprintf(v, sizeof v, "%.*s@%08x", RF_MODEL_VERSION_MAX - 9, base, (unsigned)(h ^ (h >> 32)));
+    if (set_version(model, v, path, errstr, size) != 0)
+        goto fail;
+    return model;
+fail:
+    rf_model_destroy(model);
+    return NULL;
 }
 
 /* Everything is validated before the model exists, so a caller never sees half a model;
@@ -230,6 +378,8 @@ rf_model_t *rf_model_load(const char *path, char *errstr, size_t errstr_size) {
         rf_errf(errstr, errstr_size, "(null)", "no model path");
         return NULL;
     }
+    if (is_library_file(path))
+        return load_library_file(path, errstr, errstr_size);
     root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
     if (!root) {
         if (jerr.line > 0)
@@ -267,6 +417,7 @@ void rf_model_destroy(rf_model_t *model) {
         return;
     free(model->scratch);
     free(model->version);
+    rf_trees_destroy(model->trees);
     free(model);
 }
 
@@ -303,6 +454,8 @@ int rf_model_score_batch(rf_model_t *model, const double *x, int n, double *out)
         return RF_E_INVAL;
     if (n == 0)
         return 0;
+    if (model->trees)
+        return rf_trees_predict(model->trees, x, n, out);
 
     int nf = model->n;
     for (int r = 0; r < n; r++) {
@@ -321,17 +474,20 @@ int rf_model_score_batch(rf_model_t *model, const double *x, int n, double *out)
 
 /* Contributions are recomputed from x_row rather than kept from scoring: reasons are needed
  * for alerts only, and recomputing keeps score_batch free of per-row side output. */
-int rf_model_reasons(const rf_model_t *model, const double *x_row, struct rf_reason *out, int k) {
+int rf_model_reasons(rf_model_t *model, const double *x_row, struct rf_reason *out, int k) {
     if (!model || !x_row || !out || k <= 0)
         return 0;
     if (k > RF_REASONS_MAX)
         k = RF_REASONS_MAX;
+    if (model->trees && rf_trees_shap(model->trees, x_row, model->phi) != 0)
+        return 0;
 
     /* Insertion into a k-long descending list: n <= 32 and k <= 3, so this beats any sort,
      * needs no scratch, and ties keep model order (strict > below). */
     int got = 0;
     for (int i = 0; i < model->n; i++) {
-        double c = model->coef[i] * ((x_row[i] - model->mean[i]) / model->scale[i]);
+        double c = model->trees ? model->phi[i]
+                                : model->coef[i] * ((x_row[i] - model->mean[i]) / model->scale[i]);
         if (!(c > 0.0))
             continue;
         int pos = got;

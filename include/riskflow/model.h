@@ -1,11 +1,22 @@
 /*
- * model.h — the fraud model: a logistic regression loaded from JSON, scored in batches.
+ * model.h — the fraud model, scored in batches: a logistic regression loaded from JSON, or a
+ * tree ensemble (trees.h) — an XGBoost JSON or LightGBM text file as the library saved it, or
+ * a riskflow.trees.v1 manifest that names one and adds riskflow's version and threshold.
  *
  * Owns the model's parameters and a scratch matrix sized for one batch, so scoring allocates
  * nothing. Loaded once (off the hot path); scored on the loop thread. Dense math goes
  * through OpenBLAS (dgemv over the batch); the caller sets OpenBLAS to one thread.
  *
- * File format (JSON under deploy/models/, written by tools/train/train_fraud.py):
+ * The tree manifest (docs/MODELS.md §4):
+ *   {"format": "riskflow.trees.v1", "name": "fraud", "version": "fraud-xgb-…",
+ *    "model": "fraud_xgb.json"       the library's file, relative to the manifest's directory
+ *    "threshold": t,                  the alert threshold chosen on validation data
+ *    "features": [...]}               optional: names for a file that carries none
+ * A library file loaded directly has no threshold (NaN: the job's config must give one) and
+ * is versioned "<file name>@<hash of its bytes>". Reasons for trees are TreeSHAP
+ * contributions in log-odds.
+ *
+ * The logistic format (JSON under deploy/models/, written by tools/train/train_fraud.py):
  *   {
  *     "format": "riskflow.logistic.v1",
  *     "name": "fraud",
@@ -47,6 +58,7 @@ void rf_model_destroy(rf_model_t *model);
 const char *rf_model_version(const rf_model_t *model);
 int rf_model_n_features(const rf_model_t *model);
 const char *rf_model_feature_name(const rf_model_t *model, int i);
+/* The model's suggested alert threshold; NaN for a library file loaded directly. */
 double rf_model_threshold(const rf_model_t *model);
 
 /* Score n rows (n <= RF_MODEL_BATCH_MAX). x: n × n_features, row-major, raw values in model
@@ -54,7 +66,8 @@ double rf_model_threshold(const rf_model_t *model);
 int rf_model_score_batch(rf_model_t *model, const double *x, int n, double *out);
 
 /* The k (<= RF_REASONS_MAX) largest positive contributions of one row, descending; names
- * borrowed from the model. Returns how many were written (fewer when fewer are positive). */
-int rf_model_reasons(const rf_model_t *model, const double *x_row, struct rf_reason *out, int k);
+ * borrowed from the model. Returns how many were written (fewer when fewer are positive).
+ * Not const: a tree ensemble's SHAP uses the model's scratch. */
+int rf_model_reasons(rf_model_t *model, const double *x_row, struct rf_reason *out, int k);
 
 #endif

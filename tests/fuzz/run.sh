@@ -2,7 +2,7 @@
 # Build the libFuzzer targets (clang, ASan + UBSan) and run each for SECONDS (default 10):
 #   fuzz_decode  the record decoder (avro-c as the oracle)
 #   fuzz_conf    the configuration parser
-#   fuzz_models  the fraud model, scorecard and GRU/LSTM loaders
+#   fuzz_models  the fraud model, scorecard, GRU/LSTM and tree-ensemble loaders
 #   fuzz_state   stored entity values and replay journal chunks, as Redis hands them back
 # The suite runs it for 10 s a target (ctest unit.fuzz); longer: tests/fuzz/run.sh 600.
 # Each target starts from seeds made fresh (valid inputs) plus its corpus from earlier runs in
@@ -57,6 +57,8 @@ seed fuzz_models
 { printf '\0'; cat deploy/models/fraud_lr.json; } > "$OUT/seeds/fuzz_models/fraud"
 { printf '\1'; cat deploy/models/credit_scorecard.json; } > "$OUT/seeds/fuzz_models/scorecard"
 { printf '\2'; cat tests/fixtures/market_lstm_small.safetensors; } > "$OUT/seeds/fuzz_models/lstm"
+{ printf '\3'; cat tests/fixtures/trees_lgb_zero.txt; } > "$OUT/seeds/fuzz_models/lightgbm"
+{ printf '\3'; printf '%s' '{"learner":{"feature_names":["a","b"],"gradient_booster":{"name":"gbtree","model":{"gbtree_model_param":{"num_trees":"1"},"tree_info":[0],"trees":[{"tree_param":{"num_nodes":"3"},"left_children":[1,-1,-1],"right_children":[2,-1,-1],"split_indices":[1,0,0],"split_conditions":[0.5,-0.25,0.75],"default_left":[1,0,0],"sum_hessian":[4,3,1]}]}},"learner_model_param":{"base_score":"[5E-1]","num_class":"0","num_feature":"2"},"objective":{"name":"binary:logistic"}}}'; } > "$OUT/seeds/fuzz_models/xgboost"
 
 fail=0
 for t in "${targets[@]}"; do

@@ -10,12 +10,14 @@
 #include <stddef.h> /* model.h uses size_t without including it */
 
 #include <cblas.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "npy.h"
 #include "rf_test.h"
 #include "riskflow/err.h"
 #include "riskflow/model.h"
@@ -331,7 +333,7 @@ static void test_load_errors(void) {
      * first so the message says what is really wrong). */
     char big[4096];
     size_t len = (size_t)snprintf(big, sizeof big, "{\"format\": \"riskflow.logistic.v1\", "
-                                                    "\"name\": \"x\", \"version\": \"x\", "
+                                                    "\"name\": \"x\", \"version\": \"x\", \"threshold\": 0.5, "
                                                     "\"features\": [");
     for (int i = 0; i <= RF_FEATURES_MAX; i++)
         len += (size_t)snprintf(big + len, sizeof big - len, "%s\"amount\"", i ? ", " : "");
@@ -354,5 +356,107 @@ static void test_blas_setup(void) {
     CHECK_EQ_INT(openblas_get_num_threads(), 1);
 }
 
+/* A tree ensemble through the model interface: the XGBoost fixture loaded as the library saved
+ * it (no threshold, versioned by name and hash) and through a manifest (relative path,
+ * riskflow's version and threshold); scores equal XGBoost's, reasons are the largest positive
+ * SHAP contributions (xgboost's pred_contribs) in order. */
+static void test_trees(void) {
+    char err[512];
+    int rows, cols, srows, scols, prow, pcol;
+    double *x = rf_npy_read("tests/fixtures/trees_x.npy", &rows, &cols);
+    double *pred = rf_npy_read("tests/fixtures/trees_xgb_pred.npy", &prow, &pcol);
+    double *shap = rf_npy_read("tests/fixtures/trees_xgb_shap.npy", &srows, &scols);
+    CHECK(x && pred && shap);
+    if (!x || !pred || !shap)
+        return;
+    rf_model_t *raw = rf_model_load("tests/fixtures/trees_xgb.json", err, sizeof err);
+    rf_model_t *man = rf_model_load("tests/fixtures/trees_xgb.manifest.json", err, sizeof err);
+    CHECK(raw != NULL);
+    CHECK(man != NULL);
+    if (!raw || !man) {
+        fprintf(stderr, "%s\n", err);
+        return;
+    }
+    CHECK(isnan(rf_model_threshold(raw)));
+    CHECK(strncmp(rf_model_version(raw), "trees_xgb.json@", 15) == 0);
+    CHECK_EQ_INT(strlen(rf_model_version(raw)), 15 + 8);
+    CHECK(rf_model_threshold(man) == 0.35);
+    CHECK_EQ_STR(rf_model_version(man), "trees-fixture-xgb");
+    CHECK_EQ_INT(rf_model_n_features(man), cols);
+    CHECK_EQ_STR(rf_model_feature_name(man, 5), "term_risk_7d");
+    double out[64];
+    for (int r0 = 0; r0 < 640; r0 += 64) {
+        CHECK_EQ_INT(rf_model_score_batch(man, x + (size_t)r0 * (size_t)cols, 64, out), 0);
+        for (int i = 0; i < 64; i++)
+            CHECK(out[i] == pred[r0 + i]);
+    }
+    for (int r = 0; r < 200; r++) {
+        struct rf_reason rs[RF_REASONS_MAX];
+        int got = rf_model_reasons(man, x + (size_t)r * (size_t)cols, rs, 3);
+        const double *phi = shap + (size_t)r * (size_t)scols;
+        /* The expected k: how many contributions are positive (up to 3). */
+        int pos = 0;
+        for (int i = 0; i < cols; i++)
+            pos += phi[i] > 1e-5;
+        CHECK(got >= (pos < 3 ? pos : 3));
+        for (int j = 0; j < got; j++) {
+            int f = -1;
+            for (int i = 0; i < cols; i++)
+                if (strcmp(rf_model_feature_name(man, i), rs[j].feature) == 0)
+                    f = i;
+            CHECK(f >= 0);
+            if (f < 0)
+                continue;
+            CHECK_NEAR(rs[j].contribution, phi[f], 0, 2e-5);
+            double xv = x[(size_t)r * (size_t)cols + (size_t)f];
+            CHECK(rs[j].value == xv || (isnan(xv) && isnan(rs[j].value)));
+            /* No positive contribution left out is larger. */
+            for (int i = 0; i < cols; i++) {
+                int used = 0;
+                for (int q = 0; q < got; q++)
+                    used |= strcmp(rf_model_feature_name(man, i), rs[q].feature) == 0;
+                if (!used)
+                    CHECK(phi[i] <= rs[j].contribution + 2e-5);
+            }
+            if (j > 0)
+                CHECK(rs[j].contribution <= rs[j - 1].contribution);
+        }
+    }
+    rf_model_destroy(raw);
+    rf_model_destroy(man);
+
+    /* Manifest errors name the problem. */
+    static const struct {
+        const char *text, *needle;
+    } bad[] = {
+        {"{\"format\":\"riskflow.trees.v1\",\"name\":\"f\",\"version\":\"v\",\"threshold\":0.5,"
+         "\"model\":\"absent.json\"}", "absent.json"},
+        {"{\"format\":\"riskflow.trees.v1\",\"name\":\"f\",\"version\":\"v\",\"threshold\":1.5,"
+         "\"model\":\"x.json\"}", "threshold"},
+        {"{\"format\":\"riskflow.trees.v1\",\"name\":\"f\",\"version\":\"v\",\"threshold\":0.5}",
+         "'model'"},
+        {"{\"format\":\"riskflow.trees.v1\",\"name\":\"f\",\"version\":\"v\",\"threshold\":0.5,"
+         "\"model\":\"%s/tests/fixtures/trees_xgb.json\",\"features\":[\"a\"]}",
+         "1 names, the model has 12"},
+    };
+    char cwd[1024], text[2048];
+    CHECK(getcwd(cwd, sizeof cwd) != NULL);
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        snprintf(text, sizeof text, bad[i].text, cwd);
+        const char *path = write_tmp(text);
+        rf_model_t *m = rf_model_load(path, err, sizeof err);
+        unlink(path);
+        CHECK(m == NULL);
+        if (!strstr(err, bad[i].needle)) {
+            fprintf(stderr, "error '%s' does not name '%s'\n", err, bad[i].needle);
+            CHECK(0);
+        }
+        rf_model_destroy(m);
+    }
+    free(x);
+    free(pred);
+    free(shap);
+}
+
 RF_TEST_MAIN(RF_TEST(test_blas_setup), RF_TEST(test_tiny_model), RF_TEST(test_load_errors),
-             RF_TEST(test_parity))
+             RF_TEST(test_parity), RF_TEST(test_trees))
