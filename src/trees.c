@@ -12,6 +12,7 @@
 #include "riskflow/trees.h"
 
 #include <errno.h>
+#include <float.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdint.h>
@@ -80,6 +81,19 @@ struct rf_trees_s {
     struct shap_el *path;
 };
 
+/* A double as XGBoost's float: beyond float's range it is ±inf (a plain conversion would be
+ * undefined behaviour there), NaN stays NaN. */
+static inline float to_float(double x) {
+    const double mid = (double)FLT_MAX + 0x1p103; /* FLT_MAX + half its ulp: rounds to inf */
+    if (x >= mid)
+        return INFINITY;
+    if (x <= -mid)
+        return -INFINITY;
+    if (x > FLT_MAX || x < -FLT_MAX) /* rounds to ±FLT_MAX */
+        return x > 0 ? FLT_MAX : -FLT_MAX;
+    return (float)x;
+}
+
 /* ---- the one node test ---- */
 
 static inline int goes_left(double v, double thr, int nan_left, int zero, int zero_left) {
@@ -94,7 +108,7 @@ static int transform_row(const rf_trees_t *t, const double *x, double *xr) {
     int nan = 0;
     if (t->lib == RF_TREES_XGBOOST) {
         for (int i = 0; i < t->nf; i++) {
-            xr[i] = (double)(float)x[i];
+            xr[i] = (double)to_float(x[i]);
             nan |= xr[i] != xr[i];
         }
     } else {
@@ -412,7 +426,7 @@ static int xgb_tree(rf_trees_t *t, json_t *tree, int k, size_t *cap, int32_t *en
         struct tnode *nd = &t->nodes[base + (int32_t)i];
         memset(nd, 0, sizeof *nd);
         nd->cover = json_number_value(jh);
-        float c = (float)json_number_value(jc);
+        float c = to_float(json_number_value(jc));
         if (l == -1) {
             nd->left = nd->right = -1;
             nd->value = (double)c;
@@ -493,10 +507,10 @@ static rf_trees_t *parse_xgboost(rf_trees_t *t, const char *buf, size_t len, con
                     base_score);
             goto fail;
         }
-        t->base_f = xgb_logit((float)base_score);
+        t->base_f = xgb_logit(to_float(base_score));
         t->link = logistic ? LINK_XGB_SIGMOID : LINK_IDENTITY;
     } else if (strcmp(obj, "reg:squarederror") == 0) {
-        t->base_f = (float)base_score;
+        t->base_f = to_float(base_score);
         t->link = LINK_IDENTITY;
     } else {
         rf_errf(errstr, size, where, "objective '%s' is not supported (binary:logistic, "
@@ -530,7 +544,8 @@ static rf_trees_t *parse_xgboost(rf_trees_t *t, const char *buf, size_t len, con
     double num_trees;
     if (!json_is_array(trees) ||
         xgb_param(json_object_get(model, "gbtree_model_param"), "num_trees", &num_trees) != 0 ||
-        (size_t)num_trees != json_array_size(trees) || num_trees < 1 || num_trees > TREES_MAX) {
+        !(num_trees >= 1 && num_trees <= TREES_MAX) ||
+        (size_t)num_trees != json_array_size(trees)) {
         rf_errf(errstr, size, where, "gradient_booster.model: trees missing, empty, over %d, or "
                                      "not num_trees of them", TREES_MAX);
         goto fail;
@@ -686,11 +701,11 @@ static int lgb_tree(rf_trees_t *t, const struct lgb_tree *lt, int k, size_t *cap
         for (int i = 0; i < ni; i++) {
             struct tnode *nd = &t->nodes[base + i];
             memset(nd, 0, sizeof *nd);
-            int dt = (int)a[2][i];
-            if (a[2][i] != dt || dt < 0 || dt > 15) {
+            if (!(a[2][i] >= 0 && a[2][i] <= 15) || a[2][i] != (int)a[2][i]) {
                 rf_errf(errstr, size, where, "Tree=%d node %d: decision_type %g", k, i, a[2][i]);
                 return -1;
             }
+            int dt = (int)a[2][i];
             if (dt & 1) {
                 rf_errf(errstr, size, where, "Tree=%d node %d: categorical splits are not "
                                              "supported", k, i);
@@ -712,7 +727,8 @@ static int lgb_tree(rf_trees_t *t, const struct lgb_tree *lt, int k, size_t *cap
             for (int s = 0; s < 2; s++) {
                 double c = a[3 + s][i];
                 int32_t to;
-                if (c != (int32_t)c || c < -nl || c >= ni) {
+                /* The range first: converting an out-of-range double to int is undefined. */
+                if (!(c >= -nl && c < ni) || c != (int32_t)c) {
                     rf_errf(errstr, size, where, "Tree=%d node %d: child %g out of range", k, i, c);
                     return -1;
                 }
