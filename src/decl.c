@@ -165,10 +165,15 @@ static int find_kind(const rf_decl_t *d, const char *name) {
 
 static int parse_entity(struct parser *p) {
     rf_decl_t *d = p->d;
-    if (p->ntok != 3 || strncmp(p->tok[2], "key=", 4) != 0)
-        return PERR(p, "expected 'entity KIND key=FIELD'");
+    if (p->ntok < 3 || p->ntok > 4 || strncmp(p->tok[2], "key=", 4) != 0 ||
+        (p->ntok == 4 && strncmp(p->tok[3], "ttl=", 4) != 0))
+        return PERR(p, "expected 'entity KIND key=FIELD [ttl=DUR]'");
     const char *name = p->tok[1];
     const char *key = p->tok[2] + 4;
+    int64_t ttl_ms = 0;
+    if (p->ntok == 4 && (parse_duration(p->tok[3] + 4, &ttl_ms) != 0 || ttl_ms < 1000 ||
+                         ttl_ms > CAP_MAX_MS))
+        return PERR(p, "bad ttl '%s' (1s..3660d)", p->tok[3] + 4);
     if (!valid_name(name))
         return PERR(p, "bad entity kind name '%s' (expected [a-z][a-z0-9_]{0,47})", name);
     if (find_kind(d, name) >= 0)
@@ -199,6 +204,7 @@ static int parse_entity(struct parser *p) {
     }
     snprintf(k->name, sizeof k->name, "%s", name);
     snprintf(k->key, sizeof k->key, "%s", key);
+    k->ttl_ms = ttl_ms;
     d->n_kinds++;
     char canon[TEXT_MAX];
     snprintf(canon, sizeof canon, "entity %s key=%s\n", name, key);
@@ -225,11 +231,41 @@ static int prev_slot(struct parser *p, struct kind *k, const struct rf_rtype *re
         if (k->prevs[i].rec == rec && k->prevs[i].field == field)
             return i;
     if (k->n_prevs == PREVS_MAX)
-        return PERR(p, "too many change()/logchange() fields on entity '%s' (at most %d)",
+        return PERR(p, "too many change()/logchange()/delta() fields on entity '%s' (at most %d)",
                     k->name, PREVS_MAX);
     k->prevs[k->n_prevs].rec = rec;
     k->prevs[k->n_prevs].field = field;
     return k->n_prevs++;
+}
+
+/* delta(FIELD,KIND): FIELD's value minus KIND's previous value of it (0 before any). */
+static int parse_delta(struct parser *p, char *buf, const char *s, const struct rf_rtype *rec,
+                       int kind, struct rf_input *in) {
+    size_t n = strlen(buf);
+    if (buf[n - 1] != ')')
+        return PERR(p, "bad input '%s': missing ')'", s);
+    buf[n - 1] = '\0';
+    char *arg = buf + 6, *comma = strchr(arg, ',');
+    if (!comma)
+        return PERR(p, "bad input '%s': expected delta(FIELD,KIND)", s);
+    *comma = '\0';
+    if (kind < 0)
+        return PERR(p, "delta(%s,%s) is an input of stateful aggregations only, not of value()",
+                    arg, comma + 1);
+    int rc = parse_field(p, rec, arg, 1, &in->field);
+    if (rc)
+        return rc;
+    int dk = find_kind(p->d, comma + 1);
+    if (dk < 0)
+        return PERR(p, "delta(%s,%s): unknown entity kind '%s'", arg, comma + 1, comma + 1);
+    if (p->d->kinds[dk].key_field[rec->index] < 0)
+        return PERR(p, "delta(%s,%s): record %s does not touch entity '%s'", arg, comma + 1,
+                    rec->fullname, comma + 1);
+    in->op = RF_IN_DELTA;
+    in->dkind = dk;
+    in->prev = prev_slot(p, &p->d->kinds[dk], rec, in->field);
+    p->d->has_delta = 1;
+    return in->prev < 0 ? in->prev : 0;
 }
 
 /* INPUT (FEATURES.md §2.3), in record rec; kind is needed by change/logchange (-1: none). */
@@ -238,10 +274,13 @@ static int parse_input(struct parser *p, const char *s, const struct rf_rtype *r
     char buf[TEXT_MAX];
     memset(in, 0, sizeof *in);
     in->prev = -1;
+    in->dkind = -1;
     size_t n = strlen(s);
     if (n >= sizeof buf)
         return PERR(p, "input '%s' too long", s);
     memcpy(buf, s, n + 1);
+    if (strncmp(buf, "delta(", 6) == 0)
+        return parse_delta(p, buf, s, rec, kind, in);
     const char *fn = NULL;
     if (strncmp(buf, "hour(", 5) == 0)
         fn = "hour";
@@ -398,11 +437,13 @@ static int group_col(struct parser *p, struct group *g, enum rf_col col, const s
 }
 
 static int add_group(struct parser *p, struct kind *k, struct rf_feature *f, int64_t window_ms,
-                     int tiles, const char *where_text, const char *in_text) {
+                     int tiles, int delay, int time_field, const char *where_text,
+                     const char *in_text) {
     int gi = -1;
     for (int i = 0; i < k->n_groups; i++) {
         struct group *g = &k->groups[i];
-        if (g->rec == f->rec && g->tile_ms * g->n == window_ms && g->n == tiles &&
+        if (g->rec == f->rec && g->tile_ms * g->win == window_ms && g->win == tiles &&
+            g->delay == delay && g->time_field == time_field &&
             strcmp(g->where_text, where_text) == 0) {
             gi = i;
             break;
@@ -420,7 +461,10 @@ static int add_group(struct parser *p, struct kind *k, struct rf_feature *f, int
         g->where = f->where;
         snprintf(g->where_text, sizeof g->where_text, "%s", where_text);
         g->tile_ms = window_ms / tiles;
-        g->n = tiles;
+        g->win = tiles;
+        g->delay = delay;
+        g->n = tiles + delay;
+        g->time_field = time_field;
     }
     struct group *g = &k->groups[gi];
     f->group = gi;
@@ -509,6 +553,7 @@ static int parse_feature(struct parser *p) {
 
     /* options */
     const char *per = NULL, *on = NULL, *window = NULL, *halflife = NULL, *cap = NULL;
+    const char *delay = NULL, *timef = NULL;
     int where_at = -1, where_n = 0;
     for (int i = 4; i < p->ntok; i++) {
         const char *t = p->tok[i];
@@ -528,6 +573,10 @@ static int parse_feature(struct parser *p) {
             slot = &halflife;
         else if (strncmp(t, "cap=", 4) == 0)
             slot = &cap;
+        else if (strncmp(t, "delay=", 6) == 0)
+            slot = &delay;
+        else if (strncmp(t, "time=", 5) == 0)
+            slot = &timef;
         if (slot) {
             if (*slot)
                 return PERR(p, "'%.*s' given twice", (int)(strchr(t, '=') - t), t);
@@ -602,6 +651,16 @@ static int parse_feature(struct parser *p) {
         return PERR(p, "%s needs window=DUR/TILES", expr);
     if (!aggs[ai].windowed && window)
         return PERR(p, "%s takes no window", expr);
+    if (!aggs[ai].windowed && (delay || timef))
+        return PERR(p, "%s takes no %s (windows only)", expr, delay ? "delay" : "time");
+    int time_field = -1;
+    if (timef) {
+        int rc = parse_field(p, f->rec, timef, 1, &time_field);
+        if (rc)
+            return rc;
+        if (!f->rec->fields[time_field].timestamp)
+            return PERR(p, "time=%s: not a timestamp-millis field of %s", timef, f->rec->fullname);
+    }
     int needs_hl = f->agg == RF_AGG_EWMA || f->agg == RF_AGG_DSUM;
     if (needs_hl && !halflife)
         return PERR(p, "%s needs halflife=DUR", expr);
@@ -658,7 +717,17 @@ static int parse_feature(struct parser *p) {
                             window, wbuf);
             if (wms / tiles < 1000)
                 return PERR(p, "window '%s': tiles shorter than 1s", window);
-            int rc = add_group(p, k, f, wms, (int)tiles, where_text, in_text);
+            int64_t delay_ms = 0, tile = wms / tiles;
+            if (delay && (parse_duration(delay, &delay_ms) != 0 || delay_ms > WINDOW_MAX_MS))
+                return PERR(p, "bad delay '%s' (up to 366d)", delay);
+            if (delay_ms % tile != 0)
+                return PERR(p, "delay '%s': not a whole number of the window's %" PRId64
+                            " ms tiles", delay, tile);
+            if (tiles + delay_ms / tile > RF_RING_MAX)
+                return PERR(p, "window '%s' with delay '%s': %" PRId64 " tiles, at most %d", window,
+                            delay, tiles + delay_ms / tile, RF_RING_MAX);
+            int rc = add_group(p, k, f, wms, (int)tiles, (int)(delay_ms / tile), time_field,
+                               where_text, in_text);
             if (rc)
                 return rc;
         } else if (f->agg != RF_AGG_VALUE) {
@@ -853,6 +922,7 @@ void rf_decl_destroy(rf_decl_t *d) {
         free(d->kinds[i].canonical);
     }
     free(d->feats);
+    free(d->feeds);
     free(d->path);
     free(d);
 }
@@ -938,6 +1008,13 @@ int rf_decl_finish(rf_decl_t *d, char *errstr, size_t size) {
         if (rc)
             return rc;
     }
+    int n_rt = rf_schemas_n_rtypes(d->schemas);
+    d->feeds = calloc((size_t)n_rt + 1, 1);
+    if (!d->feeds)
+        return errf(errstr, size, "out of memory");
+    for (int i = 0; i < d->n_feats; i++)
+        if (d->feats[i].kind >= 0 && d->feats[i].agg != RF_AGG_VALUE && d->feats[i].rec)
+            d->feeds[d->feats[i].rec->index] = 1;
     d->finished = 1;
     return 0;
 }
@@ -974,6 +1051,14 @@ uint64_t rf_decl_hash(const rf_decl_t *d, int kind) {
 
 const char *rf_decl_canonical(const rf_decl_t *d, int kind) {
     return d->kinds[kind].canonical;
+}
+
+int64_t rf_decl_ttl_ms(const rf_decl_t *d, int kind) {
+    return d->kinds[kind].ttl_ms;
+}
+
+int rf_decl_feeds(const rf_decl_t *d, const struct rf_rtype *t) {
+    return d->feeds && t && d->feeds[t->index];
 }
 
 int rf_decl_key_field(const rf_decl_t *d, int kind, const struct rf_rtype *t) {
@@ -1043,9 +1128,15 @@ void rf_decl_print_layout(const rf_decl_t *d, void *file) {
         for (int gi = 0; gi < k->n_groups; gi++) {
             const struct group *g = &k->groups[gi];
             char what[TEXT_MAX * 2];
-            snprintf(what, sizeof what, "group %d: %s window=%" PRId64 "ms/%d%s%s", gi,
-                     g->rec->name, g->tile_ms * g->n, g->n, g->where_text[0] ? " where " : "",
-                     g->where_text);
+            char extra[TEXT_MAX] = "";
+            if (g->delay)
+                snprintf(extra, sizeof extra, " delay=%" PRId64 "ms", g->tile_ms * g->delay);
+            if (g->time_field >= 0)
+                snprintf(extra + strlen(extra), sizeof extra - strlen(extra), " time=%s",
+                         g->rec->fields[g->time_field].name);
+            snprintf(what, sizeof what, "group %d: %s window=%" PRId64 "ms/%d%s%s%s", gi,
+                     g->rec->name, g->tile_ms * g->win, g->win, extra,
+                     g->where_text[0] ? " where " : "", g->where_text);
             fprintf(out, "  %6" PRIu32 " %6d  %s: head (i64)\n", g->off, 8, what);
             fprintf(out, "  %6" PRIu32 " %6d  %s: cnt[%d] (u32)\n", g->off + 8, 4 * g->n, what,
                     g->n);

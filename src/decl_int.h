@@ -25,7 +25,10 @@ struct group {
     struct rf_where where;
     char where_text[TEXT_MAX]; /* the conditions' tokens joined by " and " */
     int64_t tile_ms;
-    int n;
+    int n;          /* tiles in the ring: win + delay */
+    int win;        /* tiles the value covers (window=DUR/TILES) */
+    int delay;      /* tiles the value is shifted back by (delay=DUR) */
+    int time_field; /* time=FIELD: the record's field that picks the tile; -1: event time */
     uint32_t off; /* i64 head, then u32 cnt[n] (+4 when n is odd), then the columns */
     int n_cols;
     struct col cols[GROUP_COLS_MAX];
@@ -47,6 +50,7 @@ struct job_state {
 struct kind {
     char name[RF_NAME_MAX];
     char key[RF_NAME_MAX + 16];
+    int64_t ttl_ms; /* ttl=DUR: values expire this long after their last write; 0: never */
     int *key_field; /* by record type index: the key field, or -1 */
     struct group *groups;
     int n_groups;
@@ -74,6 +78,8 @@ struct rf_decl_s {
     } job_slots[RF_JOBS_MAX * RF_KINDS_MAX];
     int n_job_slots;
     int finished;
+    int has_delta; /* some input is delta(FIELD,KIND): apply snapshots previous values first */
+    uint8_t *feeds; /* by record type index: some stateful feature is on it */
 };
 
 

@@ -118,8 +118,15 @@ static double hour_of(int64_t t) {
     return (double)(floormod(t, MS_DAY) / MS_HOUR);
 }
 
+/* Previous values as they were before the event touched any entity (delta inputs read them):
+ * by kind, by previous-value slot. */
+struct prevsnap {
+    uint8_t has[RF_KINDS_MAX][PREVS_MAX];
+    double val[RF_KINDS_MAX][PREVS_MAX];
+};
+
 static double input(const struct rf_input *in, const struct rf_rec *r, const struct kind *k,
-                    const uint8_t *v) {
+                    const uint8_t *v, const struct prevsnap *pre) {
     switch (in->op) {
     case RF_IN_NONE:
         return 1.0;
@@ -131,6 +138,9 @@ static double input(const struct rf_input *in, const struct rf_rec *r, const str
         return rf_rec_num(r, in->field) / in->k;
     case RF_IN_HOUR:
         return hour_of(r->v[in->field].i);
+    case RF_IN_DELTA: /* applied events only: pre is there */
+        return rf_rec_num(r, in->field) -
+               (pre && pre->has[in->dkind][in->prev] ? pre->val[in->dkind][in->prev] : 0.0);
     case RF_IN_CHANGE:
     case RF_IN_LOGCHANGE: {
         uint32_t off = k->prevs[in->prev].off;
@@ -200,10 +210,13 @@ static void advance(const struct group *g, uint8_t *v, int64_t t) {
 }
 
 static void group_add(const struct group *g, const struct kind *k, uint8_t *v,
-                      const struct rf_rec *r, int64_t t) {
-    int64_t ti = rf_floordiv(t, g->tile_ms);
+                      const struct rf_rec *r, int64_t t, const struct prevsnap *pre) {
+    /* time=FIELD: the tile of that time (a label lands in its payment's tile). */
+    int64_t ti = rf_floordiv(g->time_field >= 0 ? r->v[g->time_field].i : t, g->tile_ms);
     int64_t h = ld_i64(v, g->off);
-    if (udist(h, ti) >= (uint64_t)g->n) /* ti <= h after advance: older than the window */
+    /* After advance ti <= h for the event time; a time= field may be later than the head
+     * (unsigned: a huge distance) or older than the ring: neither is in any tile. */
+    if (udist(h, ti) >= (uint64_t)g->n)
         return;
     uint32_t slot = (uint32_t)floormod(ti, g->n);
     uint32_t cnt_off = g->off + 8 + 4 * slot;
@@ -214,7 +227,7 @@ static void group_add(const struct group *g, const struct kind *k, uint8_t *v,
      * (FEATURES.md §2.5), and (s + x) - x is not s in floating point. */
     for (int c = 0; c < g->n_cols; c++) {
         const struct col *cl = &g->cols[c];
-        double x = input(&cl->in, r, k, v);
+        double x = input(&cl->in, r, k, v, pre);
         double cur = ld_f64(v, cl->off + 8 * slot);
         switch (cl->col) {
         case RF_COL_SUM:
@@ -242,26 +255,39 @@ static void group_add(const struct group *g, const struct kind *k, uint8_t *v,
         st_u32(v, cnt_off, n + 1);
 }
 
+/* Whether slot s is in the window's value: always, without a delay; with one, when the tile it
+ * holds, h - floormod(h - s, n), is at least `delay` tiles before the head h. */
+static inline int in_window(const struct group *g, int64_t h, int s) {
+    return g->delay == 0 || floormod((int64_t)((uint64_t)h - (uint64_t)s), g->n) >= g->delay;
+}
+
 static double window_value(const struct rf_feature *f, const struct group *g, const uint8_t *v) {
     uint32_t cnt = g->off + 8;
     double count = 0.0;
     uint64_t total = 0;
+    const int64_t h = ld_i64(v, g->off);
+#define SKIP(s) if (!in_window(g, h, s)) continue
     switch (f->agg) {
     case RF_AGG_COUNT:
-        for (int s = 0; s < g->n; s++)
+        for (int s = 0; s < g->n; s++) {
+            SKIP(s);
             total += ld_u32(v, cnt + 4 * s);
+        }
         return (double)total;
     case RF_AGG_SUM:
     case RF_AGG_SUMSQ: {
         uint32_t col = f->agg == RF_AGG_SUM ? f->col[RF_COL_SUM] : f->col[RF_COL_SQ];
         double sum = 0.0;
-        for (int s = 0; s < g->n; s++)
+        for (int s = 0; s < g->n; s++) {
+            SKIP(s);
             sum += ld_f64(v, col + 8 * s);
+        }
         return sum;
     }
     case RF_AGG_MEAN: {
         double sum = 0.0;
         for (int s = 0; s < g->n; s++) {
+            SKIP(s);
             total += ld_u32(v, cnt + 4 * s);
             sum += ld_f64(v, f->col[RF_COL_SUM] + 8 * s);
         }
@@ -271,6 +297,7 @@ static double window_value(const struct rf_feature *f, const struct group *g, co
     case RF_AGG_STD: {
         double N = 0.0, S = 0.0, M2 = 0.0;
         for (int s = 0; s < g->n; s++) {
+            SKIP(s);
             uint32_t n = ld_u32(v, cnt + 4 * s);
             if (n == 0)
                 continue;
@@ -296,6 +323,7 @@ static double window_value(const struct rf_feature *f, const struct group *g, co
         double m = 0.0;
         uint32_t col = f->agg == RF_AGG_MIN ? f->col[RF_COL_MIN] : f->col[RF_COL_MAX];
         for (int s = 0; s < g->n; s++) {
+            SKIP(s);
             if (ld_u32(v, cnt + 4 * s) == 0)
                 continue;
             double x = ld_f64(v, col + 8 * s);
@@ -308,6 +336,7 @@ static double window_value(const struct rf_feature *f, const struct group *g, co
     default:
         return 0.0;
     }
+#undef SKIP
 }
 
 /* ---- scalar slots ---- */
@@ -321,13 +350,14 @@ static double clamp(double x, double lo, double hi) {
 }
 
 static void scalar_update(const struct rf_feature *f, const struct kind *k, uint8_t *v,
+                          const struct prevsnap *pre,
                           const struct rf_rec *r, int64_t e) {
     int64_t t = ld_i64(v, f->off);
     switch (f->agg) {
     case RF_AGG_LAST:
         if (t == INT64_MIN || e >= t) {
             st_i64(v, f->off, e);
-            st_f64(v, f->off + 8, input(&f->in, r, k, v));
+            st_f64(v, f->off + 8, input(&f->in, r, k, v, pre));
         }
         break;
     case RF_AGG_TSL: {
@@ -344,7 +374,7 @@ static void scalar_update(const struct rf_feature *f, const struct kind *k, uint
         break;
     case RF_AGG_EWMA:
     case RF_AGG_DSUM: {
-        double x = input(&f->in, r, k, v);
+        double x = input(&f->in, r, k, v, pre);
         double S = ld_f64(v, f->off + 8);
         int ewma = f->agg == RF_AGG_EWMA;
         double W = ewma ? ld_f64(v, f->off + 16) : 0.0;
@@ -449,6 +479,19 @@ int rf_feat_is_replay(const rf_decl_t *d, const struct rf_rec *r, uint8_t *const
 void rf_feat_apply(const rf_decl_t *d, const struct rf_rec *r, uint8_t *const ents[],
                    const struct rf_src *src) {
     int64_t t = rf_rec_time(r);
+    struct prevsnap snap, *pre = NULL;
+    if (d->has_delta) {
+        /* delta() reads another kind's previous value as it was before this event: the kinds
+         * are applied one after the other, and an earlier one may already have moved it. */
+        pre = &snap;
+        for (int ki = 0; ki < d->n_kinds; ki++) {
+            const struct kind *k = &d->kinds[ki];
+            for (int i = 0; i < k->n_prevs; i++) {
+                snap.has[ki][i] = ents[ki] && ld_i64(ents[ki], k->prevs[i].off) != 0;
+                snap.val[ki][i] = snap.has[ki][i] ? ld_f64(ents[ki], k->prevs[i].off + 8) : 0.0;
+            }
+        }
+    }
     for (int ki = 0; ki < d->n_kinds; ki++) {
         uint8_t *v = ents[ki];
         if (!v)
@@ -461,12 +504,12 @@ void rf_feat_apply(const rf_decl_t *d, const struct rf_rec *r, uint8_t *const en
             const struct group *gr = &k->groups[g];
             advance(gr, v, t);
             if (rf_where_matches(gr->rec, &gr->where, r))
-                group_add(gr, k, v, r, t);
+                group_add(gr, k, v, r, t, pre);
         }
         for (int i = 0; i < k->n_scalars; i++) {
             const struct rf_feature *f = &d->feats[k->scalars[i]];
             if (rf_where_matches(f->rec, &f->where, r))
-                scalar_update(f, k, v, r, t);
+                scalar_update(f, k, v, pre, r, t);
         }
         for (int i = 0; i < k->n_prevs; i++) {
             if (k->prevs[i].rec != r->type)
@@ -521,7 +564,7 @@ static double base_value(const rf_decl_t *d, const struct rf_feature *f, const s
         const uint8_t *v = f->kind >= 0 ? ents[f->kind] : NULL;
         if (!rf_where_matches(f->rec, &f->where, r))
             return 0.0;
-        return input(&f->in, r, f->kind >= 0 ? &d->kinds[f->kind] : NULL, v);
+        return input(&f->in, r, f->kind >= 0 ? &d->kinds[f->kind] : NULL, v, NULL);
     }
     const uint8_t *v = ents[f->kind];
     if (!v)

@@ -57,6 +57,8 @@ struct ivec {
 struct table {
     int kind;
     uint32_t vsize;
+    char ttl[24];      /* the kind's ttl=DUR in ms, as SET's PX argument; "" for none */
+    size_t ttl_len;
     size_t stride;
     uint8_t **chunks;
     int n_chunks;
@@ -1068,7 +1070,7 @@ static void flush_start(rf_store_t *store) {
         flush_finish(store);
         return;
     }
-    if (ensure_argv(store, 3 * n + 4 * n_logs + 2) != 0)
+    if (ensure_argv(store, 5 * n + 4 * n_logs + 2) != 0)
         abort();
     static const char *const multi[] = {"MULTI"}, *const exec[] = {"EXEC"};
     static const size_t len5[] = {5}, len4[] = {4};
@@ -1077,23 +1079,29 @@ static void flush_start(rf_store_t *store) {
     for (int k = 0; k < n; k++) {
         uint32_t ref = (uint32_t)store->flushing.v[k];
         struct entry *e = ref_entry(store, ref);
-        const char **argv = store->argv + 3 * k;
-        size_t *lens = store->argvlen + 3 * k;
+        const char **argv = store->argv + 5 * k;
+        size_t *lens = store->argvlen + 5 * k;
+        const struct table *t = ref_table(store, ref);
         argv[0] = "SET";
         lens[0] = 3;
         argv[1] = e->key;
         lens[1] = e->key_len;
         argv[2] = (const char *)e->flush_snap;
-        lens[2] = ref_table(store, ref)->vsize;
-        if (flush_cmd(store, 3, argv, lens) != 0) {
+        lens[2] = t->vsize;
+        /* ttl=DUR: the value lives that long after its last write (labelled payments). */
+        argv[3] = "PX";
+        lens[3] = 2;
+        argv[4] = t->ttl;
+        lens[4] = t->ttl_len;
+        if (flush_cmd(store, t->ttl_len ? 5 : 3, argv, lens) != 0) {
             store->flush_failed = 1;
             break;
         }
     }
     /* The journal chunks of the same generations, in the same transaction: a state in Redis
      * always comes with the outputs of the events it holds. */
-    const char **argv = store->argv + 3 * n;
-    size_t *lens = store->argvlen + 3 * n;
+    const char **argv = store->argv + 5 * n;
+    size_t *lens = store->argvlen + 5 * n;
     for (int i = 0; i < store->gen_n && !store->flush_failed; i++) {
         struct gen *g = gen_at(store, i);
         if (g->id > covers)
@@ -1255,6 +1263,9 @@ rf_store_t *rf_store_new(uv_loop_t *loop, const struct rf_store_conf *conf, cons
         struct table *t = &store->tables[k];
         t->kind = k;
         t->vsize = rf_decl_value_size(decl, k);
+        if (rf_decl_ttl_ms(decl, k) > 0)
+            t->ttl_len = (size_t)snprintf(t->ttl, sizeof t->ttl, "%lld",
+                                          (long long)rf_decl_ttl_ms(decl, k));
         t->stride = (sizeof(struct entry) + t->vsize + 7) & ~(size_t)7;
         t->free_head = -1;
         t->lru_head = t->lru_tail = -1;

@@ -24,6 +24,7 @@
 #define RF_NAME_MAX 48        /* feature and kind names, NUL included */
 #define RF_WHERE_MAX 4        /* conditions of one where */
 #define RF_TILES_MAX 128
+#define RF_RING_MAX 512       /* tiles of one window's ring: TILES + delay/tile */
 #define RF_VALUE_MAX 16384    /* bytes of one stored entity value */
 #define RF_JOBS_MAX 8
 #define RF_SOURCES 4          /* replay watermarks per entity */
@@ -65,14 +66,16 @@ enum rf_input_op {
     RF_IN_DIV,
     RF_IN_HOUR,
     RF_IN_CHANGE,
-    RF_IN_LOGCHANGE
+    RF_IN_LOGCHANGE,
+    RF_IN_DELTA
 };
 
 struct rf_input {
     enum rf_input_op op;
     int field;     /* in the feature's record type */
     double k;      /* MUL/DIV */
-    int prev;      /* CHANGE/LOGCHANGE: previous-value slot of the kind */
+    int prev;      /* CHANGE/LOGCHANGE/DELTA: previous-value slot of the kind */
+    int dkind;     /* DELTA: the kind that keeps that slot */
 };
 
 enum rf_cmp { RF_CMP_EQ, RF_CMP_NE, RF_CMP_LT, RF_CMP_LE, RF_CMP_GT, RF_CMP_GE };
@@ -156,6 +159,12 @@ uint32_t rf_decl_value_size(const rf_decl_t *d, int kind);
 uint64_t rf_decl_hash(const rf_decl_t *d, int kind);
 /* The canonical text hashed for a kind (borrowed). */
 const char *rf_decl_canonical(const rf_decl_t *d, int kind);
+/* ttl=DUR of the kind's entity line: values expire this long after their last write (Redis
+ * PX); 0 when they never do. */
+int64_t rf_decl_ttl_ms(const rf_decl_t *d, int kind);
+/* Whether some stateful feature is on record type t: such records are taken for the state
+ * they update even when no job scores them (a labels stream). */
+int rf_decl_feeds(const rf_decl_t *d, const struct rf_rtype *t);
 /* The key field of `kind` in record type t, or -1 when t does not touch the kind. */
 int rf_decl_key_field(const rf_decl_t *d, int kind, const struct rf_rtype *t);
 /* Offset of a job's state in a value of its kind. */

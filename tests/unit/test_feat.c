@@ -142,7 +142,7 @@ static void test_errors(void) {
         {"entity customer key=nope\n", 1, "no input record type has a string field 'nope'"},
         {"entity customer key=customer_id\nentity customer key=customer_id\n", 2, "declared twice"},
         {"entity customer key=amount_minor\n", 1, "no input record type"},
-        {"entity customer\n", 1, "expected 'entity KIND key=FIELD'"},
+        {"entity customer\n", 1, "expected 'entity KIND key=FIELD [ttl=DUR]'"},
         {"entity customer key=customer_id\nfeature a = count per customer on Payment\n", 2,
          "count needs window"},
         {"entity customer key=customer_id\nfeature a = count per customer on Payment window=1h/7\n",
@@ -205,6 +205,23 @@ static void test_errors(void) {
          "and mcc=3 and mcc=4 and mcc=5\n", 2, "too many conditions"},
         {"entity customer key=customer_id\nfeature a = value() on Payment on Payment\n", 2,
          "'on' given twice"},
+        {"entity customer key=customer_id ttl=0s\n", 1, "bad ttl"},
+        {"entity customer key=customer_id wat=1\n", 1, "[ttl=DUR]"},
+        {"entity customer key=customer_id\nfeature a = count per customer on Payment window=2h/2 "
+         "delay=30m\n", 2, "not a whole number of the window's"},
+        {"entity customer key=customer_id\nfeature a = count per customer on Payment "
+         "window=128h/128 delay=400h\n", 2, "at most 512"},
+        {"entity customer key=customer_id\nfeature a = count per customer on Payment window=2h/2 "
+         "time=mcc\n", 2, "not a timestamp-millis field"},
+        {"entity customer key=customer_id\nfeature a = last(mcc) per customer on Payment "
+         "time=event_time\n", 2, "takes no time"},
+        {"entity customer key=customer_id\nfeature a = sum(delta(mcc,nope)) per customer on "
+         "Payment window=1h/1\n", 2, "unknown entity kind 'nope'"},
+        {"entity customer key=customer_id\nentity payment key=payment_id\nfeature a = "
+         "sum(delta(mcc,payment)) per customer on Payment window=1h/1\n", 3,
+         "does not touch entity 'payment'"},
+        {"entity customer key=customer_id\nfeature a = value(delta(mcc,customer)) on Payment\n",
+         2, "stateful aggregations only"},
         {"entity customer key=customer_id\nfeature a = value() on Payment\nfeature a = value() on "
          "Payment\n", 3, "feature 'a' declared twice"},
         {"entity customer key=customer_id\nderived r = ratio(a,b)\n", 2,
@@ -783,6 +800,121 @@ static void setup(void) {
         fprintf(stderr, "schemas: %s\n", err);
 }
 
+/* ---- labels: delay=, time=, delta() (FEATURES.md §2.3, §2.5) ---- */
+
+/* A FraudLabel built field by field (strings point into lr->buf). */
+struct labelrec {
+    char buf[64];
+    struct rf_rec r;
+};
+
+static void make_label(struct labelrec *lr, const char *payment, int64_t pay_t, int fraud,
+                       int64_t t) {
+    const struct rf_rtype *rt = rf_schemas_rtype_named(schemas, "riskflow.FraudLabel");
+    memset(lr, 0, sizeof *lr);
+    size_t n = strlen(payment);
+    memcpy(lr->buf, "T1", 2);
+    memcpy(lr->buf + 2, payment, n);
+    lr->r.type = rt;
+    lr->r.base = (const uint8_t *)lr->buf;
+    lr->r.v[rf_rtype_field(rt, "terminal_id")].s.len = 2;
+    lr->r.v[rf_rtype_field(rt, "payment_id")].s.off = 2;
+    lr->r.v[rf_rtype_field(rt, "payment_id")].s.len = (uint32_t)n;
+    lr->r.v[rf_rtype_field(rt, "customer_id")].s.len = 2;
+    lr->r.v[rf_rtype_field(rt, "card_token")].s.len = 2;
+    lr->r.v[rf_rtype_field(rt, "payment_time")].i = pay_t;
+    lr->r.v[rf_rtype_field(rt, "label_time")].i = t;
+    lr->r.v[rf_rtype_field(rt, "is_fraud")].i = fraud;
+}
+
+/* The same case as tools/train/test_riskflow_features.py's test_delay_time_and_delta_by_hand,
+ * on the shipped schemas: a terminal's payments and its payments' fraud labels over 1 h tiles,
+ * read 1 tile back; each labelled payment keeps its previous verdict (its own value here). */
+static void test_labels_by_hand(void) {
+    char err[512];
+    rf_decl_t *d = decl_text(
+        "entity terminal key=terminal_id\n"
+        "entity payment key=payment_id ttl=30d\n"
+        "feature tx = count per terminal on Payment window=2h/2 delay=1h\n"
+        "feature fr = sum(delta(is_fraud,payment)) per terminal on FraudLabel window=2h/2 "
+        "delay=1h time=payment_time\n"
+        "derived risk = ratio(fr,tx) default=0\n",
+        err, sizeof err);
+    CHECK(d != NULL);
+    if (!d) {
+        fprintf(stderr, "%s\n", err);
+        return;
+    }
+    CHECK(rf_decl_ttl_ms(d, 1) == 30 * 24 * HOUR_MS);
+    CHECK(rf_decl_ttl_ms(d, 0) == 0);
+    CHECK(rf_decl_feeds(d, rf_schemas_rtype_named(schemas, "riskflow.FraudLabel")));
+    CHECK(!rf_decl_feeds(d, rf_schemas_rtype_named(schemas, "riskflow.Trade")));
+    struct ents e;
+    ents_fresh(&e, d);
+    static uint64_t pays[10][RF_VALUE_MAX / 8]; /* the payment kind's values, p0..p9 */
+    for (int i = 0; i < 10; i++)
+        rf_feat_init_value(d, 1, (uint8_t *)pays[i]);
+    const int64_t H = HOUR_MS;
+    struct payrec pr;
+    struct labelrec lr;
+#define PAY(t)                                                                     \
+    do {                                                                           \
+        make_payment(&pr, "c", 1000, T0 + (t), RF_CHANNEL_POS, RF_KIND_PURCHASE); \
+        CHECK(apply(d, &e, &pr.r));                                                \
+    } while (0)
+#define LABEL(t, p, pay_t, fraud)                                                  \
+    do {                                                                           \
+        char id_[4] = {'p', (char)('0' + (p)), 0, 0};                              \
+        make_label(&lr, id_, T0 + (pay_t), fraud, T0 + (t));                       \
+        struct rf_src src_ = {rf_feat_topic_id("t"), 0, next_offset++};            \
+        ents_for(&e, d, &lr.r);                                                    \
+        e.v[1] = (uint8_t *)pays[p];                                               \
+        CHECK(!rf_feat_is_replay(d, &lr.r, e.v, &src_));                           \
+        rf_feat_apply(d, &lr.r, e.v, &src_);                                       \
+    } while (0)
+    PAY(H / 2);
+    CHECK(feat(d, &e, "tx", &pr.r) == 0);           /* head 0: tiles -2, -1 */
+    PAY(3 * H / 2);
+    CHECK(feat(d, &e, "tx", &pr.r) == 1);           /* head 1: tiles -1, 0 */
+    LABEL(16 * H / 10, 1, H / 2, 1);                /* p1 fraud: +1 in tile 0 */
+    CHECK(feat(d, &e, "fr", &lr.r) == 1);
+    CHECK(feat(d, &e, "risk", &lr.r) == 1);
+    LABEL(17 * H / 10, 1, H / 2, 1);                /* again: delta 0 */
+    CHECK(feat(d, &e, "fr", &lr.r) == 1);
+    PAY(5 * H / 2);                                 /* head 2: tiles 0, 1 */
+    CHECK(feat(d, &e, "tx", &pr.r) == 2);
+    CHECK(feat(d, &e, "risk", &pr.r) == 0.5);
+    LABEL(26 * H / 10, 2, 3 * H / 2, 1);
+    CHECK(feat(d, &e, "fr", &lr.r) == 2);
+    LABEL(27 * H / 10, 1, H / 2, 0);                /* p1 withdrawn: -1 */
+    CHECK(feat(d, &e, "fr", &lr.r) == 1);
+    PAY(7 * H / 2);                                 /* head 3: tiles 1, 2 */
+    CHECK(feat(d, &e, "tx", &pr.r) == 2);
+    CHECK(feat(d, &e, "fr", &pr.r) == 1);
+    LABEL(36 * H / 10, 9, 10 * H, 1);               /* a payment after the head: no tile */
+    CHECK(feat(d, &e, "fr", &lr.r) == 1);
+    LABEL(37 * H / 10, 8, H / 5, 1);                /* older than the ring: no tile */
+    CHECK(feat(d, &e, "fr", &lr.r) == 1);
+    LABEL(38 * H / 10, 7, 5 * H / 2, 1);            /* never seen: +1 */
+    CHECK(feat(d, &e, "fr", &lr.r) == 2);
+#undef PAY
+#undef LABEL
+    /* The ttl is not part of the layout. */
+    rf_decl_t *plain = decl_text("entity terminal key=terminal_id\n"
+                                 "entity payment key=payment_id\n"
+                                 "feature tx = count per terminal on Payment window=2h/2 delay=1h\n"
+                                 "feature fr = sum(delta(is_fraud,payment)) per terminal on "
+                                 "FraudLabel window=2h/2 delay=1h time=payment_time\n",
+                                 err, sizeof err);
+    CHECK(plain != NULL);
+    if (plain) {
+        CHECK(rf_decl_hash(plain, 1) == rf_decl_hash(d, 1));
+        CHECK(rf_decl_value_size(plain, 1) == rf_decl_value_size(d, 1));
+    }
+    rf_decl_destroy(plain);
+    rf_decl_destroy(d);
+}
+
 static void teardown(void) {
     rf_schemas_destroy(schemas);
 }
@@ -799,6 +931,7 @@ static void test_all(void) {
     test_windows_by_hand();
     test_scalars_by_hand();
     test_change_and_replays();
+    test_labels_by_hand();
     test_brute_force();
     test_plans();
     teardown();

@@ -44,10 +44,11 @@ static void test_registry_types(void) {
         return;
     /* inputs compile; outputs (arrays) are not input types */
     static const char *const inputs[] = {"riskflow.Payment", "riskflow.Trade", "riskflow.Quote",
-                                         "riskflow.CreditEvent"};
-    static const char *const times[] = {"event_time", "trade_time", "quote_time", "event_time"};
-    CHECK_EQ_INT(rf_schemas_n_rtypes(s), 4);
-    for (int i = 0; i < 4; i++) {
+                                         "riskflow.CreditEvent", "riskflow.FraudLabel"};
+    static const char *const times[] = {"event_time", "trade_time", "quote_time", "event_time",
+                                        "label_time"};
+    CHECK_EQ_INT(rf_schemas_n_rtypes(s), 5);
+    for (int i = 0; i < 5; i++) {
         const struct rf_rtype *t = rf_schemas_rtype_named(s, inputs[i]);
         CHECK(t != NULL);
         if (!t)

@@ -61,6 +61,7 @@ MAX_VALUE_SIZE = 16384      # 16 KiB
 MAX_KINDS = 8
 MAX_CONDS = 4
 MAX_TILES = 128
+MAX_RING = 512              # tiles of one window ring: TILES + delay / tile
 MAX_STRING = 63             # bytes of a decoded string
 DAY_MS = 86400000
 HOUR_MS = 3600000
@@ -84,6 +85,7 @@ _DUR_RE = re.compile(r"([0-9]+)(ms|s|m|h|d)\Z")
 # lines end at \n.
 _WS_RE = re.compile(r"[ \t\r\v\f]+")
 _INPUT_FN_RE = re.compile(r"(hour|change|logchange)\((" + _FIELD_RE + r")\)\Z")
+_INPUT_DELTA_RE = re.compile(r"delta\((" + _FIELD_RE + r"),([a-z][a-z0-9_]*)\)\Z")
 _INPUT_ARITH_RE = re.compile(r"(" + _FIELD_RE + r")([/*])(.+)\Z")
 _INPUT_FIELD_RE = re.compile(_FIELD_RE + r"\Z")
 _AGG_RE = re.compile(r"([a-z_]+)(?:\((.*)\))?\Z")
@@ -341,15 +343,20 @@ class Input:
     """An INPUT as written (FEATURES.md §2.3). form: field | div | mul | hour | change |
     logchange. prev: index of the kind's previous-value slot (change/logchange)."""
 
-    def __init__(self, text, form, field, num=None):
+    def __init__(self, text, form, field, num=None, dkind=None):
         self.text, self.form, self.field, self.num = text, form, field, num
         self.prev = None
+        self.dkind = dkind       # delta: the kind (name) that keeps the previous value
 
-    def value(self, vals, prevs):
+    def value(self, vals, prevs, pre=None):
         """The input's value for an event (vals: the record's converted fields; prevs: the
-        entity's previous-value slots, [has, value] each)."""
+        entity's previous-value slots, [has, value] each; pre: {kind name: prevs} as they
+        were before the event touched any entity, for delta)."""
         form = self.form
         v = vals[self.field]
+        if form == "delta":
+            p = pre[self.dkind][self.prev]
+            return float(v) - (p[1] if p[0] else 0.0)
         if form == "field":
             return float(v)
         if form == "div":
@@ -477,12 +484,16 @@ class _Group:
     """A window group of a kind: the features with the same (RECORD, conditions as written,
     window) share one ring. cols: [(col kind, Input)], col kind in sum|m2|sq|min|max."""
 
-    def __init__(self, index, kind, record, conds, window, window_text, line):
+    def __init__(self, index, kind, record, conds, window, window_text, line, delay=0,
+                 time_field=None):
         self.index = index
         self.kind = kind
         self.record = record
         self.conds = conds
-        self.window_ms, self.n, self.tile_ms = window
+        self.window_ms, self.win, self.tile_ms = window
+        self.delay = delay            # tiles the value is shifted back by
+        self.n = self.win + delay     # tiles in the ring
+        self.time_field = time_field  # the field whose time picks the tile (None: event time)
         self.window_text = window_text
         self.line = line
         self.cols = []
@@ -538,7 +549,8 @@ class _KindDecl:
         self.prevs = []          # (RecordType, field name)
         self.prev_index = {}
         self.features = []       # every feature line with `per KIND` (file order)
-        self.lines = [" ".join(entity.tokens)]
+        # The ttl is not part of the layout: changing it keeps the stored values.
+        self.lines = [" ".join(entity.tokens[:3])]
 
     def base_size(self):
         size = HEADER_SIZE
@@ -620,9 +632,15 @@ class _Parser:
 
     # -- entity KIND key=FIELD
     def entity(self, n, toks):
-        if len(toks) != 3 or not toks[2].startswith("key="):
-            self.err(n, "expected 'entity KIND key=FIELD'")
+        if (len(toks) not in (3, 4) or not toks[2].startswith("key=")
+                or (len(toks) == 4 and not toks[3].startswith("ttl="))):
+            self.err(n, "expected 'entity KIND key=FIELD [ttl=DUR]'")
         name, key = toks[1], toks[2][4:]
+        ttl_ms = 0
+        if len(toks) == 4:
+            ttl_ms = _parse_dur(toks[3][4:])
+            if ttl_ms is None or ttl_ms < 1000 or ttl_ms > MAX_CAP_MS:
+                self.err(n, "bad ttl '%s' (1s..3660d)" % toks[3][4:])
         self.check_name(n, name, "entity")
         if name in self.kinds:
             self.err(n, "duplicate entity '%s' (line %d)" % (name, self.kinds[name].entity.line))
@@ -636,6 +654,7 @@ class _Parser:
                    and rt.by_name[key].type == "string" for rt in self.schemas.records.values()):
             self.err(n, "no input record has a string field '%s'" % key)
         e = Entity(name, key, len(self.entities), n, toks)
+        e.ttl_ms = ttl_ms
         self.entities.append(e)
         self.kinds[name] = _KindDecl(e)
 
@@ -690,7 +709,7 @@ class _Parser:
                 break
             if "=" in t:
                 k, v = t.split("=", 1)
-                if k not in ("window", "halflife", "cap", "scale", "default"):
+                if k not in ("window", "halflife", "cap", "scale", "default", "delay", "time"):
                     self.err(n, "unknown option '%s'" % k)
                 if k in opts:
                     self.err(n, "option %s given twice" % k)
@@ -720,7 +739,7 @@ class _Parser:
         # options
         allowed = {"value": (), "last": ()}
         for a in _WINDOWED:
-            allowed[a] = ("window",)
+            allowed[a] = ("window", "delay", "time")
         allowed["time_since_last"] = allowed["age"] = ("cap",)
         allowed["ewma"] = allowed["dsum"] = ("halflife",)
         for k in opts:
@@ -731,6 +750,27 @@ class _Parser:
                 self.err(n, "%s needs window=DUR/TILES" % agg)
             f.window = self.window(n, opts["window"])
             f.window_text = opts["window"]
+            tile = f.window[2]
+            f.delay_tiles = 0
+            if "delay" in opts:
+                d = _parse_dur(opts["delay"])
+                if d is None or d > MAX_WINDOW_MS:
+                    self.err(n, "bad delay '%s' (up to 366d)" % opts["delay"])
+                if d % tile:
+                    self.err(n, "delay %s is not a whole number of %d ms tiles"
+                             % (opts["delay"], tile))
+                f.delay_tiles = d // tile
+                if f.window[1] + f.delay_tiles > MAX_RING:
+                    self.err(n, "window with delay: %d tiles, at most %d"
+                             % (f.window[1] + f.delay_tiles, MAX_RING))
+                f.window_text += " delay=" + opts["delay"]
+            f.time_field = None
+            if "time" in opts:
+                fld = self.field(n, rt, opts["time"])
+                if not (fld.type == "long" and fld.ts):
+                    self.err(n, "time=%s: not a timestamp-millis field" % opts["time"])
+                f.time_field = opts["time"]
+                f.window_text += " time=" + opts["time"]
         if agg in ("ewma", "dsum"):
             if "halflife" not in opts:
                 self.err(n, "%s needs halflife=DUR" % agg)
@@ -754,7 +794,7 @@ class _Parser:
         # input
         if arg:
             f.input = self.input(n, rt, arg)
-            if f.input.form in ("change", "logchange") and agg == "value":
+            if f.input.form in ("change", "logchange", "delta") and agg == "value":
                 self.err(n, "%s() is an input of stateful aggregations only, not of value()"
                          % f.input.form)
         # conditions
@@ -788,6 +828,18 @@ class _Parser:
         return (dur, tiles, tile)
 
     def input(self, n, rt, text):
+        m = _INPUT_DELTA_RE.match(text)
+        if m:
+            fname, kname = m.groups()
+            fld = self.field(n, rt, fname)
+            self.numeric(n, fld, text)
+            kd = self.kinds.get(kname)
+            if kd is None:
+                self.err(n, "delta(%s,%s): unknown entity '%s'" % (fname, kname, kname))
+            if not kd.entity.touches(rt):
+                self.err(n, "delta(%s,%s): record %s does not touch entity %s"
+                         % (fname, kname, rt.short_name, kname))
+            return Input(text, "delta", fname, dkind=kname)
         m = _INPUT_FN_RE.match(text)
         if m:
             form, fname = m.group(1), m.group(2)
@@ -886,12 +938,13 @@ class _Parser:
         if f.agg in _WINDOWED:
             # CHOICE: the group key is (record, the conditions' texts in order, window length
             # and tile count); 1h/12 and 60m/12 are the same window.
-            key = (f.record.full_name, tuple(c.text for c in f.conds), f.window)
+            key = (f.record.full_name, tuple(c.text for c in f.conds), f.window,
+                   f.delay_tiles, f.time_field)
             gi = kd.group_index.get(key)
             if gi is None:
                 gi = kd.group_index[key] = len(kd.groups)
                 kd.groups.append(_Group(gi, f.kind, f.record, f.conds, f.window,
-                                        f.window_text, n))
+                                        f.window_text, n, f.delay_tiles, f.time_field))
             g = kd.groups[gi]
             g.features.append(f)
             f.group = gi
@@ -906,13 +959,18 @@ class _Parser:
         elif f.agg in _SCALAR:
             f.scalar = len(kd.scalars)
             kd.scalars.append(f)
-        if f.input is not None and f.input.form in ("change", "logchange"):
+        if f.input is not None and f.input.form in ("change", "logchange", "delta"):
+            # delta's slot is on the kind it names, created there on first use.
+            pk = self.kinds[f.input.dkind] if f.input.form == "delta" else kd
             key = (f.record.full_name, f.input.field)
-            pi = kd.prev_index.get(key)
+            pi = pk.prev_index.get(key)
             if pi is None:
-                pi = kd.prev_index[key] = len(kd.prevs)
-                kd.prevs.append((f.record, f.input.field))
+                pi = pk.prev_index[key] = len(pk.prevs)
+                pk.prevs.append((f.record, f.input.field))
             f.input.prev = pi
+            if pk is not kd and pk.base_size() > MAX_VALUE_SIZE:
+                self.err(n, "the value of entity %s would be %d bytes (at most %d)"
+                         % (pk.entity.name, pk.base_size(), MAX_VALUE_SIZE))
         size = kd.base_size()
         if size > MAX_VALUE_SIZE:
             self.err(n, "the value of entity %s would be %d bytes (at most %d)"
@@ -1217,16 +1275,23 @@ class EntityState:
         return _stateful_value(f, self)
 
 
-def _window_value(f, gs):
+def _window_value(f, gs, g=None):
     agg = f.agg
     cnt = gs.cnt
+    cols = gs.cols
+    if g is not None and g.delay:
+        # Only the slots whose tile is at least `delay` tiles before the head (the others read
+        # as empty): slot k holds tile head - (head - k) mod n.
+        keep = [(gs.head - k) % g.n >= g.delay for k in range(g.n)]
+        cnt = [c if keep[k] else 0 for k, c in enumerate(cnt)]
+        cols = [[x if keep[k] else 0.0 for k, x in enumerate(col)] for col in cols]
     count = 0
     for c in cnt:
         count += c
     if agg == "count":
         return float(count)
     if agg in ("sum", "mean", "sumsq"):
-        col = gs.cols[f.cols[0]]
+        col = cols[f.cols[0]]
         s = 0.0
         for v in col:  # every slot, slot order
             s += v
@@ -1236,7 +1301,7 @@ def _window_value(f, gs):
     if agg in ("min", "max"):
         if not count:
             return 0.0
-        col = gs.cols[f.cols[0]]
+        col = cols[f.cols[0]]
         fn = _fmin if agg == "min" else _fmax
         acc = None
         for k, c in enumerate(cnt):
@@ -1244,8 +1309,8 @@ def _window_value(f, gs):
                 acc = col[k] if acc is None else fn(acc, col[k])
         return acc
     # std: the merge of FEATURES.md §2.5
-    sums = gs.cols[f.cols[0]]
-    m2s = gs.cols[f.cols[1]]
+    sums = cols[f.cols[0]]
+    m2s = cols[f.cols[1]]
     N = 0.0
     S = 0.0
     M2 = 0.0
@@ -1268,7 +1333,7 @@ def _window_value(f, gs):
 
 def _stateful_value(f, st):
     if f.group is not None:
-        return _window_value(f, st.groups[f.group])
+        return _window_value(f, st.groups[f.group], st.layout.groups[f.group])
     s = st.scalars[f.scalar]
     agg = f.agg
     if agg == "last":
@@ -1675,17 +1740,19 @@ class Engine:
         # 2. apply, kind by kind in declaration order
         t = vals[plan.time_field]
         pre = []
-        for kp, i in zip(plan.kinds, ids):
-            st = self.state(kp.name, i)
-            pre.append([list(p) for p in st.prevs])
-            self._apply_kind(kp, st, plan.rt, vals, t, tid, partition, offset)
+        states = [self.state(kp.name, i) for kp, i in zip(plan.kinds, ids)]
+        # delta() reads another kind's previous values as they were before this event.
+        snap = {kp.name: [list(p) for p in st.prevs] for kp, st in zip(plan.kinds, states)}
+        for kp, st in zip(plan.kinds, states):
+            pre.append(snap[kp.name])
+            self._apply_kind(kp, st, plan.rt, vals, t, tid, partition, offset, snap)
         self._last_record = record
         self._last_rt = plan.rt
         self._last_prevs = pre
         return True
 
     @staticmethod
-    def _apply_kind(kp, st, rt, vals, t, tid, partition, offset):
+    def _apply_kind(kp, st, rt, vals, t, tid, partition, offset, snap=None):
         if t > st.t_last:
             st.t_last = t
         # advance every group of the kind
@@ -1714,14 +1781,16 @@ class Engine:
         # add the event to the groups of its record that it matches
         for g in kp.groups:
             gs = st.groups[g.index]
-            ti = t // g.tile_ms
-            if gs.head - ti >= g.n or not g.matches(rt, vals):
+            # time=FIELD: that time picks the tile; one later than the head, or older than the
+            # ring, is in no tile.
+            ti = (t if g.time_field is None else vals[g.time_field]) // g.tile_ms
+            if ti > gs.head or gs.head - ti >= g.n or not g.matches(rt, vals):
                 continue
             k = ti % g.n
             n = gs.cnt[k]
             cols = gs.cols
             for inp, cs, cm2, csq, cmin, cmax in g.blocks:
-                x = inp.value(vals, prevs)
+                x = inp.value(vals, prevs, snap)
                 if cm2 is not None:
                     if n == 0:
                         cols[cm2][k] = 0.0
@@ -1748,7 +1817,7 @@ class Engine:
             if agg == "last":
                 if s[0] == INT64_MIN or t >= s[0]:
                     s[0] = t
-                    s[1] = f.input.value(vals, prevs)
+                    s[1] = f.input.value(vals, prevs, snap)
             elif agg == "time_since_last":
                 if s[0] == INT64_MIN:
                     s[1] = f.cap_s
@@ -1761,7 +1830,7 @@ class Engine:
                 if t > s[0]:
                     s[0] = t
             else:  # ewma, dsum: the same S (and W for ewma)
-                x = f.input.value(vals, prevs)
+                x = f.input.value(vals, prevs, snap)
                 t0 = s[0]
                 ew = agg == "ewma"
                 if t0 == INT64_MIN:

@@ -672,6 +672,55 @@ def test_change_and_logchange():
     assert st.prevs == [[1, 3.0], [1, 9.5]]
 
 
+LABEL_FILE = (
+    "entity acct key=acct\n"            # the terminal
+    "entity user key=user ttl=30d\n"    # the payment a label names (its previous verdict)
+    "feature tx = count per acct on Ev window=2h/2 delay=1h where tag=P\n"
+    "feature fr = sum(delta(b,user)) per acct on Ev window=2h/2 delay=1h time=ts2 where tag=L\n"
+    "feature now = count per acct on Ev window=2h/2 where tag=P\n"
+    "derived risk = ratio(fr,tx) default=0\n")
+
+
+def test_delay_time_and_delta_by_hand():
+    # Tiles of 1 h; the ring holds 2 + 1 tiles; the value covers the 2 tiles that end 1 tile
+    # before the head: at head h, tiles h-2 and h-1.
+    H = 3600000
+    decl = decl_of(LABEL_FILE)
+    f = Feed(decl)
+    g = f.eng.kind("acct").groups[0]
+    assert (g.win, g.delay, g.n) == (2, 1, 3)
+    assert f.eng.kind("user").prevs[0][1] == "b"  # delta's slot is on user, not acct
+
+    def P(t, user):
+        return ev(t, acct="T", user=user, tag="P", b=False)
+
+    def L(t, user, pay_t, fraud):
+        return ev(t, acct="T", user=user, tag="L", ts2=pay_t, b=fraud)
+
+    check(f(P(H // 2, "p1")), tx=0, now=1, fr=0, risk=0)        # head 0: tiles -2, -1
+    check(f(P(3 * H // 2, "p2")), tx=1, now=2, fr=0, risk=0)    # head 1: tiles -1, 0
+    # p1 labelled fraud: +1 in p1's tile (0), not the label's (1)
+    check(f(L(16 * H // 10, "p1", H // 2, True)), tx=1, fr=1, risk=1)
+    # the same verdict again: delta 0
+    check(f(L(17 * H // 10, "p1", H // 2, True)), tx=1, fr=1, risk=1)
+    check(f(P(5 * H // 2, "p3")), tx=2, now=2, fr=1, risk=0.5)  # head 2: tiles 0, 1
+    check(f(L(26 * H // 10, "p2", 3 * H // 2, True)), tx=2, fr=2, risk=1)
+    # p1's verdict withdrawn: -1 in its tile
+    check(f(L(27 * H // 10, "p1", H // 2, False)), tx=2, fr=1, risk=0.5)
+    check(f(P(7 * H // 2, "p4")), tx=2, now=2, fr=1, risk=0.5)  # head 3: tiles 1, 2
+    # a label for a payment later than the head, and one older than the ring: no tile
+    check(f(L(36 * H // 10, "p9", 10 * H, True)), fr=1)
+    check(f(L(37 * H // 10, "p8", H // 5, True)), fr=1)
+    # a label for a payment never seen (no previous verdict): +1 (tile 2, in the window at
+    # head 3 only once the head moves: tiles 1, 2 at head 3)
+    check(f(L(38 * H // 10, "p7", 5 * H // 2, True)), fr=2)
+    st = f.eng.state("acct", "T")
+    assert st.groups[1].head == 3
+    # the ttl is not part of the layout: the same hash with and without it
+    plain = decl_of(LABEL_FILE.replace(" ttl=30d", ""))
+    assert decl.kind("user").hash == plain.kind("user").hash
+
+
 def test_derived():
     decl = decl_of("entity acct key=acct\n"
                    "feature a = value(x) on Ev\n"
@@ -1103,8 +1152,8 @@ A = "entity acct key=acct\n"
 def test_error_keyword_and_syntax():
     E(1, "unknown keyword 'entiti'", "entiti acct key=acct\n")
     E(2, "unknown keyword 'features'", A + "features x = count per acct on Ev window=1h/1\n")
-    E(1, "expected 'entity KIND key=FIELD'", "entity acct acct\n")
-    E(1, "expected 'entity KIND key=FIELD'", "entity acct key=acct extra\n")
+    E(1, "expected 'entity KIND key=FIELD [ttl=DUR]'", "entity acct acct\n")
+    E(1, "expected 'entity KIND key=FIELD [ttl=DUR]'", "entity acct key=acct extra\n")
     E(2, "expected 'feature NAME = EXPR", A + "feature x value() on Ev\n")
     E(2, "expected 'derived NAME = OP(ARGS)", A + "derived x ratio(a,b)\n")
     E(2, "bad expression", A + "feature x = count) per acct on Ev window=1h/1\n")
@@ -1223,6 +1272,24 @@ def test_error_durations_and_windows():
                 "feature h = count per acct on Ev window=3s/3\n")
     assert d.feature("a").window == (366 * 86400000, 128, 366 * 86400000 // 128)
     assert d.feature("f").cap_s == 3660 * 86400.0
+
+
+def test_error_delay_time_delta_ttl():
+    base = "entity acct key=acct\nentity user key=user\n"
+
+    def F(msg, text):
+        E(3, msg, base + text)
+    F("delay", "feature a = count per acct on Ev window=2h/2 delay=30m\n")      # not whole tiles
+    F("delay", "feature a = count per acct on Ev window=2h/2 delay=400d\n")
+    F("tiles", "feature a = count per acct on Ev window=128h/128 delay=400h\n")  # ring > 512
+    F("not a timestamp", "feature a = count per acct on Ev window=2h/2 time=x\n")
+    F("time", "feature a = last(x) per acct on Ev time=ts2\n")
+    F("delay", "feature a = last(x) per acct on Ev delay=1h\n")
+    F("unknown entity", "feature a = sum(delta(x,nope)) per acct on Ev window=1h/1\n")
+    F("does not touch", "feature a = sum(delta(z,user)) per acct on Other window=1h/1\n")
+    F("stateful", "feature a = value(delta(x,user)) on Ev\n")
+    E(1, "ttl", "entity acct key=acct ttl=0s\n")
+    E(1, "ttl=DUR", "entity acct key=acct wat=1\n")
 
 
 def test_error_options():
