@@ -578,19 +578,6 @@ static int touches_foreign(const rf_engine_t *e, const struct evt *ev) {
     return 0;
 }
 
-/* Whether the event is further behind one of its entities' latest event than
- * input.max.lateness.s allows (times are >= 0 here; a stored one may be anything). */
-static int too_late(const rf_engine_t *e, const struct evt *ev, uint8_t *const *ents) {
-    uint64_t late = (uint64_t)e->d.conf->input_max_lateness_s * 1000;
-    int64_t t = rf_rec_time(&ev->rec);
-    for (int k = 0; late && k < e->n_kinds; k++) {
-        int64_t last = ents[k] ? rf_feat_t_last(ents[k]) : INT64_MIN;
-        if (last > t && (uint64_t)last - (uint64_t)t > late)
-            return 1;
-    }
-    return 0;
-}
-
 /* The batch's entities are loaded: mark its replays (events its entities already hold; the
  * state is as it was before the batch, so order does not matter) and ask for their journal.
  * Returns 1 when the batch must wait for the journal read. */
@@ -661,7 +648,8 @@ static void batch_finish(rf_engine_t *e) {
         uint8_t *ents[RF_KINDS_MAX];
         struct rf_src src;
         const struct rf_part *pt = event_view(e, ev, ents, &src);
-        if (too_late(e, ev, ents)) {
+        if (rf_feat_too_late(e->d.decl, &ev->rec, ents,
+                             (uint64_t)e->d.conf->input_max_lateness_s * 1000)) {
             ev->reason = (int8_t)-RF_E_TOO_LATE;
             unpin_all(e, ev);
             if (log_allowed(e))

@@ -476,6 +476,17 @@ int rf_feat_is_replay(const rf_decl_t *d, const struct rf_rec *r, uint8_t *const
     return 0;
 }
 
+int rf_feat_too_late(const rf_decl_t *d, const struct rf_rec *r, uint8_t *const ents[],
+                     uint64_t late_ms) {
+    int64_t t = rf_rec_time(r);
+    for (int k = 0; late_ms && k < d->n_kinds; k++) {
+        int64_t last = ents[k] ? rf_feat_t_last(ents[k]) : INT64_MIN;
+        if (last > t && (uint64_t)last - (uint64_t)t > late_ms)
+            return 1;
+    }
+    return 0;
+}
+
 void rf_feat_apply(const rf_decl_t *d, const struct rf_rec *r, uint8_t *const ents[],
                    const struct rf_src *src) {
     int64_t t = rf_rec_time(r);

@@ -9,6 +9,8 @@
 
 #include "riskflow/conf.h"
 #include "riskflow/daemon.h"
+#include "riskflow/err.h"
+#include "riskflow/replay.h"
 #include "riskflow/log.h"
 
 #define RF_VERSION "0.1.0"
@@ -16,7 +18,8 @@
 static void usage(FILE *out) {
     fprintf(out,
             "usage: riskflowd [-c FILE] [-X key=value]... [--check-config | --layout |\n"
-            "                 --dump-config | --config-reference | --demo]\n"
+            "                 --dump-config | --config-reference | --demo |\n"
+            "                 --replay FILE.avro [--out FILE.csv] [--rows TYPE]]\n"
             "\n"
             "  -c FILE              properties file (key=value, # comments)\n"
             "  -X key=value         set one key (after the file); kafka.* goes to librdkafka\n"
@@ -27,6 +30,10 @@ static void usage(FILE *out) {
             "  --config-reference   print the configuration reference (markdown), then exit\n"
             "  --demo               run on librdkafka's in-process mock cluster with a synthetic\n"
             "                       payment stream and an in-process feature store\n"
+            "  --replay FILE        run the recorded events of an Avro container file through\n"
+            "                       the decoder and the declared features, one CSV row of\n"
+            "                       features per --rows record (riskflow.Payment) to --out\n"
+            "                       (stdout); no Kafka, no Redis (docs/FEATURES.md §6)\n"
             "  -V, --version        print the version\n"
             "\n"
             "exit codes: 0 ok, 1 runtime failure, 64 usage, 69 unavailable, 78 bad config\n");
@@ -35,6 +42,7 @@ static void usage(FILE *out) {
 int main(int argc, char **argv) {
     const char *file = NULL;
     int check = 0, layout = 0, dump = 0, reference = 0, demo = 0;
+    struct rf_replay_opts replay = {0};
     char errstr[1024];
 
     /* hiredis writes with write(2): a Redis that goes away must be an error return, not a
@@ -49,7 +57,10 @@ int main(int argc, char **argv) {
     /* Two passes: the file first, then -X overrides, whatever their order on the line. */
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-        if ((strcmp(a, "-c") == 0 || strcmp(a, "-X") == 0) && i + 1 >= argc) {
+        int takes_arg = strcmp(a, "-c") == 0 || strcmp(a, "-X") == 0 ||
+                        strcmp(a, "--replay") == 0 || strcmp(a, "--out") == 0 ||
+                        strcmp(a, "--rows") == 0;
+        if (takes_arg && i + 1 >= argc) {
             fprintf(stderr, "riskflowd: %s needs an argument\n", a);
             rf_conf_destroy(conf);
             return RF_EXIT_USAGE;
@@ -68,6 +79,12 @@ int main(int argc, char **argv) {
             reference = 1;
         else if (strcmp(a, "--demo") == 0)
             demo = 1;
+        else if (strcmp(a, "--replay") == 0)
+            replay.in_path = argv[++i];
+        else if (strcmp(a, "--out") == 0)
+            replay.out_path = argv[++i];
+        else if (strcmp(a, "--rows") == 0)
+            replay.row_type = argv[++i];
         else if (strcmp(a, "-V") == 0 || strcmp(a, "--version") == 0) {
             printf("riskflowd %s\n", RF_VERSION);
             rf_conf_destroy(conf);
@@ -107,8 +124,28 @@ int main(int argc, char **argv) {
         else if (strcmp(argv[i], "-X") == 0)
             rc = rf_conf_set_kv(conf, argv[++i], errstr, sizeof errstr);
     }
+    /* A replay needs no Kafka: validated as leniently as the demo. */
     if (rc == 0 && !dump)
-        rc = rf_conf_validate(conf, demo, errstr, sizeof errstr);
+        rc = rf_conf_validate(conf, demo || replay.in_path, errstr, sizeof errstr);
+    if (rc == 0 && replay.in_path && !dump && !check) {
+        struct rf_replay_stats st;
+        rc = rf_replay_run(conf, &replay, &st, errstr, sizeof errstr);
+        rf_conf_destroy(conf);
+        if (rc != 0) {
+            fprintf(stderr, "riskflowd: replay: %s\n", errstr);
+            return rc == RF_E_CONF ? RF_EXIT_CONFIG : RF_EXIT_FAILURE;
+        }
+        fprintf(stderr,
+                "riskflowd: replay: %llu records, %llu applied, %llu rows (%llu labelled, %llu "
+                "labels read), %llu entities; skipped: %llu wrong_type, %llu bad_time, %llu "
+                "bad_key, %llu too_late\n",
+                (unsigned long long)st.records, (unsigned long long)st.applied,
+                (unsigned long long)st.rows, (unsigned long long)st.labelled,
+                (unsigned long long)st.labels, (unsigned long long)st.entities,
+                (unsigned long long)st.skipped_wrong_type, (unsigned long long)st.skipped_bad_time, (unsigned long long)st.skipped_bad_key,
+                (unsigned long long)st.skipped_too_late);
+        return RF_EXIT_OK;
+    }
     if (rc == 0 && check)
         rc = rf_daemon_check(conf, layout ? stdout : NULL, errstr, sizeof errstr);
     if (rc != 0) {

@@ -56,6 +56,12 @@ int64_t rf_feat_t_last(const uint8_t *v);
 int rf_feat_is_replay(const rf_decl_t *d, const struct rf_rec *r, uint8_t *const ents[],
                       const struct rf_src *src);
 
+/* Whether the record is more than late_ms behind the latest event of one of its entities
+ * (input.max.lateness.s; 0: never): it is then dead-lettered (too_late), never applied.
+ * Times are >= 0 here; a stored t_last may be anything (unsigned distance). */
+int rf_feat_too_late(const rf_decl_t *d, const struct rf_rec *r, uint8_t *const ents[],
+                     uint64_t late_ms);
+
 /* Apply a record that is not a replay to every entity it touches (FEATURES.md §3 step 2). */
 void rf_feat_apply(const rf_decl_t *d, const struct rf_rec *r, uint8_t *const ents[],
                    const struct rf_src *src);
