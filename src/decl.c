@@ -284,6 +284,8 @@ static int parse_input(struct parser *p, const char *s, const struct rf_rtype *r
     const char *fn = NULL;
     if (strncmp(buf, "hour(", 5) == 0)
         fn = "hour";
+    else if (strncmp(buf, "weekday(", 8) == 0)
+        fn = "weekday";
     else if (strncmp(buf, "change(", 7) == 0)
         fn = "change";
     else if (strncmp(buf, "logchange(", 10) == 0)
@@ -297,10 +299,10 @@ static int parse_input(struct parser *p, const char *s, const struct rf_rtype *r
         int rc = parse_field(p, rec, arg, 1, &in->field);
         if (rc)
             return rc;
-        if (fn[0] == 'h') {
+        if (fn[0] == 'h' || fn[0] == 'w') {
             if (!rec->fields[in->field].timestamp)
-                return PERR(p, "hour(%s): '%s' is not a timestamp-millis field", arg, arg);
-            in->op = RF_IN_HOUR;
+                return PERR(p, "%s(%s): '%s' is not a timestamp-millis field", fn, arg, arg);
+            in->op = fn[0] == 'h' ? RF_IN_HOUR : RF_IN_WEEKDAY;
             return 0;
         }
         if (kind < 0)
@@ -360,13 +362,15 @@ static int parse_cond(struct parser *p, const char *s, const struct rf_rtype *re
         return PERR(p, "bad condition '%s'", s);
     int rc;
     size_t ll = strlen(lhs);
-    if (strncmp(lhs, "hour(", 5) == 0 && lhs[ll - 1] == ')') {
+    int wd = strncmp(lhs, "weekday(", 8) == 0;
+    if ((strncmp(lhs, "hour(", 5) == 0 || wd) && lhs[ll - 1] == ')') {
+        const char *fn = wd ? "weekday" : "hour", *arg = lhs + (wd ? 8 : 5);
         lhs[ll - 1] = '\0';
-        if ((rc = parse_field(p, rec, lhs + 5, 1, &c->field)) != 0)
+        if ((rc = parse_field(p, rec, arg, 1, &c->field)) != 0)
             return rc;
         if (!rec->fields[c->field].timestamp)
-            return PERR(p, "hour(%s): '%s' is not a timestamp-millis field", lhs + 5, lhs + 5);
-        c->hour = 1;
+            return PERR(p, "%s(%s): '%s' is not a timestamp-millis field", fn, arg, arg);
+        c->hour = wd ? 2 : 1;
     } else if ((rc = parse_field(p, rec, lhs, 0, &c->field)) != 0) {
         return rc;
     }

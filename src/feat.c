@@ -118,6 +118,11 @@ static double hour_of(int64_t t) {
     return (double)(floormod(t, MS_DAY) / MS_HOUR);
 }
 
+/* 0 Monday .. 6 Sunday (UTC): 1970-01-01, day 0, was a Thursday. */
+static double weekday_of(int64_t t) {
+    return (double)floormod(rf_floordiv(t, MS_DAY) + 3, 7);
+}
+
 /* Previous values as they were before the event touched any entity (delta inputs read them):
  * by kind, by previous-value slot. */
 struct prevsnap {
@@ -138,6 +143,8 @@ static double input(const struct rf_input *in, const struct rf_rec *r, const str
         return rf_rec_num(r, in->field) / in->k;
     case RF_IN_HOUR:
         return hour_of(r->v[in->field].i);
+    case RF_IN_WEEKDAY:
+        return weekday_of(r->v[in->field].i);
     case RF_IN_DELTA: /* applied events only: pre is there */
         return rf_rec_num(r, in->field) -
                (pre && pre->has[in->dkind][in->prev] ? pre->val[in->dkind][in->prev] : 0.0);
@@ -163,7 +170,9 @@ static int cond_holds(const struct rf_cond *c, const struct rf_rec *r) {
         int eq = n == c->str_len && memcmp(s, c->str, n) == 0;
         return c->cmp == RF_CMP_EQ ? eq : !eq;
     }
-    double x = c->hour ? hour_of(r->v[c->field].i) : rf_rec_num(r, c->field);
+    double x = c->hour == 1   ? hour_of(r->v[c->field].i)
+               : c->hour == 2 ? weekday_of(r->v[c->field].i)
+                              : rf_rec_num(r, c->field);
     switch (c->cmp) {
     case RF_CMP_EQ: return x == c->num;
     case RF_CMP_NE: return x != c->num;

@@ -65,6 +65,7 @@ enum rf_input_op {
     RF_IN_MUL,
     RF_IN_DIV,
     RF_IN_HOUR,
+    RF_IN_WEEKDAY,
     RF_IN_CHANGE,
     RF_IN_LOGCHANGE,
     RF_IN_DELTA
@@ -82,7 +83,7 @@ enum rf_cmp { RF_CMP_EQ, RF_CMP_NE, RF_CMP_LT, RF_CMP_LE, RF_CMP_GT, RF_CMP_GE }
 
 struct rf_cond {
     int field;
-    int hour;         /* LHS is hour(field) */
+    int hour;         /* LHS is hour(field) (1) or weekday(field) (2) */
     enum rf_cmp cmp;
     double num;       /* numeric, boolean or enum (the symbol index) RHS */
     char str[RF_FIELD_STR_MAX + 1]; /* string RHS */

@@ -915,6 +915,36 @@ static void test_labels_by_hand(void) {
     rf_decl_destroy(d);
 }
 
+/* weekday(): 0 Monday .. 6 Sunday, UTC; T0 (2026-11-30) is a Monday. */
+static void test_weekday(void) {
+    char err[512];
+    rf_decl_t *d = decl_text("entity customer key=customer_id\n"
+                             "feature wd = value(weekday(event_time)) on Payment\n"
+                             "feature we = value() on Payment where weekday(event_time)>=5\n",
+                             err, sizeof err);
+    CHECK(d != NULL);
+    if (!d)
+        return;
+    struct ents e;
+    ents_fresh(&e, d);
+    struct payrec pr;
+    static const struct {
+        int64_t t;
+        double wd, we;
+    } cases[] = {{T0, 0, 0},
+                 {T0 + 5 * 24 * HOUR_MS, 5, 1},     /* Saturday */
+                 {T0 + 7 * 24 * HOUR_MS - 1, 6, 1}, /* the last ms of Sunday */
+                 {0, 3, 0},                          /* 1970-01-01, a Thursday */
+                 {-1, 2, 0},                         /* 1969-12-31 */
+                 {-4 * 24 * HOUR_MS, 6, 1}};         /* Sunday 1969-12-28 */
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        make_payment(&pr, "c", 100, cases[i].t, RF_CHANNEL_POS, RF_KIND_PURCHASE);
+        CHECK(feat(d, &e, "wd", &pr.r) == cases[i].wd);
+        CHECK(feat(d, &e, "we", &pr.r) == cases[i].we);
+    }
+    rf_decl_destroy(d);
+}
+
 static void teardown(void) {
     rf_schemas_destroy(schemas);
 }
@@ -932,6 +962,7 @@ static void test_all(void) {
     test_scalars_by_hand();
     test_change_and_replays();
     test_labels_by_hand();
+    test_weekday();
     test_brute_force();
     test_plans();
     teardown();

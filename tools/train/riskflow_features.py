@@ -84,12 +84,13 @@ _DUR_RE = re.compile(r"([0-9]+)(ms|s|m|h|d)\Z")
 # CHOICE: whitespace between tokens is ASCII space, \t, \r, \v, \f (C isspace in the C locale);
 # lines end at \n.
 _WS_RE = re.compile(r"[ \t\r\v\f]+")
-_INPUT_FN_RE = re.compile(r"(hour|change|logchange)\((" + _FIELD_RE + r")\)\Z")
+_INPUT_FN_RE = re.compile(r"(hour|weekday|change|logchange)\((" + _FIELD_RE + r")\)\Z")
 _INPUT_DELTA_RE = re.compile(r"delta\((" + _FIELD_RE + r"),([a-z][a-z0-9_]*)\)\Z")
 _INPUT_ARITH_RE = re.compile(r"(" + _FIELD_RE + r")([/*])(.+)\Z")
 _INPUT_FIELD_RE = re.compile(_FIELD_RE + r"\Z")
 _AGG_RE = re.compile(r"([a-z_]+)(?:\((.*)\))?\Z")
-_COND_RE = re.compile(r"(hour\(" + _FIELD_RE + r"\)|" + _FIELD_RE + r")(<=|>=|!=|=|<|>)(.*)\Z")
+_COND_RE = re.compile(r"((?:hour|weekday)\(" + _FIELD_RE + r"\)|" + _FIELD_RE
+                      + r")(<=|>=|!=|=|<|>)(.*)\Z")
 _DERIVED_RE = re.compile(r"([a-z0-9_]+)\(([^()]*)\)\Z")
 
 _WINDOWED = ("count", "sum", "mean", "std", "sumsq", "min", "max")
@@ -365,6 +366,8 @@ class Input:
             return float(v) * self.num
         if form == "hour":
             return float((v % DAY_MS) // HOUR_MS)  # Python's % is the non-negative floormod
+        if form == "weekday":
+            return float((v // DAY_MS + 3) % 7)   # 0 Monday: 1970-01-01 was a Thursday
         p = prevs[self.prev]
         if form == "change":
             if not p[0]:  # CHOICE: a stored `has` other than 0 counts as present
@@ -385,7 +388,9 @@ class Cond:
 
     def holds(self, vals):
         v = vals[self.field]
-        if self.hour:
+        if self.hour == "weekday":
+            v = float((v // DAY_MS + 3) % 7)
+        elif self.hour:
             v = float((v % DAY_MS) // HOUR_MS)
         elif not isinstance(v, str):
             v = float(v)
@@ -844,9 +849,9 @@ class _Parser:
         if m:
             form, fname = m.group(1), m.group(2)
             fld = self.field(n, rt, fname)
-            if form == "hour":
+            if form in ("hour", "weekday"):
                 if not (fld.type == "long" and fld.ts):
-                    self.err(n, "hour(%s): not a timestamp-millis field" % fname)
+                    self.err(n, "%s(%s): not a timestamp-millis field" % (form, fname))
             else:
                 self.numeric(n, fld, "%s(%s)" % (form, fname))
             return Input(text, form, fname)
@@ -899,12 +904,13 @@ class _Parser:
         if not m:
             self.err(n, "bad condition '%s'" % text)
         lhs, op, rhs = m.groups()
-        hour = lhs.startswith("hour(")
-        fname = lhs[5:-1] if hour else lhs
+        hour = "weekday" if lhs.startswith("weekday(") else lhs.startswith("hour(")
+        fname = lhs[lhs.index("(") + 1:-1] if hour else lhs
         fld = self.field(n, rt, fname)
         if hour:
             if not (fld.type == "long" and fld.ts):
-                self.err(n, "hour(%s): not a timestamp-millis field" % fname)
+                self.err(n, "%s(%s): not a timestamp-millis field"
+                         % ("weekday" if hour == "weekday" else "hour", fname))
         if rhs == "":
             # CHOICE: an empty right-hand side is an error (also for strings: no way to match
             # an empty string).

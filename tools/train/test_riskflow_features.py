@@ -638,6 +638,28 @@ def test_value_and_indicator():
     assert not eng.states  # evaluate creates no state
 
 
+def test_weekday():
+    # 1970-01-01 (t = 0) was a Thursday: weekday 3 (0 Monday .. 6 Sunday)
+    decl = decl_of("entity acct key=acct\n"
+                   "feature wd = value(weekday(ts)) on Ev\n"
+                   "feature we = value() on Ev where weekday(ts)>=5\n"
+                   "feature wc = count per acct on Ev window=7d/7 where weekday(ts)=6\n")
+    eng = rff.Engine(decl)
+    D = 86400000
+    check(eng.evaluate("Ev", ev(0)), wd=3, we=0)
+    check(eng.evaluate("Ev", ev(2 * D)), wd=5, we=1)            # Saturday 1970-01-03
+    check(eng.evaluate("Ev", ev(4 * D - 1)), wd=6, we=1)        # the last ms of Sunday
+    check(eng.evaluate("Ev", ev(4 * D)), wd=0, we=0)            # Monday
+    check(eng.evaluate("Ev", ev(-1)), wd=2)                     # Wednesday 1969-12-31
+    check(eng.evaluate("Ev", ev(-4 * D)), wd=6, we=1)           # Sunday 1969-12-28
+    check(eng.evaluate("Ev", ev(1795996800000)), wd=0)          # 2026-11-30, a Monday
+    f = Feed(decl)
+    check(f(ev(3 * D)), wc=1)   # Sunday
+    check(f(ev(4 * D)), wc=1)   # Monday: not counted
+    E(2, "weekday(x): not a timestamp", "entity acct key=acct\n"
+      "feature a = value(weekday(x)) on Ev\n")
+
+
 def test_change_and_logchange():
     f = Feed(decl_of("entity acct key=acct\n"
                      "feature cx = last(change(x)) per acct on Ev\n"
