@@ -28,6 +28,15 @@ Output: one JSON object per line, sorted by event_time, with the fields of
 schemas/payment.avsc (enums as symbol strings, event_time in Unix ms, day 0 starting at
 --start, 2026-04-01T00:00Z by default) plus "fraud" (0/1) and "fraud_scenario" (0-3).
 Deterministic: the same arguments give the same bytes. numpy + standard library.
+
+Labels (--labels-out, iter_labels()): the labels stream, schemas/fraud_label.avsc
+(riskflow.FraudLabel) dicts, one JSON per line, sorted by label_time (ties: the payment's
+order). Every fraudulent payment gets a CHARGEBACK label (is_fraud true) --label-delay-days
+(7) after it: the Handbook's assumption that a fraud is known 7 days after it happened. The
+simulator has no alerting model, so "genuine payments that were alerted and cleared by an
+analyst" are a uniformly random --cleared-fraction of the genuine payments (default 0: none),
+each with a CLEARED label (is_fraud false) --cleared-delay-days (1) after it; drawn from a
+random stream of its own (the payments do not change, with or without labels).
 """
 
 import argparse
@@ -200,6 +209,11 @@ def card_tokens(n_customers, seed):
             for c in range(n_customers)]
 
 
+def event_id(seed, i):
+    """The event_id of the simulation's i-th payment (time order, 0-based)."""
+    return "E%d-%09d" % (seed, i)
+
+
 def iter_payments(data, n_customers, seed):
     """Payment dicts (schemas/payment.avsc fields + fraud, fraud_scenario), in time order."""
     tokens = card_tokens(n_customers, seed)
@@ -207,7 +221,7 @@ def iter_payments(data, n_customers, seed):
     for i in range(len(data)):
         ttype = int(data.term_type[i])
         yield {
-            "event_id": "E%d-%09d" % (seed, i),
+            "event_id": event_id(seed, i),
             "customer_id": "C%06d" % int(data.cust[i]),
             "card_token": tokens[int(data.cust[i])],
             "merchant_id": "M%06d" % int(data.merchant[i]),
@@ -221,6 +235,59 @@ def iter_payments(data, n_customers, seed):
             "event_time": int(data.time_ms[i]),
             "fraud": int(data.fraud[i]),
             "fraud_scenario": int(data.scenario[i]),
+        }
+
+
+LABEL_SOURCES = ("CHARGEBACK", "CONFIRMED", "CLEARED", "INVESTIGATION")
+# Entropy of the CLEARED draw's own random stream (not one of simulate()'s streams).
+_CLEARED_STREAM = 0x434C4541
+
+
+def label_rows(data, seed, label_delay_ms=7 * DAY_MS, cleared_fraction=0.0,
+               cleared_delay_ms=DAY_MS):
+    """The labels as arrays, sorted by (label_time, payment index): (payment index,
+    label_time ms, is_fraud bool, source index into LABEL_SOURCES)."""
+    if not 0.0 <= cleared_fraction <= 1.0:
+        raise ValueError("cleared_fraction must be in [0, 1]")
+    if label_delay_ms < 0 or cleared_delay_ms < 0:
+        raise ValueError("label delays must be >= 0")
+    fraud_idx = np.flatnonzero(data.fraud == 1)
+    idx = [fraud_idx]
+    t = [data.time_ms[fraud_idx] + int(label_delay_ms)]
+    is_fraud = [np.ones(len(fraud_idx), dtype=bool)]
+    src = [np.full(len(fraud_idx), LABEL_SOURCES.index("CHARGEBACK"), dtype=np.int8)]
+    if cleared_fraction > 0.0:
+        genuine = np.flatnonzero(data.fraud == 0)
+        rng = np.random.default_rng(np.random.SeedSequence([int(seed), _CLEARED_STREAM]))
+        cleared = genuine[rng.random(len(genuine)) < cleared_fraction]
+        idx.append(cleared)
+        t.append(data.time_ms[cleared] + int(cleared_delay_ms))
+        is_fraud.append(np.zeros(len(cleared), dtype=bool))
+        src.append(np.full(len(cleared), LABEL_SOURCES.index("CLEARED"), dtype=np.int8))
+    idx, t, is_fraud, src = (np.concatenate(a) for a in (idx, t, is_fraud, src))
+    order = np.lexsort((idx, t))
+    return idx[order], t[order], is_fraud[order], src[order]
+
+
+def iter_labels(data, n_customers, seed, label_delay_ms=7 * DAY_MS, cleared_fraction=0.0,
+                cleared_delay_ms=DAY_MS):
+    """FraudLabel dicts (schemas/fraud_label.avsc), sorted by label_time: a CHARGEBACK
+    label_delay_ms after every fraudulent payment, a CLEARED label cleared_delay_ms after a
+    random cleared_fraction of the genuine ones (deterministic for a seed)."""
+    tokens = card_tokens(n_customers, seed)
+    idx, t, is_fraud, src = label_rows(data, seed, label_delay_ms, cleared_fraction,
+                                       cleared_delay_ms)
+    for i, lt, f, s in zip(idx.tolist(), t.tolist(), is_fraud.tolist(), src.tolist()):
+        c = int(data.cust[i])
+        yield {
+            "label_time": int(lt),
+            "payment_id": event_id(seed, i),
+            "payment_time": int(data.time_ms[i]),
+            "customer_id": "C%06d" % c,
+            "card_token": tokens[c],
+            "terminal_id": "T%06d" % int(data.term[i]),
+            "is_fraud": bool(f),
+            "source": LABEL_SOURCES[s],
         }
 
 
@@ -242,10 +309,26 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--radius", type=float, default=5.0)
     ap.add_argument("--start", default=DEFAULT_START, help="day 0, UTC (%(default)s)")
-    ap.add_argument("--out", required=True, help="output .jsonl ('-' for stdout)")
+    ap.add_argument("--out", help="payments .jsonl ('-' for stdout)")
+    ap.add_argument("--labels-out", help="also write the labels stream (FraudLabel) to this "
+                    ".jsonl ('-' for stdout), sorted by label_time")
+    ap.add_argument("--label-delay-days", type=float, default=7.0,
+                    help="a fraud's CHARGEBACK label comes this long after it (%(default)s)")
+    ap.add_argument("--cleared-fraction", type=float, default=0.0,
+                    help="fraction of genuine payments given a CLEARED label (%(default)s)")
+    ap.add_argument("--cleared-delay-days", type=float, default=1.0,
+                    help="a CLEARED label comes this long after its payment (%(default)s)")
     a = ap.parse_args(argv)
     if a.customers < 3 or a.terminals < 2 or a.days < 1:
         ap.error("need at least 3 customers, 2 terminals and 1 day")
+    if not a.out and not a.labels_out:
+        ap.error("give --out and/or --labels-out")
+    if a.out == "-" and a.labels_out == "-":
+        ap.error("only one of --out and --labels-out can be stdout")
+    if not 0.0 <= a.cleared_fraction <= 1.0:
+        ap.error("--cleared-fraction must be in [0, 1]")
+    if a.label_delay_days < 0 or a.cleared_delay_days < 0:
+        ap.error("label delays must be >= 0")
     t0 = time.time()
 
     def log(msg):
@@ -253,13 +336,22 @@ def main(argv=None):
 
     data, _, _ = simulate(a.customers, a.terminals, a.days, a.seed, a.radius,
                           parse_start(a.start), log)
-    payments = iter_payments(data, a.customers, a.seed)
-    if a.out == "-":
-        for p in payments:
-            sys.stdout.write(json.dumps(p, separators=(",", ":")) + "\n")
-    else:
-        write_jsonl(a.out, payments)
-    log("wrote %d payments to %s in %.1f s" % (len(data), a.out, time.time() - t0))
+    streams = []
+    if a.out:
+        streams.append(("payments", a.out, iter_payments(data, a.customers, a.seed)))
+    if a.labels_out:
+        streams.append(("labels", a.labels_out, iter_labels(
+            data, a.customers, a.seed, int(round(a.label_delay_days * DAY_MS)),
+            a.cleared_fraction, int(round(a.cleared_delay_days * DAY_MS)))))
+    for what, path, rows in streams:
+        if path == "-":
+            n = 0
+            for p in rows:
+                sys.stdout.write(json.dumps(p, separators=(",", ":")) + "\n")
+                n += 1
+        else:
+            n = write_jsonl(path, rows)
+        log("wrote %d %s to %s in %.1f s" % (n, what, path, time.time() - t0))
     return 0
 
 

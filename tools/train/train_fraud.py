@@ -44,6 +44,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.normpath(os.path.join(HERE, "..", ".."))
 sys.path.insert(0, HERE)
 
+import handbook_fraud as hb  # noqa: E402
 import riskflow_features as rf  # noqa: E402
 import simulate_fraud as sim  # noqa: E402
 
@@ -127,11 +128,12 @@ def replay(payments, names, decl):
 
 
 def split_handbook(day, y, customer, train_days, delay_days, test_days):
-    """Masks (train, test_all, test_eval) and the day numbers, after the handbook.
+    """Masks (train, test_all, test_eval) and the day numbers, after the handbook: the test
+    period is the last test_days days.
 
     test_eval drops, for each test day, the customers known to be compromised by then: those
     with a fraud in the training period, or in the delay period up to that test day minus the
-    delay."""
+    delay minus one (handbook_fraud.protocol_masks, the book's get_train_test_set)."""
     last_day = int(day.max())
     test_start = last_day - test_days + 1
     delay_start = test_start - delay_days
@@ -139,48 +141,19 @@ def split_handbook(day, y, customer, train_days, delay_days, test_days):
     if train_start < 1:
         raise SystemExit("not enough days: need %d + %d + %d and at least one day of warm-up"
                          % (train_days, delay_days, test_days))
-    train = (day >= train_start) & (day < delay_start)
-    test_all = day >= test_start
-    known = set(np.unique(customer[train & (y == 1)]).tolist())
-    test_eval = np.zeros(len(day), dtype=bool)
-    for i in range(test_days):
-        d = test_start + i
-        # frauds of the day (d - delay - 1) are known by test day d (the handbook's rule:
-        # training start + train days + i - 1)
-        known_day = delay_start + i - 1
-        known |= set(np.unique(customer[(day == known_day) & (y == 1)]).tolist())
-        m = day == d
-        keep = m & ~np.isin(customer, np.fromiter(known, dtype=np.int64, count=len(known)))
-        test_eval |= keep
+    train, test_all, test_eval = hb.protocol_masks(day, y, customer, train_start, train_days,
+                                                   delay_days, test_days)
     days = {"train": (train_start, delay_start - 1), "delay": (delay_start, test_start - 1),
             "test": (test_start, last_day)}
     return train, test_all, test_eval, days
 
 
 def card_precision_at_k(day, customer, y, score, k=100):
-    """Handbook's Card Precision@k: per day, the k cards with the highest max score, the
-    fraction of them compromised that day (a fraud among their transactions of the day),
-    averaged over the days; cards detected on a day are removed from the following days."""
-    detected = set()
-    per_day = []
-    for d in np.unique(day):
-        m = day == d
-        if detected:
-            m &= ~np.isin(customer, np.fromiter(detected, dtype=np.int64, count=len(detected)))
-        c, s, f = customer[m], score[m], y[m]
-        if len(c) == 0:
-            per_day.append(0.0)
-            continue
-        uc, inv = np.unique(c, return_inverse=True)
-        cmax = np.full(len(uc), -np.inf)
-        np.maximum.at(cmax, inv, s)
-        cfraud = np.zeros(len(uc), dtype=np.int8)
-        np.maximum.at(cfraud, inv, f)
-        top = np.argsort(-cmax, kind="stable")[:k]
-        hits = uc[top][cfraud[top] == 1]
-        per_day.append(len(hits) / k)
-        detected.update(hits.tolist())
-    return float(np.mean(per_day)), per_day
+    """Handbook's Card Precision@k (handbook_fraud.card_precision_at_k): per day, the k cards
+    with the highest max score, the fraction of them compromised that day, averaged over the
+    days; cards detected on a day are removed from the following days. (mean, per-day list)"""
+    mean, per_day, _ = hb.card_precision_at_k(day, customer, y, score, k)
+    return mean, per_day
 
 
 def pick_threshold(y, score, target_precision):
