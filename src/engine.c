@@ -1068,28 +1068,34 @@ int rf_engine_txn_final(rf_engine_t *e, uint64_t deadline_ns, char *msg, size_t 
 
 /* ---- partitions and rebalances ---- */
 
-/* Framing and record type of a topic, from input.topics (validated at start). */
-static void topic_setup(rf_engine_t *e, struct rf_part *pt) {
-    const struct rf_conf *conf = e->d.conf;
+void rf_engine_topic_type(const struct rf_conf *conf, const rf_schemas_t *schemas,
+                          const char *topic, int *framing, int32_t *type_id) {
     const char *cur = conf->input_topics;
     struct rf_conf_topic t;
     char err[256];
-    pt->framing = strcmp(conf->input_framing, "plain") == 0 ? RF_FRAMING_PLAIN
-                                                            : RF_FRAMING_CONFLUENT;
+    *framing = strcmp(conf->input_framing, "plain") == 0 ? RF_FRAMING_PLAIN
+                                                         : RF_FRAMING_CONFLUENT;
     const struct rf_rtype *plain = conf->input_schema_id
-                                       ? rf_schemas_rtype(e->d.schemas, conf->input_schema_id)
-                                       : rf_schemas_rtype_named(e->d.schemas, "riskflow.Payment");
-    pt->type_id = plain ? plain->schema_id : conf->input_schema_id;
+                                       ? rf_schemas_rtype(schemas, conf->input_schema_id)
+                                       : rf_schemas_rtype_named(schemas, "riskflow.Payment");
+    *type_id = plain ? plain->schema_id : conf->input_schema_id;
     while (rf_conf_topic_next(&cur, &t, err, sizeof err) == 1) {
-        if (strcmp(t.name, pt->topic) != 0)
+        if (strcmp(t.name, topic) != 0)
             continue;
         if (t.framing >= 0)
-            pt->framing = t.framing ? RF_FRAMING_PLAIN : RF_FRAMING_CONFLUENT;
+            *framing = t.framing ? RF_FRAMING_PLAIN : RF_FRAMING_CONFLUENT;
         if (t.type[0]) {
-            const struct rf_rtype *rt = rf_schemas_rtype_named(e->d.schemas, t.type);
-            pt->type_id = rt ? rt->schema_id : -1;
+            const struct rf_rtype *rt = rf_schemas_rtype_named(schemas, t.type);
+            *type_id = rt ? rt->schema_id : -1;
         }
     }
+}
+
+/* Framing and record type of a topic, from input.topics (validated at start). */
+static void topic_setup(rf_engine_t *e, struct rf_part *pt) {
+    int framing;
+    rf_engine_topic_type(e->d.conf, e->d.schemas, pt->topic, &framing, &pt->type_id);
+    pt->framing = framing;
 }
 
 static int part_of(rf_engine_t *e, const rd_kafka_topic_t *seen, const char *topic,

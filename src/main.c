@@ -19,7 +19,8 @@ static void usage(FILE *out) {
     fprintf(out,
             "usage: riskflowd [-c FILE] [-X key=value]... [--check-config | --layout |\n"
             "                 --dump-config | --config-reference | --demo |\n"
-            "                 --replay FILE.avro [--out FILE.csv] [--rows TYPE]]\n"
+            "                 --replay FILE.avro | --replay-topic TOPIC:PART:FROM:TO\n"
+            "                 [--out FILE.csv] [--rows TYPE]]\n"
             "\n"
             "  -c FILE              properties file (key=value, # comments)\n"
             "  -X key=value         set one key (after the file); kafka.* goes to librdkafka\n"
@@ -34,6 +35,8 @@ static void usage(FILE *out) {
             "                       the decoder and the declared features, one CSV row of\n"
             "                       features per --rows record (riskflow.Payment) to --out\n"
             "                       (stdout); no Kafka, no Redis (docs/FEATURES.md §6)\n"
+            "  --replay-topic T:P:FROM:TO  the same from offsets [FROM, TO) of partition P\n"
+            "                       of topic T (TO -1: its end), framed as input.topics says\n"
             "  -V, --version        print the version\n"
             "\n"
             "exit codes: 0 ok, 1 runtime failure, 64 usage, 69 unavailable, 78 bad config\n");
@@ -59,7 +62,7 @@ int main(int argc, char **argv) {
         const char *a = argv[i];
         int takes_arg = strcmp(a, "-c") == 0 || strcmp(a, "-X") == 0 ||
                         strcmp(a, "--replay") == 0 || strcmp(a, "--out") == 0 ||
-                        strcmp(a, "--rows") == 0;
+                        strcmp(a, "--rows") == 0 || strcmp(a, "--replay-topic") == 0;
         if (takes_arg && i + 1 >= argc) {
             fprintf(stderr, "riskflowd: %s needs an argument\n", a);
             rf_conf_destroy(conf);
@@ -81,6 +84,8 @@ int main(int argc, char **argv) {
             demo = 1;
         else if (strcmp(a, "--replay") == 0)
             replay.in_path = argv[++i];
+        else if (strcmp(a, "--replay-topic") == 0)
+            replay.topic = argv[++i];
         else if (strcmp(a, "--out") == 0)
             replay.out_path = argv[++i];
         else if (strcmp(a, "--rows") == 0)
@@ -125,9 +130,14 @@ int main(int argc, char **argv) {
             rc = rf_conf_set_kv(conf, argv[++i], errstr, sizeof errstr);
     }
     /* A replay needs no Kafka: validated as leniently as the demo. */
+    int replaying = replay.in_path || replay.topic;
     if (rc == 0 && !dump)
-        rc = rf_conf_validate(conf, demo || replay.in_path, errstr, sizeof errstr);
-    if (rc == 0 && replay.in_path && !dump && !check) {
+        rc = rf_conf_validate(conf, demo || replaying, errstr, sizeof errstr);
+    if (rc == 0 && replay.in_path && replay.topic) {
+        snprintf(errstr, sizeof errstr, "--replay and --replay-topic: one or the other");
+        rc = RF_E_CONF;
+    }
+    if (rc == 0 && replaying && !dump && !check) {
         struct rf_replay_stats st;
         rc = rf_replay_run(conf, &replay, &st, errstr, sizeof errstr);
         rf_conf_destroy(conf);
@@ -137,12 +147,12 @@ int main(int argc, char **argv) {
         }
         fprintf(stderr,
                 "riskflowd: replay: %llu records, %llu applied, %llu rows (%llu labelled, %llu "
-                "labels read), %llu entities; skipped: %llu wrong_type, %llu bad_time, %llu "
-                "bad_key, %llu too_late\n",
+                "labels read), %llu entities; skipped: %llu malformed, %llu wrong_type, %llu "
+                "bad_time, %llu bad_key, %llu too_late\n",
                 (unsigned long long)st.records, (unsigned long long)st.applied,
                 (unsigned long long)st.rows, (unsigned long long)st.labelled,
                 (unsigned long long)st.labels, (unsigned long long)st.entities,
-                (unsigned long long)st.skipped_wrong_type, (unsigned long long)st.skipped_bad_time, (unsigned long long)st.skipped_bad_key,
+                (unsigned long long)st.skipped_malformed, (unsigned long long)st.skipped_wrong_type, (unsigned long long)st.skipped_bad_time, (unsigned long long)st.skipped_bad_key,
                 (unsigned long long)st.skipped_too_late);
         return RF_EXIT_OK;
     }

@@ -13,14 +13,18 @@
 
 #include <avro.h>
 #include <errno.h>
+#include <inttypes.h>
+#include <librdkafka/rdkafka.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "riskflow/codec.h"
 #include "riskflow/decl.h"
+#include "riskflow/engine.h"
 #include "riskflow/err.h"
 #include "riskflow/feat.h"
+#include "riskflow/kafka.h"
 
 #define BRANCHES_MAX 16
 #define LABEL_TYPE "riskflow.FraudLabel"
@@ -110,6 +114,16 @@ static void table_free(struct table *t) {
 
 struct reader {
     const char *path;
+    /* a topic's offset range instead of a file (path NULL) */
+    rd_kafka_t *rk;
+    rd_kafka_message_t *rkm;   /* the record handed out last */
+    char topic[256];
+    int32_t partition;
+    int64_t from, to;          /* [from, to) */
+    int framing;
+    int32_t plain_type;
+    const rf_schemas_t *schemas;
+    size_t max_bytes;
     avro_file_reader_t fr;
     avro_schema_t wschema;
     avro_value_iface_t *iface;
@@ -124,6 +138,12 @@ struct reader {
 };
 
 static void reader_close(struct reader *r) {
+    if (r->rkm)
+        rd_kafka_message_destroy(r->rkm);
+    if (r->rk) {
+        rd_kafka_consumer_close(r->rk);
+        rd_kafka_destroy(r->rk);
+    }
     if (r->have_val)
         avro_value_decref(&r->val);
     if (r->iface)
@@ -198,9 +218,115 @@ static int reader_open(struct reader *r, const char *path, const rf_schemas_t *s
     return r->w ? 0 : RF_E_NOMEM;
 }
 
-/* The next record: its type and binary encoding. 1, 0 at the end, or a negative RF_E_*. */
+/* "TOPIC:PARTITION:FROM:TO" (TO exclusive; -1: the end offset when the replay starts). */
+static int topic_open(struct reader *r, const struct rf_conf *conf, const rf_schemas_t *schemas,
+                      const char *spec, char *errstr, size_t size) {
+    memset(r, 0, sizeof *r);
+    const char *c3 = strrchr(spec, ':');
+    long long from, to;
+    int part, used = 0;
+    char topic[256];
+    const char *c1 = NULL;
+    /* The topic may hold ':' only if... it may not: Kafka topic names are [a-zA-Z0-9._-]. */
+    c1 = strchr(spec, ':');
+    if (!c1 || !c3 || (size_t)(c1 - spec) >= sizeof topic || c1 == spec ||
+        sscanf(c1 + 1, "%d:%lld:%lld%n", &part, &from, &to, &used) != 3 || c1[1 + used] != 0 ||
+        part < 0 || from < 0 || (to >= 0 && to < from)) {
+        snprintf(errstr, size, "--replay-topic: '%s': expected TOPIC:PARTITION:FROM:TO (TO "
+                 "exclusive, -1 for the end)", spec);
+        return RF_E_CONF;
+    }
+    memcpy(topic, spec, (size_t)(c1 - spec));
+    topic[c1 - spec] = 0;
+    snprintf(r->topic, sizeof r->topic, "%s", topic);
+    r->partition = part;
+    r->from = from;
+    r->to = to;
+    r->schemas = schemas;
+    r->max_bytes = (size_t)conf->input_max_bytes;
+    rf_engine_topic_type(conf, schemas, topic, &r->framing, &r->plain_type);
+    struct rf_kafka_consumer_cbs cbs = {0};
+    r->rk = rf_kafka_consumer_new(conf, NULL, "riskflowd.replay", &cbs, errstr, size);
+    if (!r->rk)
+        return RF_E_CONF;
+    if (r->to < 0) {
+        int64_t lo, hi;
+        rd_kafka_resp_err_t err =
+            rd_kafka_query_watermark_offsets(r->rk, topic, part, &lo, &hi, 15000);
+        if (err) {
+            snprintf(errstr, size, "%s [%d]: end offset: %s", topic, part, rd_kafka_err2str(err));
+            return RF_E_IO;
+        }
+        r->to = hi;
+    }
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(l, topic, part)->offset = from;
+    rd_kafka_resp_err_t err = rd_kafka_assign(r->rk, l);
+    rd_kafka_topic_partition_list_destroy(l);
+    if (err) {
+        snprintf(errstr, size, "%s [%d]: assign: %s", topic, part, rd_kafka_err2str(err));
+        return RF_E_IO;
+    }
+    return 0;
+}
+
+static int topic_next(struct reader *r, const struct rf_rtype **t, const uint8_t **body,
+                      size_t *len, char *errstr, size_t size) {
+    if (r->rkm) {
+        rd_kafka_message_destroy(r->rkm);
+        r->rkm = NULL;
+    }
+    if (r->from >= r->to)
+        return 0;
+    int idle_ms = 0;
+    for (;;) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(r->rk, 500);
+        if (!m) {
+            /* Nothing for 30 s while short of the range's end: the range is not there. */
+            if ((idle_ms += 500) >= 30000) {
+                snprintf(errstr, size, "%s [%" PRId32 "]: no message for 30 s before offset %" PRId64,
+                         r->topic, r->partition, r->to);
+                return RF_E_TIMEOUT;
+            }
+            continue;
+        }
+        idle_ms = 0;
+        if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+            rd_kafka_message_destroy(m);
+            continue;
+        }
+        if (m->err) {
+            snprintf(errstr, size, "%s [%" PRId32 "]: %s", r->topic, r->partition,
+                     rd_kafka_message_errstr(m));
+            rd_kafka_message_destroy(m);
+            return RF_E_KAFKA;
+        }
+        if (m->offset >= r->to) {
+            rd_kafka_message_destroy(m);
+            return 0;
+        }
+        r->from = m->offset + 1;
+        r->rkm = m;
+        int32_t id = r->plain_type;
+        int rc = rf_frame(m->payload, m->len, (enum rf_framing)r->framing, r->max_bytes, &id, body,
+                          len);
+        const struct rf_rtype *rt = rc == 0 ? rf_schemas_rtype(r->schemas, id) : NULL;
+        if (!rt) {
+            /* What the daemon dead-letters, the replay skips: the caller counts it. */
+            *t = NULL;
+            return 1;
+        }
+        *t = rt;
+        return 1;
+    }
+}
+
+/* The next record: its type and binary encoding (*t NULL for a topic's message that is not
+ * a record of the registry). 1, 0 at the end, or a negative RF_E_*. */
 static int reader_next(struct reader *r, const struct rf_rtype **t, const uint8_t **body,
                        size_t *len, char *errstr, size_t size) {
+    if (r->rk)
+        return topic_next(r, t, body, len, errstr, size);
     int rc = avro_file_reader_read_value(r->fr, &r->val);
     if (rc == EOF)
         return 0;
@@ -263,7 +389,7 @@ static int collect_labels(struct reader *r, struct table *labels, struct rf_repl
     struct rf_rec rec;
     int rc;
     while ((rc = reader_next(r, &t, &body, &len, errstr, size)) == 1) {
-        if (strcmp(t->fullname, LABEL_TYPE) != 0)
+        if (!t || strcmp(t->fullname, LABEL_TYPE) != 0)
             continue;
         if (rf_rec_decode(t, body, len, &rec) != 0)
             continue; /* the second pass says which record and why */
@@ -329,10 +455,12 @@ int rf_replay_run(const struct rf_conf *conf, const struct rf_replay_opts *o,
     }
     int f_id = rf_rtype_field(row_t, "event_id");
 
-    /* Pass 1: the labels. */
-    if (reader_open(&r, o->in_path, schemas, errstr, size) != 0)
+    /* Pass 1: the labels (a topic may hold any type: always read it twice). */
+#define OPEN(r) (o->in_path ? reader_open(r, o->in_path, schemas, errstr, size) \
+                            : topic_open(r, conf, schemas, o->topic, errstr, size))
+    if ((rc = OPEN(&r)) != 0)
         goto done;
-    int has_labels = 0;
+    int has_labels = !o->in_path && rf_schemas_rtype_named(schemas, LABEL_TYPE);
     for (int i = 0; i < r.n_branches; i++)
         has_labels |= strcmp(r.branch[i]->fullname, LABEL_TYPE) == 0;
     if (has_labels) {
@@ -340,11 +468,10 @@ int rf_replay_run(const struct rf_conf *conf, const struct rf_replay_opts *o,
         if (rc < 0)
             goto done;
         reader_close(&r);
-        if (reader_open(&r, o->in_path, schemas, errstr, size) != 0) {
-            rc = RF_E_CONF;
+        if ((rc = OPEN(&r)) != 0)
             goto done;
-        }
     }
+#undef OPEN
     rc = RF_E_IO;
     out = !o->out_path || strcmp(o->out_path, "-") == 0 ? stdout : fopen(o->out_path, "w");
     if (!out) {
@@ -369,16 +496,13 @@ int rf_replay_run(const struct rf_conf *conf, const struct rf_replay_opts *o,
     size_t len;
     struct rf_rec rec;
     int more;
-    uint32_t topic_id = rf_feat_topic_id(o->in_path);
+    uint32_t topic_id = rf_feat_topic_id(o->in_path ? o->in_path : r.topic);
     while ((more = reader_next(&r, &t, &body, &len, errstr, size)) == 1) {
         st->records++;
-        int drc = rf_rec_decode(t, body, len, &rec);
-        if (drc != 0) {
-            snprintf(errstr, size, "%s: record %llu (%s): %s", o->in_path,
-                     (unsigned long long)st->records, t->fullname, rf_strerror(drc));
-            rc = RF_E_MALFORMED;
-            free(x);
-            goto done;
+        /* Not a record of the registry, or one the decoder refuses: dead-lettered online. */
+        if (!t || rf_rec_decode(t, body, len, &rec) != 0) {
+            st->skipped_malformed++;
+            continue;
         }
         /* A type no feature reads (and not the rows'): the daemon dead-letters it as
          * wrong_type when no job takes it either, and applies nothing of it. */

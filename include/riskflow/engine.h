@@ -148,4 +148,9 @@ const char *rf_engine_jobs(const rf_engine_t *e);
 /* Close the engine's handles; cb(arg) when closed. */
 void rf_engine_close(rf_engine_t *e, void (*cb)(void *arg), void *arg);
 
+/* A topic's framing (enum rf_framing) and, for plain framing, the record type id its messages
+ * are, from input.topics and input.framing: the engine's rule, which --replay shares. */
+void rf_engine_topic_type(const struct rf_conf *conf, const rf_schemas_t *schemas,
+                          const char *topic, int *framing, int32_t *type_id);
+
 #endif

@@ -6,7 +6,10 @@
  * (docs/FEATURES.md; issue 7 item 3). The input is an Avro object container file whose schema
  * is one of the registry's input record types or a union of them (fastavro writes both); each
  * record's schema must equal the registry's, and records are applied in file order (write them
- * in event-time order, as they would arrive). Every record updates the entities it touches as
+ * in event-time order, as they would arrive). Or one partition's offset range of a topic,
+ * framed as input.topics says (the daemon's consumer settings; no group is joined, nothing is
+ * committed), applied in offset order; a message that is not a record the decoder accepts is
+ * skipped as the daemon dead-letters it. Every record updates the entities it touches as
  * in the daemon — the same admission rules (a record of a type no declared feature reads and
  * not of the row type, a time before 1970, an empty key, an event later than
  * input.max.lateness.s behind its entity: skipped, counted, as the daemon dead-letters them) — and every record of the row type (riskflow.Payment by default) writes one CSV row
@@ -30,7 +33,8 @@
 #include "riskflow/conf.h"
 
 struct rf_replay_opts {
-    const char *in_path;   /* the Avro object container file */
+    const char *in_path;   /* the Avro object container file, or NULL: */
+    const char *topic;     /* "TOPIC:PARTITION:FROM:TO" (TO exclusive, -1 the end offset) */
     const char *out_path;  /* the CSV; NULL or "-": stdout */
     const char *row_type;  /* full name; NULL: riskflow.Payment */
 };
@@ -41,7 +45,8 @@ struct rf_replay_stats {
     uint64_t rows;
     uint64_t labels;       /* riskflow.FraudLabel records in the file */
     uint64_t labelled;     /* rows with a label */
-    uint64_t skipped_wrong_type, skipped_bad_time, skipped_bad_key, skipped_too_late;
+    uint64_t skipped_malformed, skipped_wrong_type, skipped_bad_time, skipped_bad_key;
+    uint64_t skipped_too_late;
     uint64_t entities;
 };
 

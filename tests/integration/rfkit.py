@@ -20,7 +20,7 @@ import uuid
 
 import fastavro
 import pytest
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -427,8 +427,21 @@ def committed_offsets(svc, group, topic_parts):
     c = Consumer({"bootstrap.servers": svc.bootstrap, "group.id": group,
                   "enable.auto.commit": False})
     try:
-        tps = c.committed([TopicPartition(t, p) for t, p in topic_parts], timeout=15)
-        return {(tp.topic, tp.partition): tp.offset for tp in tps}
+        # A broker just started answers "not coordinator" or "coordinator load in progress"
+        # for a while, without flagging them retriable: wait those out.
+        waits = (KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+                 KafkaError.COORDINATOR_NOT_AVAILABLE)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                tps = c.committed([TopicPartition(t, p) for t, p in topic_parts], timeout=15)
+                return {(tp.topic, tp.partition): tp.offset for tp in tps}
+            except KafkaException as e:
+                err = e.args[0] if e.args else None
+                if (err is None or not (err.retriable() or err.code() in waits)
+                        or time.monotonic() > deadline):
+                    raise
+                time.sleep(0.5)
     finally:
         c.close()
 
