@@ -118,6 +118,7 @@ def load_or_simulate(seed, customers, terminals, days, cache_dir):
 # ----------------------------------------------------------------------------- candidate
 
 EVENT_RE = re.compile(r"E(\d+)-(\d+)\Z")
+NOT_FEATURES = ("event_time", "label")
 
 
 def read_candidate(paths, seeds, n_by_seed):
@@ -125,7 +126,8 @@ def read_candidate(paths, seeds, n_by_seed):
     bool n)}, the feature names, and counts of rows read / ignored (other seeds).
 
     paths: CSV files (a "{seed}" in a path is expanded for every seed); header event_id, then
-    the feature columns (same in every file); event_id is the simulator's E<seed>-<index>."""
+    the feature columns (same in every file; event_time and label columns, as riskflowd
+    --replay writes them, are skipped); event_id is the simulator's E<seed>-<index>."""
     files = []
     for p in paths:
         if "{seed}" in p:
@@ -142,15 +144,18 @@ def read_candidate(paths, seeds, n_by_seed):
             header = next(rd, None)
             if not header or header[0] != "event_id" or len(header) < 2:
                 raise SystemExit("%s: the header must be event_id, then feature columns" % path)
+            # riskflowd --replay's rows also carry event_time and the label: never features.
+            keep = [j for j, h in enumerate(header) if j > 0 and h not in NOT_FEATURES]
             if names is None:
-                names = header[1:]
-            elif header[1:] != names:
+                names = [header[j] for j in keep]
+            elif [header[j] for j in keep] != names:
                 raise SystemExit("%s: feature columns differ from %s's" % (path, files[0]))
             nf = len(names)
             for lineno, row in enumerate(rd, 2):
-                if len(row) != nf + 1:
+                if len(row) != len(header):
                     raise SystemExit("%s:%d: %d fields, expected %d" % (path, lineno, len(row),
-                                                                         nf + 1))
+                                                                         len(header)))
+                row = [row[0]] + [row[j] for j in keep]
                 m = EVENT_RE.match(row[0])
                 if not m:
                     raise SystemExit("%s:%d: event_id %r is not E<seed>-<index>"
