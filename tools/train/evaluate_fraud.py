@@ -766,6 +766,14 @@ def parse_args(argv):
     ap.add_argument("--candidate-params", default="{}",
                     help="JSON object overriding the candidate's hyperparameters")
     ap.add_argument("--candidate-name", default="riskflow")
+    ap.add_argument("--replay", metavar="FEATURES_FILE",
+                    help="the candidate's rows from riskflowd itself: every seed's payments and "
+                    "labels through `riskflowd --replay` with this feature file "
+                    "(tools/train/replay_fraud.py; e.g. tools/train/fraud_features.conf), "
+                    "trained with --candidate-model (default xgboost)")
+    ap.add_argument("--daemon", default=os.path.join(os.path.dirname(os.path.dirname(HERE)),
+                                                     "build", "riskflowd"),
+                    help="riskflowd for --replay (%(default)s)")
     ap.add_argument("--write-example-candidate", metavar="PATH",
                     help="write a candidate CSV per seed ('{seed}' in PATH) from the Handbook "
                     "features + 2 ratios, then stop")
@@ -796,6 +804,11 @@ def parse_args(argv):
         ap.error("--seeds: comma-separated integers")
     if not a.seed_list or len(set(a.seed_list)) != len(a.seed_list):
         ap.error("--seeds: at least one, no repeats")
+    if a.replay:
+        if a.candidate_features:
+            ap.error("--replay makes the candidate's rows: no --candidate-features with it")
+        a.candidate_model = a.candidate_model or "xgboost"
+        a.candidate_features = [os.path.join(a.cache_dir or "/tmp", "rf_replay_rows_{seed}.csv")]
     if bool(a.candidate_features) != bool(a.candidate_model):
         ap.error("--candidate-features and --candidate-model go together")
     try:
@@ -844,6 +857,14 @@ def main(argv=None):
 
     specs = reference_specs(a.n_jobs)
     cand, cand_info = None, None
+    if a.replay:
+        import replay_fraud
+        t0 = time.time()
+        replay_fraud.main(["--seeds", ",".join(str(x) for x in seeds), "--customers",
+                           str(a.customers), "--terminals", str(a.terminals), "--days", str(a.days),
+                           "--features", a.replay, "--daemon", a.daemon, "--out",
+                           a.candidate_features[0]])
+        log("candidate features: replayed through riskflowd in %.0f s" % (time.time() - t0))
     if a.candidate_features:
         n_by_seed = {s: len(data[s]["fraud"]) for s in seeds}
         cand, names, n_read, n_other = read_candidate(a.candidate_features, seeds, n_by_seed)
