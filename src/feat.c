@@ -264,22 +264,40 @@ static void group_add(const struct group *g, const struct kind *k, uint8_t *v,
         st_u32(v, cnt_off, n + 1);
 }
 
-/* Whether slot s is in the window's value: always, without a delay; with one, when the tile it
- * holds, h - floormod(h - s, n), is at least `delay` tiles before the head h. */
-static inline int in_window(const struct group *g, int64_t h, int s) {
-    return g->delay == 0 || floormod((int64_t)((uint64_t)h - (uint64_t)s), g->n) >= g->delay;
+/* The slots in the window's value, as up to two ranges [b, e) in increasing slot order (the
+ * order values are summed in): all of them without a delay; with one, the slots whose tile
+ * h - ((h - s) mod n) is at least `delay` tiles before the head h — those of the tiles
+ * h - delay - win + 1 .. h - delay, a cyclic run of `win` slots. (h mod n is taken exactly:
+ * a hostile stored head cannot wrap.) */
+static inline int window_ranges(const struct group *g, int64_t h, int b[2], int e[2]) {
+    if (g->delay == 0) {
+        b[0] = 0;
+        e[0] = g->n;
+        return 1;
+    }
+    int64_t lo = floormod(floormod(h, g->n) - g->delay - g->win + 1, g->n);
+    if (lo + g->win <= g->n) {
+        b[0] = (int)lo;
+        e[0] = (int)lo + g->win;
+        return 1;
+    }
+    b[0] = 0;
+    e[0] = (int)(lo + g->win - g->n);
+    b[1] = (int)lo;
+    e[1] = g->n;
+    return 2;
 }
 
 static double window_value(const struct rf_feature *f, const struct group *g, const uint8_t *v) {
     uint32_t cnt = g->off + 8;
     double count = 0.0;
     uint64_t total = 0;
-    const int64_t h = ld_i64(v, g->off);
-#define SKIP(s) if (!in_window(g, h, s)) continue
+    int rb[2], re[2];
+    const int nr = window_ranges(g, ld_i64(v, g->off), rb, re);
+#define SLOTS(s) for (int r_ = 0; r_ < nr; r_++) for (int s = rb[r_]; s < re[r_]; s++)
     switch (f->agg) {
     case RF_AGG_COUNT:
-        for (int s = 0; s < g->n; s++) {
-            SKIP(s);
+        SLOTS(s) {
             total += ld_u32(v, cnt + 4 * s);
         }
         return (double)total;
@@ -287,16 +305,14 @@ static double window_value(const struct rf_feature *f, const struct group *g, co
     case RF_AGG_SUMSQ: {
         uint32_t col = f->agg == RF_AGG_SUM ? f->col[RF_COL_SUM] : f->col[RF_COL_SQ];
         double sum = 0.0;
-        for (int s = 0; s < g->n; s++) {
-            SKIP(s);
+        SLOTS(s) {
             sum += ld_f64(v, col + 8 * s);
         }
         return sum;
     }
     case RF_AGG_MEAN: {
         double sum = 0.0;
-        for (int s = 0; s < g->n; s++) {
-            SKIP(s);
+        SLOTS(s) {
             total += ld_u32(v, cnt + 4 * s);
             sum += ld_f64(v, f->col[RF_COL_SUM] + 8 * s);
         }
@@ -305,8 +321,7 @@ static double window_value(const struct rf_feature *f, const struct group *g, co
     }
     case RF_AGG_STD: {
         double N = 0.0, S = 0.0, M2 = 0.0;
-        for (int s = 0; s < g->n; s++) {
-            SKIP(s);
+        SLOTS(s) {
             uint32_t n = ld_u32(v, cnt + 4 * s);
             if (n == 0)
                 continue;
@@ -331,8 +346,7 @@ static double window_value(const struct rf_feature *f, const struct group *g, co
         int any = 0;
         double m = 0.0;
         uint32_t col = f->agg == RF_AGG_MIN ? f->col[RF_COL_MIN] : f->col[RF_COL_MAX];
-        for (int s = 0; s < g->n; s++) {
-            SKIP(s);
+        SLOTS(s) {
             if (ld_u32(v, cnt + 4 * s) == 0)
                 continue;
             double x = ld_f64(v, col + 8 * s);
@@ -345,7 +359,7 @@ static double window_value(const struct rf_feature *f, const struct group *g, co
     default:
         return 0.0;
     }
-#undef SKIP
+#undef SLOTS
 }
 
 /* ---- scalar slots ---- */

@@ -33,6 +33,7 @@
 
 struct rf_model_s {
     rf_trees_t *trees; /* a tree ensemble; NULL for the logistic model */
+    int path_reasons;  /* trees: path attribution instead of TreeSHAP */
     double phi[RF_FEATURES_MAX + 1];
     char *version;
     int n;                      /* features */
@@ -479,7 +480,9 @@ int rf_model_reasons(rf_model_t *model, const double *x_row, struct rf_reason *o
         return 0;
     if (k > RF_REASONS_MAX)
         k = RF_REASONS_MAX;
-    if (model->trees && rf_trees_shap(model->trees, x_row, model->phi) != 0)
+    if (model->trees && (model->path_reasons
+                             ? rf_trees_path_contribs(model->trees, x_row, model->phi)
+                             : rf_trees_shap(model->trees, x_row, model->phi)) != 0)
         return 0;
 
     /* Insertion into a k-long descending list: n <= 32 and k <= 3, so this beats any sort,
@@ -505,4 +508,8 @@ int rf_model_reasons(rf_model_t *model, const double *x_row, struct rf_reason *o
             got++;
     }
     return got;
+}
+
+void rf_model_set_path_reasons(rf_model_t *model, int on) {
+    model->path_reasons = on;
 }

@@ -284,8 +284,9 @@ static int topic_next(struct reader *r, const struct rf_rtype **t, const uint8_t
         if (!m) {
             /* Nothing for 30 s while short of the range's end: the range is not there. */
             if ((idle_ms += 500) >= 30000) {
-                snprintf(errstr, size, "%s [%" PRId32 "]: no message for 30 s before offset %" PRId64,
-                         r->topic, r->partition, r->to);
+                snprintf(errstr, size,
+                         "%s [%" PRId32 "]: no message for 30 s before offset %" PRId64, r->topic,
+                         r->partition, r->to);
                 return RF_E_TIMEOUT;
             }
             continue;

@@ -73,6 +73,7 @@ struct rf_trees_s {
     int average;        /* LightGBM's average_output */
     float base_f;       /* XGBoost's base margin (float) */
     double expected;    /* Σ trees' expected values (SHAP's phi[nf], before the base) */
+    double *mean;       /* per node: the cover-weighted mean of its leaves (path attribution) */
     /* scratch */
     double *xr;
     float *accf;
@@ -144,6 +145,7 @@ void rf_trees_destroy(rf_trees_t *t) {
     free(t->accd);
     free(t->shap_x);
     free(t->path);
+    free(t->mean);
     free(t);
 }
 
@@ -171,16 +173,17 @@ static int subtree_depth(const struct tnode *nodes, uint8_t *seen, int32_t n, in
     return 1 + (a > b ? a : b);
 }
 
-/* Expected value (cover-weighted mean of the leaves) of the subtree at n. */
-static double subtree_mean(const struct tnode *nodes, int32_t n) {
+/* Expected value (cover-weighted mean of the leaves) of the subtree at n, stored for every
+ * node of it in mean[] (absolute indexes). */
+static double subtree_mean(const struct tnode *nodes, int32_t n, double *mean) {
     const struct tnode *nd = &nodes[n];
     if (nd->left < 0)
-        return nd->value;
+        return mean[n] = nd->value;
     const struct tnode *l = &nodes[nd->left], *r = &nodes[nd->right];
+    double ml = subtree_mean(nodes, nd->left, mean), mr = subtree_mean(nodes, nd->right, mean);
     if (!(nd->cover > 0.0))
-        return 0.5 * (subtree_mean(nodes, nd->left) + subtree_mean(nodes, nd->right));
-    return (l->cover * subtree_mean(nodes, nd->left) + r->cover * subtree_mean(nodes, nd->right)) /
-           nd->cover;
+        return mean[n] = 0.5 * (ml + mr);
+    return mean[n] = (l->cover * ml + r->cover * mr) / nd->cover;
 }
 
 static void pad_fill(rf_trees_t *t, int tree, int32_t n, int pos, int level, int d) {
@@ -212,9 +215,10 @@ static void pad_fill(rf_trees_t *t, int tree, int32_t n, int pos, int level, int
 static int finish(rf_trees_t *t, const int32_t *tree_end, int dense_depth, const char *where,
                   char *errstr, size_t size) {
     t->depth = calloc((size_t)t->n_trees + 1, sizeof *t->depth);
+    t->mean = calloc((size_t)t->n_nodes + 1, sizeof *t->mean);
     t->doff = calloc((size_t)t->n_trees + 1, sizeof *t->doff);
     t->loff = calloc((size_t)t->n_trees + 1, sizeof *t->loff);
-    if (!t->depth || !t->doff || !t->loff)
+    if (!t->depth || !t->doff || !t->loff || !t->mean)
         goto nomem;
     size_t n_int = 0, n_leaf = 0;
     for (int k = 0; k < t->n_trees; k++) {
@@ -249,7 +253,7 @@ static int finish(rf_trees_t *t, const int32_t *tree_end, int dense_depth, const
         t->depth[k] = d;
         if (d > t->max_depth)
             t->max_depth = d;
-        t->expected += subtree_mean(t->nodes, lo);
+        t->expected += subtree_mean(t->nodes, lo, t->mean);
         if (d <= dense_depth && d > t->dd)
             t->dd = d;
     }
@@ -441,7 +445,8 @@ static int xgb_tree(rf_trees_t *t, json_t *tree, int k, size_t *cap, int32_t *en
         json_int_t f = json_integer_value(jf);
         nd->feat = f < 0 || f > INT32_MAX ? -1 : (int32_t)f;
         nd->thr = (double)c;
-        nd->nan_left = (uint8_t)(json_is_boolean(jd) ? json_is_true(jd) : json_integer_value(jd) != 0);
+        nd->nan_left =
+            (uint8_t)(json_is_boolean(jd) ? json_is_true(jd) : json_integer_value(jd) != 0);
     }
     t->n_nodes += (int)n;
     t->root[k] = base;
@@ -495,7 +500,8 @@ static rf_trees_t *parse_xgboost(rf_trees_t *t, const char *buf, size_t len, con
         goto fail;
     }
     t->nf = (int)num_feature;
-    const char *obj = json_string_value(json_object_get(json_object_get(learner, "objective"), "name"));
+    const char *obj =
+        json_string_value(json_object_get(json_object_get(learner, "objective"), "name"));
     if (!obj) {
         rf_errf(errstr, size, where, "learner.objective.name missing");
         goto fail;
@@ -944,7 +950,8 @@ rf_trees_t *rf_trees_parse(const char *buf, size_t len, const char *where, int d
         t->lib = RF_TREES_XGBOOST;
         return parse_xgboost(t, buf, len, where, dense_depth, errstr, size);
     }
-    if (len - i >= 5 && memcmp(buf + i, "tree", 4) == 0 && (buf[i + 4] == '\n' || buf[i + 4] == '\r')) {
+    if (len - i >= 5 && memcmp(buf + i, "tree", 4) == 0 &&
+        (buf[i + 4] == '\n' || buf[i + 4] == '\r')) {
         t->lib = RF_TREES_LIGHTGBM;
         return parse_lightgbm(t, buf + i, len - i, where, dense_depth, errstr, size);
     }
@@ -1315,21 +1322,43 @@ static void shap_recurse(const rf_trees_t *t, int32_t n, const double *xr, doubl
     shap_recurse(t, cold, xr, phi, p, d + 1, cold_zero * in_zero, 0.0, nd->feat);
 }
 
-int rf_trees_shap(rf_trees_t *t, const double *x_row, double *phi) {
+/* Contributions of one row: TreeSHAP, or path attribution (path); the bias last. */
+static int contribs(rf_trees_t *t, const double *x_row, double *phi, int path) {
     if (!t || !x_row || !phi)
         return RF_E_INVAL;
     transform_row(t, x_row, t->shap_x);
     for (int i = 0; i <= t->nf; i++)
         phi[i] = 0.0;
     for (int k = 0; k < t->n_trees; k++) {
-        if (t->nodes[t->root[k]].left < 0)
+        int32_t n = t->root[k];
+        if (t->nodes[n].left < 0)
             continue; /* a lone leaf moves only the expected value */
-        shap_recurse(t, t->root[k], t->shap_x, phi, t->path, 0, 1.0, 1.0, -1);
+        if (!path) {
+            shap_recurse(t, n, t->shap_x, phi, t->path, 0, 1.0, 1.0, -1);
+            continue;
+        }
+        /* Along the path, each step's change of expected value goes to its split's feature. */
+        while (t->nodes[n].left >= 0) {
+            const struct tnode *nd = &t->nodes[n];
+            int32_t next = goes_left(t->shap_x[nd->feat], nd->thr, nd->nan_left, nd->zero,
+                                     nd->zero_left) ? nd->left : nd->right;
+            phi[nd->feat] += t->mean[next] - t->mean[n];
+            n = next;
+        }
     }
-    double base = t->lib == RF_TREES_XGBOOST ? (double)t->base_f : 0.0;
-    phi[t->nf] = base + t->expected;
+    phi[t->nf] = (t->lib == RF_TREES_XGBOOST ? (double)t->base_f : 0.0) + t->expected;
     if (t->average)
         for (int i = 0; i <= t->nf; i++)
             phi[i] /= t->n_trees;
     return 0;
+}
+
+int rf_trees_shap(rf_trees_t *t, const double *x_row, double *phi) {
+    return contribs(t, x_row, phi, 0);
+}
+
+/* ---- path attribution ---- */
+
+int rf_trees_path_contribs(rf_trees_t *t, const double *x_row, double *phi) {
+    return contribs(t, x_row, phi, 1);
 }

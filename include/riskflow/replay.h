@@ -12,7 +12,8 @@
  * skipped as the daemon dead-letters it. Every record updates the entities it touches as
  * in the daemon — the same admission rules (a record of a type no declared feature reads and
  * not of the row type, a time before 1970, an empty key, an event later than
- * input.max.lateness.s behind its entity: skipped, counted, as the daemon dead-letters them) — and every record of the row type (riskflow.Payment by default) writes one CSV row
+ * input.max.lateness.s behind its entity: skipped, counted, as the daemon dead-letters them) —
+ * and every record of the row type (riskflow.Payment by default) writes one CSV row
  * after it is applied, as the fraud job reads its features: event_id, event_time (ms), every
  * feature available for the row type in file order (derived ones included), and label.
  * label: when the file holds riskflow.FraudLabel records, the verdict of the last label on the

@@ -79,4 +79,11 @@ int rf_trees_margin(rf_trees_t *t, const double *x, int n, double *out);
  * pred_contribs / pred_contrib uses. Computed in double. Returns 0 or RF_E_INVAL. */
 int rf_trees_shap(rf_trees_t *t, const double *x_row, double *phi);
 
+/* Path attribution (Saabas): along each tree's decision path, the change in the node's
+ * expected value goes to the split's feature; phi[n_features] the expected value. O(trees x
+ * depth): 60-160 times cheaper than TreeSHAP on 300 trees of depth 6 (bench_trees -o shap),
+ * and what XGBoost's pred_contribs with approx_contribs=True gives. It sums to the margin too,
+ * but it is not a Shapley value (it depends on the order of the splits). 0 or RF_E_INVAL. */
+int rf_trees_path_contribs(rf_trees_t *t, const double *x_row, double *phi);
+
 #endif

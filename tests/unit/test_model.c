@@ -422,6 +422,23 @@ static void test_trees(void) {
                 CHECK(rs[j].contribution <= rs[j - 1].contribution);
         }
     }
+    /* fraud.reasons=path: the largest positive path contributions (approx_contribs). */
+    int prow2, pcol2;
+    double *saabas = rf_npy_read("tests/fixtures/trees_xgb_saabas.npy", &prow2, &pcol2);
+    CHECK(saabas != NULL);
+    rf_model_set_path_reasons(man, 1);
+    for (int r = 0; saabas && r < 100; r++) {
+        struct rf_reason rs[RF_REASONS_MAX];
+        int got = rf_model_reasons(man, x + (size_t)r * (size_t)cols, rs, 1);
+        double best = 0;
+        for (int i = 0; i < cols; i++)
+            best = saabas[(size_t)r * (size_t)pcol2 + (size_t)i] > best
+                       ? saabas[(size_t)r * (size_t)pcol2 + (size_t)i] : best;
+        CHECK_EQ_INT(got, best > 0);
+        if (got)
+            CHECK_NEAR(rs[0].contribution, best, 0, 2e-5);
+    }
+    free(saabas);
     rf_model_destroy(raw);
     rf_model_destroy(man);
 

@@ -92,8 +92,31 @@ static void shap_compare(rf_trees_t *t, const double *x, const double *want, con
     fprintf(stderr, "  %s SHAP: worst absolute difference %.3g over 1 000 rows\n", what, worst);
 }
 
+/* Path attribution against XGBoost's approx_contribs, and local accuracy. */
+static void path_compare(rf_trees_t *t, const double *x, const double *want) {
+    double phi[NF + 1], margin, worst = 0;
+    int bad = 0;
+    for (int r = 0; r < 1000; r++) {
+        CHECK_EQ_INT(rf_trees_path_contribs(t, x + (size_t)r * NF, phi), 0);
+        CHECK_EQ_INT(rf_trees_margin(t, x + (size_t)r * NF, 1, &margin), 0);
+        double sum = 0;
+        for (int i = 0; i <= NF; i++) {
+            double d = fabs(phi[i] - want[r * (NF + 1) + i]);
+            worst = d > worst ? d : worst;
+            if (!(d <= 2e-5) && bad++ < 5)
+                fprintf(stderr, "path row %d phi[%d]: %.9g, xgboost %.9g\n", r, i, phi[i],
+                        want[r * (NF + 1) + i]);
+            sum += phi[i];
+        }
+        CHECK_NEAR(sum, margin, 0, 1e-5);
+    }
+    CHECK_EQ_INT(bad, 0);
+    fprintf(stderr, "  xgboost path attribution: worst absolute difference %.3g\n", worst);
+}
+
 static void test_xgboost_parity(void) {
     double *x = fixture("trees_x.npy", ROWS, NF);
+    double *saabas = fixture("trees_xgb_saabas.npy", 1000, NF + 1);
     double *pred = fixture("trees_xgb_pred.npy", ROWS, 1);
     double *margin = fixture("trees_xgb_margin.npy", ROWS, 1);
     double *shap = fixture("trees_xgb_shap.npy", 1000, NF + 1);
@@ -116,10 +139,13 @@ static void test_xgboost_parity(void) {
         CHECK(rf_trees_is_probability(t));
         compare(t, x, pred, 0, d == 0 ? "xgboost dense" : "xgboost walk", 1e-6);
         compare(t, x, margin, 1, "xgboost margin", 1e-6);
-        if (d == 0)
+        if (d == 0) {
             shap_compare(t, x, shap, "xgboost", 2e-5);
+            path_compare(t, x, saabas);
+        }
         rf_trees_destroy(t);
     }
+    free(saabas);
     free(x);
     free(pred);
     free(margin);

@@ -12,7 +12,8 @@
  * timed runs (min and max beside it) after a warm-up, one thread. Each measured loop is its
  * own function so that callgrind can count it alone:
  *   valgrind --tool=callgrind --toggle-collect=loop_dense build/bench_trees -r 1 -n 200
- * tools/bench/bench_trees.sh runs both.
+ * tools/bench/bench_trees.sh runs both. Last, the reasons an alert costs: TreeSHAP and path
+ * attribution per row (-o shap for those alone).
  */
 #include <math.h>
 #include <stdint.h>
@@ -150,7 +151,7 @@ int main(int argc, char **argv) {
         case 'N': keep_nan = 1; break;
         default:
             fprintf(stderr, "usage: bench_trees [-m MODEL | -t TREES -d DEPTH] [-b BATCH] "
-                            "[-r RUNS] [-n BATCHES] [-o dense|walk] [-N]\n");
+                            "[-r RUNS] [-n BATCHES] [-o dense|walk|shap] [-N]\n");
             return 2;
         }
     }
@@ -200,6 +201,32 @@ int main(int argc, char **argv) {
             c.n = nbatches ? nbatches : (int)(2e6 / (rf_trees_n_trees(m[0]) * (double)c.batch)) + 1;
             measure(k == 0 ? "dense" : "walk", k == 0 ? loop_dense : loop_walk, &c, runs);
         }
+    }
+    if (!only || strcmp(only, "shap") == 0) {
+        /* TreeSHAP, computed for alerts only: its cost per alerted row. */
+        double *phi = calloc((size_t)nf + 1, sizeof *phi), ns[64];
+        int n = nbatches ? nbatches : 200;
+        for (int k = 0; k < runs; k++) {
+            double t0 = now_ns();
+            for (int r = 0; r < n; r++)
+                rf_trees_shap(m[0], x + (size_t)(r % ROWS) * (size_t)nf, phi);
+            ns[k] = (now_ns() - t0) / n;
+            sink += phi[0];
+        }
+        qsort(ns, (size_t)runs, sizeof ns[0], cmp);
+        printf("  shap   per row   %9.1f ns/row  (min %.1f, max %.1f, %d runs)\n", ns[runs / 2],
+               ns[0], ns[runs - 1], runs);
+        for (int k = 0; k < runs; k++) {
+            double t0 = now_ns();
+            for (int r = 0; r < 100 * n; r++)
+                rf_trees_path_contribs(m[0], x + (size_t)(r % ROWS) * (size_t)nf, phi);
+            ns[k] = (now_ns() - t0) / (100.0 * n);
+            sink += phi[0];
+        }
+        qsort(ns, (size_t)runs, sizeof ns[0], cmp);
+        printf("  path   per row   %9.1f ns/row  (min %.1f, max %.1f, %d runs)\n", ns[runs / 2],
+               ns[0], ns[runs - 1], runs);
+        free(phi);
     }
     rf_trees_destroy(m[0]);
     rf_trees_destroy(m[1]);

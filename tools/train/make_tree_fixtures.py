@@ -12,6 +12,7 @@ writes, under tests/fixtures/:
     trees_xgb_pred.npy    Booster.predict(DMatrix(x))                    (float32 -> float64)
     trees_xgb_margin.npy  the same with output_margin=True
     trees_xgb_shap.npy    pred_contribs=True on the first 1 000 rows (12 + 1 columns)
+    trees_xgb_saabas.npy  pred_contribs=True, approx_contribs=True (path attribution), same rows
     trees_lgb_pred.npy, trees_lgb_raw.npy, trees_lgb_shap.npy, trees_lgb_zero_pred.npy
 
 tests/unit/test_trees.c checks riskflowd against them. Training venv (tools/train/setup.sh):
@@ -106,6 +107,8 @@ def main():
     save("trees_xgb_margin.npy", bst.predict(dx, output_margin=True))
     save("trees_xgb_shap.npy", bst.predict(xgb.DMatrix(x[:1000], feature_names=NAMES),
                                            pred_contribs=True))
+    save("trees_xgb_saabas.npy", bst.predict(xgb.DMatrix(x[:1000], feature_names=NAMES),
+                                             pred_contribs=True, approx_contribs=True))
     save("trees_lgb_pred.npy", lgbm.predict(x))
     save("trees_lgb_raw.npy", lgbm.predict(x, raw_score=True))
     save("trees_lgb_shap.npy", lgbm.predict(x[:1000], pred_contrib=True))
