@@ -85,6 +85,15 @@ static void on_dry_idle(void *arg) {
 
 static void on_walk_close(uv_handle_t *h, void *arg);
 
+void rf_daemon_block_signals(int block) {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    pthread_sigmask(block ? SIG_BLOCK : SIG_UNBLOCK, &set, NULL);
+}
+
 int rf_daemon_check(const struct rf_conf *conf, FILE *layout, char *errstr, size_t size) {
     char err[768];
     int rc = RF_E_CONF;
@@ -892,6 +901,7 @@ static int start(struct daemon *d, char *errstr, size_t size) {
     uv_signal_start(&d->sig_term, on_signal, SIGTERM);
     uv_signal_start(&d->sig_int, on_signal, SIGINT);
     uv_signal_start(&d->sig_hup, on_signal, SIGHUP);
+    rf_daemon_block_signals(0); /* main() held them; one sent while starting arrives now */
     uint64_t every = d->demo ? 20 : (uint64_t)(conf->stats_interval_ms ? conf->stats_interval_ms
                                                                        : 1000);
     uv_timer_start(&d->stats_timer, on_stats, every, every);

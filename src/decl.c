@@ -926,7 +926,6 @@ void rf_decl_destroy(rf_decl_t *d) {
         free(d->kinds[i].canonical);
     }
     free(d->feats);
-    free(d->feeds);
     free(d->path);
     free(d);
 }
@@ -1012,13 +1011,6 @@ int rf_decl_finish(rf_decl_t *d, char *errstr, size_t size) {
         if (rc)
             return rc;
     }
-    int n_rt = rf_schemas_n_rtypes(d->schemas);
-    d->feeds = calloc((size_t)n_rt + 1, 1);
-    if (!d->feeds)
-        return errf(errstr, size, "out of memory");
-    for (int i = 0; i < d->n_feats; i++)
-        if (d->feats[i].kind >= 0 && d->feats[i].agg != RF_AGG_VALUE && d->feats[i].rec)
-            d->feeds[d->feats[i].rec->index] = 1;
     d->finished = 1;
     return 0;
 }
@@ -1059,10 +1051,6 @@ const char *rf_decl_canonical(const rf_decl_t *d, int kind) {
 
 int64_t rf_decl_ttl_ms(const rf_decl_t *d, int kind) {
     return d->kinds[kind].ttl_ms;
-}
-
-int rf_decl_feeds(const rf_decl_t *d, const struct rf_rtype *t) {
-    return d->feeds && t && d->feeds[t->index];
 }
 
 int rf_decl_key_field(const rf_decl_t *d, int kind, const struct rf_rtype *t) {

@@ -79,7 +79,6 @@ struct rf_decl_s {
     int n_job_slots;
     int finished;
     int has_delta; /* some input is delta(FIELD,KIND): apply snapshots previous values first */
-    uint8_t *feeds; /* by record type index: some stateful feature is on it */
 };
 
 

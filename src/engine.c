@@ -717,9 +717,7 @@ static int batch_start(rf_engine_t *e) {
                           &body, &blen);
         if (rc == 0) {
             t = rf_schemas_rtype(e->d.schemas, id);
-            /* Taken by a job, or read by the features alone (a labels stream): else no use. */
-            rc = !t ? RF_E_UNKNOWN_SCHEMA
-                 : !e->takers[t->index] && !rf_decl_feeds(e->d.decl, t) ? RF_E_WRONG_TYPE : 0;
+            rc = !t ? RF_E_UNKNOWN_SCHEMA : !e->takers[t->index] ? RF_E_WRONG_TYPE : 0;
         }
         ev->rtype = t ? (int16_t)t->index : -1;
         if (rc == 0)

@@ -699,6 +699,15 @@ fail:
     return NULL;
 }
 
+int rf_feat_plan_reads(const rf_feat_plan_t *plan, const struct rf_rtype *t) {
+    for (int i = 0; i < plan->n_cl; i++) {
+        const struct rf_feature *f = &plan->d->feats[plan->cl[i]];
+        if (f->rec == t && f->kind >= 0 && f->agg != RF_AGG_VALUE && f->agg != RF_AGG_DERIVED)
+            return 1;
+    }
+    return 0;
+}
+
 int rf_feat_plan_n(const rf_feat_plan_t *plan) {
     return plan->n;
 }

@@ -186,13 +186,17 @@ static int fraud_ready(void *job, char *errstr, size_t size) {
     return 0;
 }
 
+/* Payments, and the records that update what its model reads (the labels stream, for
+ * terminal risk): those it applies and does not score. */
 static int fraud_takes(void *job, const struct rf_rtype *t) {
     struct fraud *f = job;
-    return t == f->payment;
+    return t == f->payment || (f->plan && rf_feat_plan_reads(f->plan, t));
 }
 
 static void fraud_after(void *job, const struct rf_job_event *ev) {
     struct fraud *f = job;
+    if (ev->rec->type != f->payment)
+        return; /* a label: its state is applied, there is nothing to score */
     if (!rf_where_matches(f->payment, &f->score_where, ev->rec)) {
         rf_job_pass(f->env.host, f->env.jobs_index);
         return;

@@ -51,6 +51,11 @@ int main(int argc, char **argv) {
     /* hiredis writes with write(2): a Redis that goes away must be an error return, not a
      * signal that kills the process (librdkafka uses MSG_NOSIGNAL itself). */
     signal(SIGPIPE, SIG_IGN);
+    /* A stop asked for while starting (loading models can take a while) must be a clean stop,
+     * not the default action's kill: SIGTERM, SIGINT and SIGHUP wait, blocked, until the loop
+     * handles them (daemon.c unblocks them once its handlers are in place). The threads
+     * started meanwhile (librdkafka's) inherit the mask, so the signals reach the loop. */
+    rf_daemon_block_signals(1);
 
     struct rf_conf *conf = rf_conf_new(errstr, sizeof errstr);
     if (!conf) {
@@ -139,6 +144,7 @@ int main(int argc, char **argv) {
     }
     if (rc == 0 && replaying && !dump && !check) {
         struct rf_replay_stats st;
+        rf_daemon_block_signals(0); /* a batch tool: the default actions are right */
         rc = rf_replay_run(conf, &replay, &st, errstr, sizeof errstr);
         rf_conf_destroy(conf);
         if (rc != 0) {

@@ -505,9 +505,9 @@ int rf_replay_run(const struct rf_conf *conf, const struct rf_replay_opts *o,
             st->skipped_malformed++;
             continue;
         }
-        /* A type no feature reads (and not the rows'): the daemon dead-letters it as
-         * wrong_type when no job takes it either, and applies nothing of it. */
-        if (t != row_t && !rf_decl_feeds(decl, t)) {
+        /* A type the rows' features do not read: the daemon's fraud job does not take it
+         * (wrong_type when no other job does), so nothing of it is applied. */
+        if (t != row_t && !rf_feat_plan_reads(plan, t)) {
             st->skipped_wrong_type++;
             continue;
         }

@@ -33,4 +33,9 @@ int rf_daemon_check(const struct rf_conf *conf, FILE *layout, char *errstr, size
  * with the synthetic generator and print a summary at the end. */
 int rf_daemon_run(const struct rf_conf *conf, int demo);
 
+/* Block (1) or unblock (0) SIGTERM, SIGINT and SIGHUP in the calling thread (and the threads
+ * it starts): main() blocks them first thing, rf_daemon_run unblocks them once its handlers
+ * are installed, so a stop sent while starting is a clean stop. */
+void rf_daemon_block_signals(int block);
+
 #endif

@@ -163,9 +163,6 @@ const char *rf_decl_canonical(const rf_decl_t *d, int kind);
 /* ttl=DUR of the kind's entity line: values expire this long after their last write (Redis
  * PX); 0 when they never do. */
 int64_t rf_decl_ttl_ms(const rf_decl_t *d, int kind);
-/* Whether some stateful feature is on record type t: such records are taken for the state
- * they update even when no job scores them (a labels stream). */
-int rf_decl_feeds(const rf_decl_t *d, const struct rf_rtype *t);
 /* The key field of `kind` in record type t, or -1 when t does not touch the kind. */
 int rf_decl_key_field(const rf_decl_t *d, int kind, const struct rf_rtype *t);
 /* Offset of a job's state in a value of its kind. */

@@ -35,7 +35,7 @@
     X(BUSY, -17, "busy", "resource busy, try again")                                    \
     X(CLOSED, -18, "closed", "closed or shutting down")                                 \
     X(NOTFOUND, -19, "notfound", "not found")                                           \
-    X(WRONG_TYPE, -20, "wrong_type", "a record type no enabled job takes and no feature reads") \
+    X(WRONG_TYPE, -20, "wrong_type", "a record type no enabled job takes")              \
     X(BAD_KEY, -21, "bad_key", "an entity key field is empty")                         \
     X(FUTURE, -22, "future", "event time too far ahead of the clock (input.max.future.ms)") \
     X(TOO_LATE, -23, "too_late",                                                        \

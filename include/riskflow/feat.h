@@ -85,6 +85,9 @@ rf_feat_plan_t *rf_feat_plan_new(const rf_decl_t *d, const char *const *names, i
                                  size_t errstr_size);
 void rf_feat_plan_destroy(rf_feat_plan_t *plan); /* accepts NULL */
 int rf_feat_plan_n(const rf_feat_plan_t *plan);
+/* Whether the plan's features (with the derived ones' arguments) keep state that records of
+ * type t update: a job whose model reads them must take such records (a labels stream). */
+int rf_feat_plan_reads(const rf_feat_plan_t *plan, const struct rf_rtype *t);
 /* The name of the plan's i-th feature (borrowed from the declarations). */
 const char *rf_feat_plan_name(const rf_feat_plan_t *plan, int i);
 

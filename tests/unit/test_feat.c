@@ -847,8 +847,22 @@ static void test_labels_by_hand(void) {
     }
     CHECK(rf_decl_ttl_ms(d, 1) == 30 * 24 * HOUR_MS);
     CHECK(rf_decl_ttl_ms(d, 0) == 0);
-    CHECK(rf_decl_feeds(d, rf_schemas_rtype_named(schemas, "riskflow.FraudLabel")));
-    CHECK(!rf_decl_feeds(d, rf_schemas_rtype_named(schemas, "riskflow.Trade")));
+    {
+        const struct rf_rtype *pay = rf_schemas_rtype_named(schemas, "riskflow.Payment");
+        const char *risk[] = {"risk"}, *tx[] = {"tx"};
+        rf_feat_plan_t *pr = rf_feat_plan_new(d, risk, 1, &pay, 1, err, sizeof err);
+        rf_feat_plan_t *pt = rf_feat_plan_new(d, tx, 1, &pay, 1, err, sizeof err);
+        CHECK(pr && pt);
+        if (pr && pt) {
+            /* risk = ratio(fr, tx): its argument fr is kept by labels */
+            CHECK(rf_feat_plan_reads(pr, rf_schemas_rtype_named(schemas, "riskflow.FraudLabel")));
+            CHECK(rf_feat_plan_reads(pr, pay));
+            CHECK(!rf_feat_plan_reads(pt, rf_schemas_rtype_named(schemas, "riskflow.FraudLabel")));
+            CHECK(!rf_feat_plan_reads(pr, rf_schemas_rtype_named(schemas, "riskflow.Trade")));
+        }
+        rf_feat_plan_destroy(pr);
+        rf_feat_plan_destroy(pt);
+    }
     struct ents e;
     ents_fresh(&e, d);
     static uint64_t pays[10][RF_VALUE_MAX / 8]; /* the payment kind's values, p0..p9 */
