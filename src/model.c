@@ -349,13 +349,7 @@ static rf_model_t *load_library_file(const char *path, char *errstr, size_t size
     }
     if (take_tree_names(model, path, errstr, size) != 0)
         goto fail;
-    uint64_t h = 1469598103934665603ull;
-    FILE *f = fopen(path, "rb");
-    int c;
-    while (f && (c = getc(f)) != EOF)
-        h = (h ^ (uint64_t)(unsigned char)c) * 1099511628211ull;
-    if (f)
-        fclose(f);
+    uint64_t h = rf_trees_content_hash(model->trees);
     const char *base = strrchr(path, '/');
     base = base ? base + 1 : path;
     char v[RF_MODEL_VERSION_MAX + 1];

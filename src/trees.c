@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "riskflow/decl.h" /* rf_fnv1a64 */
 #include "riskflow/err.h"
 
 #define NODES_MAX (1 << 26)
@@ -51,6 +52,7 @@ struct shap_el {
 
 struct rf_trees_s {
     enum rf_trees_library lib;
+    uint64_t content_hash; /* FNV-1a 64 of the file's bytes */
     int nf;
     char **names; /* nf entries or NULL */
     int n_trees;
@@ -944,6 +946,7 @@ rf_trees_t *rf_trees_parse(const char *buf, size_t len, const char *where, int d
         rf_errf(errstr, size, where, "out of memory");
         return NULL;
     }
+    t->content_hash = rf_fnv1a64(buf, len);
     if (dense_depth > RF_TREES_DEPTH_MAX / 4)
         dense_depth = RF_TREES_DEPTH_MAX / 4;
     if (i < len && buf[i] == '{') {
@@ -1002,6 +1005,9 @@ rf_trees_t *rf_trees_load(const char *path, int dense_depth, char *errstr, size_
 
 enum rf_trees_library rf_trees_library(const rf_trees_t *t) {
     return t->lib;
+}
+uint64_t rf_trees_content_hash(const rf_trees_t *t) {
+    return t->content_hash;
 }
 int rf_trees_n_features(const rf_trees_t *t) {
     return t->nf;

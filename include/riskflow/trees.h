@@ -31,6 +31,7 @@
 #define RISKFLOW_TREES_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #define RF_TREES_BATCH_MAX 256   /* rows per scoring call (RF_MODEL_BATCH_MAX) */
 #define RF_TREES_DENSE_DEPTH 10  /* the default: deeper trees are walked node by node */
@@ -55,6 +56,8 @@ rf_trees_t *rf_trees_parse(const char *buf, size_t len, const char *where, int d
 void rf_trees_destroy(rf_trees_t *t); /* accepts NULL */
 
 enum rf_trees_library rf_trees_library(const rf_trees_t *t);
+/* FNV-1a 64 of the bytes the model was parsed from: names the exact file in a version. */
+uint64_t rf_trees_content_hash(const rf_trees_t *t);
 int rf_trees_n_features(const rf_trees_t *t);
 /* The file's name for feature i (borrowed), or NULL when the file names none. */
 const char *rf_trees_feature_name(const rf_trees_t *t, int i);
