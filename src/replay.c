@@ -67,38 +67,39 @@ static int table_grow(struct table *t) {
     return 0;
 }
 
+/* Where key is, or the empty slot where it would go (the table has one: it is kept at most
+ * half full). */
+static size_t table_probe(const struct table *t, const char *key, size_t len) {
+    size_t j = hash_bytes(key, len) & (t->cap - 1);
+    while (t->s[j].key && !(t->s[j].key_len == len && memcmp(t->s[j].key, key, len) == 0))
+        j = (j + 1) & (t->cap - 1);
+    return j;
+}
+
 /* The slot of key (created empty when absent: *created = 1). NULL when out of memory. */
 static struct slot *table_get(struct table *t, const char *key, size_t len, int *created) {
     if ((t->n + 1) * 2 > t->cap && table_grow(t) != 0)
         return NULL;
-    size_t j = hash_bytes(key, len) & (t->cap - 1);
-    while (t->s[j].key) {
-        if (t->s[j].key_len == len && memcmp(t->s[j].key, key, len) == 0) {
-            *created = 0;
-            return &t->s[j];
-        }
-        j = (j + 1) & (t->cap - 1);
-    }
+    struct slot *s = &t->s[table_probe(t, key, len)];
+    *created = s->key == NULL;
+    if (!*created)
+        return s;
     char *k = malloc(len + 1);
     if (!k)
         return NULL;
     memcpy(k, key, len);
     k[len] = 0;
-    t->s[j].key = k;
-    t->s[j].key_len = len;
+    s->key = k;
+    s->key_len = len;
     t->n++;
-    *created = 1;
-    return &t->s[j];
+    return s;
 }
 
 static const struct slot *table_find(const struct table *t, const char *key, size_t len) {
     if (!t->cap)
         return NULL;
-    size_t j = hash_bytes(key, len) & (t->cap - 1);
-    for (; t->s[j].key; j = (j + 1) & (t->cap - 1))
-        if (t->s[j].key_len == len && memcmp(t->s[j].key, key, len) == 0)
-            return &t->s[j];
-    return NULL;
+    const struct slot *s = &t->s[table_probe(t, key, len)];
+    return s->key ? s : NULL;
 }
 
 static void table_free(struct table *t) {
@@ -222,14 +223,12 @@ static int reader_open(struct reader *r, const char *path, const rf_schemas_t *s
 static int topic_open(struct reader *r, const struct rf_conf *conf, const rf_schemas_t *schemas,
                       const char *spec, char *errstr, size_t size) {
     memset(r, 0, sizeof *r);
-    const char *c3 = strrchr(spec, ':');
     long long from, to;
     int part, used = 0;
     char topic[256];
-    const char *c1 = NULL;
-    /* The topic may hold ':' only if... it may not: Kafka topic names are [a-zA-Z0-9._-]. */
-    c1 = strchr(spec, ':');
-    if (!c1 || !c3 || (size_t)(c1 - spec) >= sizeof topic || c1 == spec ||
+    /* Kafka topic names are [a-zA-Z0-9._-]: the first ':' ends the topic. */
+    const char *c1 = strchr(spec, ':');
+    if (!c1 || (size_t)(c1 - spec) >= sizeof topic || c1 == spec ||
         sscanf(c1 + 1, "%d:%lld:%lld%n", &part, &from, &to, &used) != 3 || c1[1 + used] != 0 ||
         part < 0 || from < 0 || (to >= 0 && to < from)) {
         snprintf(errstr, size, "--replay-topic: '%s': expected TOPIC:PARTITION:FROM:TO (TO "
