@@ -96,6 +96,11 @@ static const struct rf_conf_prop props[] = {
          "entity aside (its events are dead-lettered with reason `state`, the key is never "
          "written) and logs it until an operator fixes or deletes the key; `replace` starts the "
          "entity fresh over it (counted and logged)."),
+    INT("store.slice.refresh.ms", store_slice_refresh_ms, "1000", 0, 3600000,
+        "Sliced entity kinds (docs/FEATURES.md §2.1): a slice reads the other partitions' "
+        "slices of its entity from Redis again at its first use this long after the last "
+        "read (0: at every batch that uses it). Features over windows that end a label delay "
+        "back do not see a few seconds of staleness."),
     INT("store.cache.max.entries", store_cache_max, "200000", 16, 100000000,
         "Local cache of entity states, per entity kind. Above this, clean least-recently-used "
         "entries are evicted (with store.backend=memory nothing is ever evicted)."),

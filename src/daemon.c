@@ -848,6 +848,7 @@ static int start(struct daemon *d, char *errstr, size_t size) {
         .key_prefix = conf->redis_key_prefix,
         .cache_max = conf->store_cache_max,
         .foreign_stop = strcmp(conf->store_on_foreign, "stop") == 0,
+        .slice_refresh_ms = (unsigned)conf->store_slice_refresh_ms,
     };
     struct rf_store_cbs cbs = {on_flushed,         on_fetched,     on_store_state,
                                on_store_mismatch, on_log_fetched, d};

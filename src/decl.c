@@ -165,15 +165,23 @@ static int find_kind(const rf_decl_t *d, const char *name) {
 
 static int parse_entity(struct parser *p) {
     rf_decl_t *d = p->d;
-    if (p->ntok < 3 || p->ntok > 4 || strncmp(p->tok[2], "key=", 4) != 0 ||
-        (p->ntok == 4 && strncmp(p->tok[3], "ttl=", 4) != 0))
-        return PERR(p, "expected 'entity KIND key=FIELD [ttl=DUR]'");
+    const char *ttl = NULL;
+    int sliced = 0, ok = p->ntok >= 3 && p->ntok <= 5 && strncmp(p->tok[2], "key=", 4) == 0;
+    for (int i = 3; ok && i < p->ntok; i++) {
+        if (strncmp(p->tok[i], "ttl=", 4) == 0 && !ttl)
+            ttl = p->tok[i] + 4;
+        else if (strcmp(p->tok[i], "sliced") == 0 && !sliced)
+            sliced = 1;
+        else
+            ok = 0;
+    }
+    if (!ok)
+        return PERR(p, "expected 'entity KIND key=FIELD [ttl=DUR] [sliced]'");
     const char *name = p->tok[1];
     const char *key = p->tok[2] + 4;
     int64_t ttl_ms = 0;
-    if (p->ntok == 4 && (parse_duration(p->tok[3] + 4, &ttl_ms) != 0 || ttl_ms < 1000 ||
-                         ttl_ms > CAP_MAX_MS))
-        return PERR(p, "bad ttl '%s' (1s..3660d)", p->tok[3] + 4);
+    if (ttl && (parse_duration(ttl, &ttl_ms) != 0 || ttl_ms < 1000 || ttl_ms > CAP_MAX_MS))
+        return PERR(p, "bad ttl '%s' (1s..3660d)", ttl);
     if (!valid_name(name))
         return PERR(p, "bad entity kind name '%s' (expected [a-z][a-z0-9_]{0,47})", name);
     if (find_kind(d, name) >= 0)
@@ -205,6 +213,7 @@ static int parse_entity(struct parser *p) {
     snprintf(k->name, sizeof k->name, "%s", name);
     snprintf(k->key, sizeof k->key, "%s", key);
     k->ttl_ms = ttl_ms;
+    k->sliced = sliced;
     d->n_kinds++;
     char canon[TEXT_MAX];
     snprintf(canon, sizeof canon, "entity %s key=%s\n", name, key);
@@ -230,6 +239,9 @@ static int prev_slot(struct parser *p, struct kind *k, const struct rf_rtype *re
     for (int i = 0; i < k->n_prevs; i++)
         if (k->prevs[i].rec == rec && k->prevs[i].field == field)
             return i;
+    if (k->sliced)
+        return PERR(p, "entity '%s' is sliced: it keeps no previous values (change(), "
+                    "logchange(), delta() over it)", k->name);
     if (k->n_prevs == PREVS_MAX)
         return PERR(p, "too many change()/logchange()/delta() fields on entity '%s' (at most %d)",
                     k->name, PREVS_MAX);
@@ -735,6 +747,10 @@ static int parse_feature(struct parser *p) {
             if (rc)
                 return rc;
         } else if (f->agg != RF_AGG_VALUE) {
+            if (k->sliced)
+                return PERR(p, "feature '%s': entity '%s' is sliced: only aggregations over a "
+                            "window (window=DUR/TILES) add up across its slices", f->name,
+                            k->name);
             int *s = realloc(k->scalars, sizeof *s * (size_t)(k->n_scalars + 1));
             if (!s)
                 return PERR(p, "out of memory");
@@ -936,8 +952,8 @@ int rf_decl_add_job_state(rf_decl_t *d, int kind, const char *job, int version, 
         d->n_job_slots == (int)(sizeof d->job_slots / sizeof d->job_slots[0]))
         return RF_E_INVAL;
     struct kind *k = &d->kinds[kind];
-    if (k->n_jobs == RF_JOBS_MAX)
-        return RF_E_INVAL;
+    if (k->n_jobs == RF_JOBS_MAX || k->sliced)
+        return RF_E_INVAL; /* a job's state has one writer: never a sliced kind's */
     struct job_state *js = &k->jobs[k->n_jobs];
     snprintf(js->name, sizeof js->name, "%s", job);
     js->version = version;
@@ -1051,6 +1067,10 @@ const char *rf_decl_canonical(const rf_decl_t *d, int kind) {
 
 int64_t rf_decl_ttl_ms(const rf_decl_t *d, int kind) {
     return d->kinds[kind].ttl_ms;
+}
+
+int rf_decl_sliced(const rf_decl_t *d, int kind) {
+    return d->kinds[kind].sliced;
 }
 
 int rf_decl_key_field(const rf_decl_t *d, int kind, const struct rf_rtype *t) {

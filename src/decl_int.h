@@ -51,6 +51,7 @@ struct kind {
     char name[RF_NAME_MAX];
     char key[RF_NAME_MAX + 16];
     int64_t ttl_ms; /* ttl=DUR: values expire this long after their last write; 0: never */
+    int sliced;     /* sliced: one value per source partition, read as their sum */
     int *key_field; /* by record type index: the key field, or -1 */
     struct group *groups;
     int n_groups;

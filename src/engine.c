@@ -100,6 +100,8 @@ struct rf_engine_s {
     uint32_t *takers;
     int n_rtypes;
     int n_kinds;
+    uint32_t sliced;           /* bit k: kind k is sliced (decl.h) */
+    uint8_t *view[RF_KINDS_MAX]; /* sliced kinds: a slice plus the others, as jobs read it */
     int print;
     rf_sink_t *sink; /* outputs.print=stdout: lines go to a thread of their own */
     char commit_md[96]; /* metadata every commit carries: "rf.epoch=<id>" */
@@ -666,6 +668,17 @@ static void batch_finish(rf_engine_t *e) {
         for (int k = 0; k < e->n_kinds; k++)
             if (ev->refs[k] != NO_REF)
                 rf_store_mark_dirty(e->store, ev->refs[k]);
+        /* A sliced entity reads as its slice plus the other slices (copied, so the slice
+         * itself stays this partition's alone). */
+        for (uint32_t sl = e->sliced; sl; sl &= sl - 1) {
+            int k = __builtin_ctz(sl);
+            const uint8_t *others = ents[k] ? rf_store_others(e->store, ev->refs[k]) : NULL;
+            if (!others)
+                continue;
+            memcpy(e->view[k], ents[k], rf_decl_value_size(e->d.decl, k));
+            rf_feat_merge(e->d.decl, k, e->view[k], others);
+            ents[k] = e->view[k];
+        }
         for (int j = 0; j < e->n_jobs; j++)
             if ((takers & (1u << j)) && e->jobs[j].ops->after)
                 run_hook(e, j, e->jobs[j].ops->after, &jev);
@@ -709,6 +722,9 @@ static int batch_start(rf_engine_t *e) {
     for (int b = 0; b < e->batch_n; b++) {
         struct evt *ev = &e->pool[e->batch[b]];
         const struct rf_part *pt = rf_offsets_part_at(e->offs, ev->part);
+        char slice[RF_STORE_SLICE_MAX] = "";
+        if (e->sliced)
+            rf_store_slice_name(pt->topic_id, pt->partition, slice);
         const uint8_t *body;
         size_t blen;
         int32_t id = pt->type_id;
@@ -734,7 +750,7 @@ static int batch_start(rf_engine_t *e) {
                 continue;
             size_t n;
             const char *id_s = rf_rec_str(&ev->rec, f, &n);
-            if (rf_store_lookup(e->store, k, id_s, n, &ev->refs[k]) < 0)
+            if (rf_store_lookup_slice(e->store, k, id_s, n, slice, &ev->refs[k]) < 0)
                 rc = RF_E_BAD_KEY; /* empty: no entity to keep state for, no key to order by */
         }
         if (rc != 0) {
@@ -1426,6 +1442,17 @@ rf_engine_t *rf_engine_new(const struct rf_engine_deps *deps, char *errstr, size
         if (e->jobs[j].ops->ready(e->jobs[j].obj, errstr, size) != 0)
             return e;
     e->n_kinds = rf_decl_n_kinds(deps->decl);
+    for (int k = 0; k < e->n_kinds; k++) {
+        if (!rf_decl_sliced(deps->decl, k))
+            continue;
+        e->sliced |= 1u << k;
+        size_t vs = (rf_decl_value_size(deps->decl, k) + 7) & ~(size_t)7;
+        e->view[k] = aligned_alloc(8, vs);
+        if (!e->view[k]) {
+            snprintf(errstr, size, "out of memory");
+            return e;
+        }
+    }
     e->n_rtypes = rf_schemas_n_rtypes(deps->schemas);
     e->takers = calloc((size_t)e->n_rtypes + 1, sizeof *e->takers);
     e->pool_n = conf->max_inflight;
@@ -1523,6 +1550,8 @@ void rf_engine_destroy(rf_engine_t *e) {
     rf_engine_close_print(e);
     free(e->takers);
     free(e->pool);
+    for (int k = 0; k < RF_KINDS_MAX; k++)
+        free(e->view[k]);
     free(e->stage);
     rf_jbuf_free(&e->stage_bytes);
     for (int i = 0; i < e->jg_cap; i++) {

@@ -195,8 +195,8 @@ int rf_where_matches(const struct rf_rtype *rec, const struct rf_where *w, const
 
 /* ---- windows ---- */
 
-static void advance(const struct group *g, uint8_t *v, int64_t t) {
-    int64_t ti = rf_floordiv(t, g->tile_ms);
+/* Move the window's head to tile ti (when later), clearing the slots it passes. */
+static void advance_tile(const struct group *g, uint8_t *v, int64_t ti) {
     int64_t h = ld_i64(v, g->off);
     if (ti <= h)
         return;
@@ -216,6 +216,10 @@ static void advance(const struct group *g, uint8_t *v, int64_t t) {
         }
     }
     st_i64(v, g->off, ti);
+}
+
+static void advance(const struct group *g, uint8_t *v, int64_t t) {
+    advance_tile(g, v, rf_floordiv(t, g->tile_ms));
 }
 
 static void group_add(const struct group *g, const struct kind *k, uint8_t *v,
@@ -360,6 +364,78 @@ static double window_value(const struct rf_feature *f, const struct group *g, co
         return 0.0;
     }
 #undef SLOTS
+}
+
+/* ---- slices ---- */
+
+/* Tile slot `s` of src added into the same tile of dst (both hold it). */
+static void tile_merge(const struct group *g, uint8_t *dst, const uint8_t *src, uint32_t s) {
+    uint32_t cnt = g->off + 8 + 4 * s;
+    uint32_t nb = ld_u32(src, cnt);
+    if (nb == 0)
+        return;
+    uint32_t na = ld_u32(dst, cnt);
+    double da = (double)na, db = (double)nb;
+    double upd[GROUP_COLS_MAX];
+    for (int c = 0; c < g->n_cols; c++) {
+        const struct col *cl = &g->cols[c];
+        double a = ld_f64(dst, cl->off + 8 * s), b = ld_f64(src, cl->off + 8 * s);
+        switch (cl->col) {
+        case RF_COL_SUM:
+        case RF_COL_SQ:
+            upd[c] = a + b;
+            break;
+        case RF_COL_M2: { /* Chan et al.: two tiles' moments pooled */
+            if (na == 0) {
+                upd[c] = b;
+                break;
+            }
+            uint32_t so = g->cols[cl->sum_col].off + 8 * s;
+            double dl = ld_f64(src, so) / db - ld_f64(dst, so) / da;
+            upd[c] = a + b + dl * dl * (da * db / (da + db));
+            break;
+        }
+        case RF_COL_MIN:
+            upd[c] = na == 0 || b < a ? b : a;
+            break;
+        case RF_COL_MAX:
+            upd[c] = na == 0 || b > a ? b : a;
+            break;
+        }
+    }
+    for (int c = 0; c < g->n_cols; c++)
+        st_f64(dst, g->cols[c].off + 8 * s, upd[c]);
+    st_u32(dst, cnt, na > UINT32_MAX - nb ? UINT32_MAX : na + nb);
+}
+
+void rf_feat_merge(const rf_decl_t *d, int kind, uint8_t *dst, const uint8_t *src) {
+    const struct kind *k = &d->kinds[kind];
+    int64_t ts = rf_feat_t_last(src), td = rf_feat_t_last(dst);
+    if (ts != INT64_MIN && (td == INT64_MIN || ts > td))
+        st_i64(dst, RF_VOFF_TLAST, ts);
+    for (int gi = 0; gi < k->n_groups; gi++) {
+        const struct group *g = &k->groups[gi];
+        int64_t hs = ld_i64(src, g->off);
+        if (hs == INT64_MIN)
+            continue; /* a fresh slice holds nothing */
+        if (ld_i64(dst, g->off) == INT64_MIN) {
+            /* a fresh dst: take the ring as it is (same layout, same slots) */
+            memcpy(dst + g->off, src + g->off, 8 + 4 * (size_t)g->n);
+            for (int c = 0; c < g->n_cols; c++)
+                memcpy(dst + g->cols[c].off, src + g->cols[c].off, 8 * (size_t)g->n);
+            continue;
+        }
+        /* The later head wins, as one value fed both slices' events would have it. */
+        advance_tile(g, dst, hs);
+        int64_t h = ld_i64(dst, g->off);
+        /* The tiles both rings hold: h - n < i <= min(h, hs); a tile's slot is i mod n in
+         * both. (Unsigned distances: a hostile head cannot overflow.) */
+        uint64_t gap = udist(h, hs);
+        if (gap >= (uint64_t)g->n)
+            continue;
+        for (uint64_t j = gap; j < (uint64_t)g->n; j++)
+            tile_merge(g, dst, src, (uint32_t)floormod(h - (int64_t)j, g->n));
+    }
 }
 
 /* ---- scalar slots ---- */

@@ -33,10 +33,14 @@
 enum { ST_READY, ST_NEW, ST_LOADING, ST_FOREIGN };
 
 struct entry {
-    char key[KEY_MAX];
+    char key[KEY_MAX]; /* the Redis key, NUL, and for a sliced kind the slice's field, NUL */
     uint16_t key_len;
+    uint8_t field_len; /* sliced kinds: the hash field of this slice; 0 otherwise */
     uint8_t status;
     uint8_t dirty; /* changed since the last closed generation */
+    uint8_t refresh;    /* sliced: queued to read the other slices again */
+    uint8_t has_others; /* sliced: the value is followed by the sum of the other slices */
+    uint64_t others_ms; /* sliced: loop time the other slices were read */
     uint32_t pins;
     uint32_t hash;
     uint32_t epoch;   /* store epoch when the value was loaded: older ones may be stale */
@@ -56,6 +60,7 @@ struct ivec {
 
 struct table {
     int kind;
+    int sliced;        /* the kind is sliced (Redis backend): values are fields of one hash */
     uint32_t vsize;
     char ttl[24];      /* the kind's ttl=DUR in ms, as SET's PX argument; "" for none */
     size_t ttl_len;
@@ -115,13 +120,18 @@ struct rf_store_s {
     struct ivec dirty;    /* refs with dirty = 1 */
     struct ivec to_fetch; /* refs in ST_NEW */
 
-    /* The fetch in flight: one MGET (+ EXISTS, + TYPEs). */
+    /* The fetch in flight: one MGET (+ EXISTS, + TYPEs) for plain kinds, one HGETALL per
+     * slice of a sliced kind. */
     struct ivec fetching;
+    struct ivec fetch_plain;  /* the refs the MGET reads, in its order */
+    struct ivec fetch_sliced; /* the refs the HGETALLs read, in their order */
+    int fetch_hidx;           /* HGETALL replies seen */
     struct ivec fetch_nils; /* refs MGET read as nil */
     int fetch_busy;
     int fetch_retry;
     int fetch_waiting, fetch_failed, fetch_phase, fetch_exist, fetch_typed;
     int foreign_stop; /* store.on.foreign=stop */
+    uint64_t slice_refresh_ms;
 
     /* Generations not yet written: a ring of gen buffers, oldest first. */
     struct gen *gens;
@@ -134,6 +144,7 @@ struct rf_store_s {
     struct ivec flushing;
     uint64_t flush_covers;
     int flush_logs; /* journal chunks (ZADDs) in the flush */
+    int flush_extra; /* PEXPIREs of sliced kinds' hashes in the flush */
     uint64_t flush_seq;
     int flush_busy;
     int flush_waiting; /* replies still expected */
@@ -297,10 +308,21 @@ static void evict(rf_store_t *store, struct table *t) {
 }
 
 int rf_store_lookup(rf_store_t *store, int kind, const char *id, size_t id_len, uint32_t *ref) {
+    return rf_store_lookup_slice(store, kind, id, id_len, NULL, ref);
+}
+
+int rf_store_slice_name(uint32_t topic_id, int32_t partition, char buf[RF_STORE_SLICE_MAX]) {
+    return snprintf(buf, RF_STORE_SLICE_MAX, "%08x:%d", (unsigned)topic_id, (int)partition);
+}
+
+int rf_store_lookup_slice(rf_store_t *store, int kind, const char *id, size_t id_len,
+                          const char *slice, uint32_t *ref) {
     struct table *t = &store->tables[kind];
     const char *kname = rf_decl_kind_name(store->decl, kind);
     size_t plen = strlen(store->prefix), klen = strlen(kname);
-    if (id_len == 0 || plen + klen + id_len + 5 > KEY_MAX - 1)
+    size_t flen = t->sliced && slice ? strlen(slice) : 0;
+    if (id_len == 0 || plen + klen + id_len + 5 + flen + 1 > KEY_MAX - 1 ||
+        flen >= RF_STORE_SLICE_MAX || (t->sliced && flen == 0))
         return RF_E_INVAL;
     char key[KEY_MAX];
     size_t n = 0;
@@ -315,12 +337,16 @@ int rf_store_lookup(rf_store_t *store, int kind, const char *id, size_t id_len, 
     n += id_len;
     key[n++] = '}';
     key[n] = '\0';
-    uint32_t h = rf_fnv1a32(key, n);
+    /* A slice is its own entry: the field joins the identity. */
+    memcpy(key + n + 1, slice, flen);
+    key[n + 1 + flen] = '\0';
+    uint32_t h = rf_fnv1a32(key, n + 1 + flen);
 
     if (t->nbuckets) {
         for (int32_t i = t->buckets[h & (t->nbuckets - 1)]; i >= 0; i = ent(t, i)->hnext) {
             struct entry *e = ent(t, i);
-            if (e->hash != h || e->key_len != n || memcmp(e->key, key, n) != 0)
+            if (e->hash != h || e->key_len != n || e->field_len != flen ||
+                memcmp(e->key, key, n + 1 + flen) != 0)
                 continue;
             /* Loaded before the last rebalance and untouched since: another member may have
              * changed it in Redis meanwhile, so read it again. One holding our own unwritten
@@ -331,13 +357,19 @@ int rf_store_lookup(rf_store_t *store, int kind, const char *id, size_t id_len, 
                 e->status = ST_NEW;
                 if (ivec_push(&store->to_fetch, (int32_t)RF_STORE_REF(kind, i)) != 0)
                     abort();
+            } else if (t->sliced && e->status == ST_READY && !e->refresh &&
+                       uv_now(store->loop) - e->others_ms >= store->slice_refresh_ms) {
+                /* The other slices, as Redis holds them now; this slice is ours. */
+                e->refresh = 1;
+                if (ivec_push(&store->to_fetch, (int32_t)RF_STORE_REF(kind, i)) != 0)
+                    abort();
             }
             e->epoch = store->epoch;
             e->pins++;
             lru_unlink(t, i);
             lru_push_front(t, i);
             *ref = RF_STORE_REF(kind, i);
-            return e->status == ST_READY;
+            return e->status == ST_READY && !e->refresh;
         }
     }
     if (store->backend == RF_STORE_REDIS && t->used >= store->cache_max)
@@ -347,8 +379,12 @@ int rf_store_lookup(rf_store_t *store, int kind, const char *id, size_t id_len, 
     int32_t i = t->free_head;
     struct entry *e = ent(t, i);
     t->free_head = e->hnext;
-    memcpy(e->key, key, n + 1);
+    memcpy(e->key, key, n + 2 + flen);
     e->key_len = (uint16_t)n;
+    e->field_len = (uint8_t)flen;
+    e->refresh = 0;
+    e->has_others = 0;
+    e->others_ms = 0;
     e->hash = h;
     e->dirty = 0;
     e->pins = 1;
@@ -375,6 +411,12 @@ int rf_store_lookup(rf_store_t *store, int kind, const char *id, size_t id_len, 
 
 uint8_t *rf_store_value(rf_store_t *store, uint32_t ref) {
     return ref_entry(store, ref)->value;
+}
+
+const uint8_t *rf_store_others(const rf_store_t *store, uint32_t ref) {
+    const struct table *t = &store->tables[ref >> 28];
+    const struct entry *e = ent(t, (int32_t)(ref & IDX_MAX));
+    return e->has_others ? e->value + t->vsize : NULL;
 }
 
 const char *rf_store_key(const rf_store_t *store, uint32_t ref) {
@@ -453,7 +495,8 @@ static void fetch_step(rf_store_t *store) {
         schedule_retry(store);
         return;
     }
-    if (store->fetch_phase == 0 && store->fetch_exist > store->fetching.n - store->fetch_nils.n) {
+    if (store->fetch_phase == 0 &&
+        store->fetch_exist > store->fetch_plain.n - store->fetch_nils.n) {
         store->fetch_phase = 1; /* some nil is a key of another type: which? */
         for (int i = 0; i < store->fetch_nils.n; i++) {
             struct entry *e = ref_entry(store, (uint32_t)store->fetch_nils.v[i]);
@@ -481,14 +524,14 @@ static void on_mget(rf_redis_t *r, int status, redisReply *reply, void *arg) {
     if (store->closing)
         return; /* rf_store_close reports the fetch as closed */
     if (status != 0 || reply->type != REDIS_REPLY_ARRAY ||
-        reply->elements != (size_t)store->fetching.n) {
+        reply->elements != (size_t)store->fetch_plain.n) {
         store->fetch_failed = 1;
         fetch_step(store);
         return;
     }
     store->fetch_nils.n = 0;
-    for (int k = 0; k < store->fetching.n; k++) {
-        uint32_t ref = (uint32_t)store->fetching.v[k];
+    for (int k = 0; k < store->fetch_plain.n; k++) {
+        uint32_t ref = (uint32_t)store->fetch_plain.v[k];
         int kind = (int)(ref >> 28);
         struct entry *e = ref_entry(store, ref);
         redisReply *el = reply->element[k];
@@ -538,8 +581,84 @@ static void on_type(rf_redis_t *r, int status, redisReply *reply, void *arg) {
     fetch_step(store);
 }
 
+/* A slice's HGETALL: its own field is its value (unless it is loaded already: one writer,
+ * and that is us), the other fields add up to the others (rf_feat_merge). A field that is not
+ * a value of the layout is skipped, counted as a mismatch; one at the own field, or a key of
+ * another Redis type, makes the entry foreign. */
+static void on_hgetall(rf_redis_t *r, int status, redisReply *reply, void *arg) {
+    rf_store_t *store = arg;
+    (void)r;
+    if (store->closing)
+        return;
+    int i = store->fetch_hidx++;
+    if (status != 0 || i >= store->fetch_sliced.n ||
+        (reply->type != REDIS_REPLY_ARRAY && reply->type != REDIS_REPLY_ERROR) ||
+        (reply->type == REDIS_REPLY_ERROR && strncmp(reply->str, "WRONGTYPE", 9) != 0)) {
+        store->fetch_failed = 1;
+        fetch_step(store);
+        return;
+    }
+    uint32_t ref = (uint32_t)store->fetch_sliced.v[i];
+    int kind = (int)(ref >> 28);
+    struct table *t = ref_table(store, ref);
+    struct entry *e = ref_entry(store, ref);
+    uint8_t *others = e->value + t->vsize;
+    int loading = e->status == ST_LOADING, own = 0;
+    e->has_others = 0;
+    e->refresh = 0;
+    e->others_ms = uv_now(store->loop);
+    if (reply->type == REDIS_REPLY_ERROR) {
+        if (loading && foreign(store, e, kind))
+            return;
+        fetch_step(store);
+        return;
+    }
+    const char *field = e->key + e->key_len + 1;
+    for (size_t k = 0; k + 1 < reply->elements; k += 2) {
+        const redisReply *f = reply->element[k], *v = reply->element[k + 1];
+        if (f->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING)
+            continue;
+        int ok = rf_feat_check_value(store->decl, kind, (const uint8_t *)v->str, v->len) == 0;
+        if (f->len == e->field_len && memcmp(f->str, field, f->len) == 0) {
+            own = 1;
+            if (!loading)
+                continue;
+            if (!ok) {
+                if (foreign(store, e, kind))
+                    return;
+                loading = 0;
+                continue;
+            }
+            memcpy(e->value, v->str, v->len);
+            e->status = ST_READY;
+            loading = 0;
+        } else if (ok) {
+            if (!e->has_others)
+                rf_feat_init_value(store->decl, kind, others);
+            rf_feat_merge(store->decl, kind, others, (const uint8_t *)v->str);
+            e->has_others = 1;
+        } else {
+            store->metrics->store_mismatch++;
+        }
+    }
+    if (loading && !own) {
+        rf_feat_init_value(store->decl, kind, e->value);
+        e->status = ST_READY;
+    }
+    fetch_step(store);
+}
+
 static int fetch_send(rf_store_t *store) {
-    int n = store->fetching.n;
+    store->fetch_plain.n = 0;
+    store->fetch_sliced.n = 0;
+    for (int k = 0; k < store->fetching.n; k++) {
+        int32_t ref = store->fetching.v[k];
+        if (ivec_push(ref_table(store, (uint32_t)ref)->sliced ? &store->fetch_sliced
+                                                               : &store->fetch_plain,
+                      ref) != 0)
+            return RF_E_NOMEM;
+    }
+    int n = store->fetch_plain.n;
     if (ensure_argv(store, n + 1) != 0)
         return RF_E_NOMEM;
     store->fetch_failed = 0;
@@ -547,17 +666,38 @@ static int fetch_send(rf_store_t *store) {
     store->fetch_phase = 0;
     store->fetch_exist = 0;
     store->fetch_typed = 0;
+    store->fetch_hidx = 0;
+    store->fetch_nils.n = 0; /* a fetch of slices alone has no MGET to reset them */
+    for (int k = 0; k < store->fetch_sliced.n; k++) {
+        struct entry *e = ref_entry(store, (uint32_t)store->fetch_sliced.v[k]);
+        const char *argv[] = {"HGETALL", e->key};
+        size_t lens[] = {7, e->key_len};
+        int rc = rf_redis_command_argv(store->redis, 2, argv, lens, on_hgetall, store);
+        if (rc != 0) {
+            if (store->fetch_waiting == 0)
+                return rc;
+            store->fetch_failed = 1; /* the replies of those sent settle it: a retry */
+            return 0;
+        }
+        store->fetch_waiting++;
+    }
+    if (n == 0)
+        return 0;
     store->argv[0] = "MGET";
     store->argvlen[0] = 4;
     for (int k = 0; k < n; k++) {
-        struct entry *e = ref_entry(store, (uint32_t)store->fetching.v[k]);
+        struct entry *e = ref_entry(store, (uint32_t)store->fetch_plain.v[k]);
         store->argv[k + 1] = e->key;
         store->argvlen[k + 1] = e->key_len;
     }
     int rc = rf_redis_command_argv(store->redis, n + 1, store->argv, store->argvlen, on_mget,
                                    store);
-    if (rc != 0)
-        return rc;
+    if (rc != 0) {
+        if (store->fetch_waiting == 0)
+            return rc;
+        store->fetch_failed = 1;
+        return 0;
+    }
     store->fetch_waiting++;
     if (store->foreign_stop) {
         store->argv[0] = "EXISTS";
@@ -584,8 +724,11 @@ int rf_store_fetch(rf_store_t *store) {
     store->fetching = store->to_fetch;
     store->to_fetch = t;
     store->to_fetch.n = 0;
-    for (int k = 0; k < store->fetching.n; k++)
-        ref_entry(store, (uint32_t)store->fetching.v[k])->status = ST_LOADING;
+    for (int k = 0; k < store->fetching.n; k++) {
+        struct entry *e = ref_entry(store, (uint32_t)store->fetching.v[k]);
+        if (!e->refresh) /* a slice read for its others only keeps its value */
+            e->status = ST_LOADING;
+    }
     store->fetch_busy = 1;
     if (fetch_send(store) != 0) {
         store->metrics->store_errors++;
@@ -1024,7 +1167,8 @@ static void on_flush_reply(rf_redis_t *r, int status, redisReply *reply, void *a
      * aborted). */
     if (store->flush_waiting == 1 && status == 0 &&
         (reply->type != REDIS_REPLY_ARRAY ||
-         reply->elements != (size_t)(store->flushing.n + store->flush_logs)))
+         reply->elements !=
+             (size_t)(store->flushing.n + store->flush_logs + store->flush_extra)))
         store->flush_failed = 1;
     if (--store->flush_waiting == 0 && !store->closing)
         flush_finish(store);
@@ -1065,12 +1209,13 @@ static void flush_start(rf_store_t *store) {
     store->flush_waiting = 0;
     store->flush_covers = covers;
     store->flush_logs = n_logs;
+    store->flush_extra = 0;
     int n = store->flushing.n;
     if (n == 0 && n_logs == 0) { /* empty generations: durable as they are */
         flush_finish(store);
         return;
     }
-    if (ensure_argv(store, 5 * n + 4 * n_logs + 2) != 0)
+    if (ensure_argv(store, 8 * n + 4 * n_logs + 2) != 0)
         abort();
     static const char *const multi[] = {"MULTI"}, *const exec[] = {"EXEC"};
     static const size_t len5[] = {5}, len4[] = {4};
@@ -1079,9 +1224,33 @@ static void flush_start(rf_store_t *store) {
     for (int k = 0; k < n; k++) {
         uint32_t ref = (uint32_t)store->flushing.v[k];
         struct entry *e = ref_entry(store, ref);
-        const char **argv = store->argv + 5 * k;
-        size_t *lens = store->argvlen + 5 * k;
+        const char **argv = store->argv + 8 * k;
+        size_t *lens = store->argvlen + 8 * k;
         const struct table *t = ref_table(store, ref);
+        if (t->sliced) {
+            /* This slice's field of the entity's hash; the ttl is the hash's. */
+            argv[0] = "HSET";
+            lens[0] = 4;
+            argv[1] = e->key;
+            lens[1] = e->key_len;
+            argv[2] = e->key + e->key_len + 1;
+            lens[2] = e->field_len;
+            argv[3] = (const char *)e->flush_snap;
+            lens[3] = t->vsize;
+            argv[4] = "PEXPIRE";
+            lens[4] = 7;
+            argv[5] = e->key;
+            lens[5] = e->key_len;
+            argv[6] = t->ttl;
+            lens[6] = t->ttl_len;
+            if (flush_cmd(store, 4, argv, lens) != 0 ||
+                (t->ttl_len && flush_cmd(store, 3, argv + 4, lens + 4) != 0)) {
+                store->flush_failed = 1;
+                break;
+            }
+            store->flush_extra += t->ttl_len != 0;
+            continue;
+        }
         argv[0] = "SET";
         lens[0] = 3;
         argv[1] = e->key;
@@ -1100,8 +1269,8 @@ static void flush_start(rf_store_t *store) {
     }
     /* The journal chunks of the same generations, in the same transaction: a state in Redis
      * always comes with the outputs of the events it holds. */
-    const char **argv = store->argv + 5 * n;
-    size_t *lens = store->argvlen + 5 * n;
+    const char **argv = store->argv + 8 * n;
+    size_t *lens = store->argvlen + 8 * n;
     for (int i = 0; i < store->gen_n && !store->flush_failed; i++) {
         struct gen *g = gen_at(store, i);
         if (g->id > covers)
@@ -1257,6 +1426,7 @@ rf_store_t *rf_store_new(uv_loop_t *loop, const struct rf_store_conf *conf, cons
     snprintf(store->prefix, sizeof store->prefix, "%s", conf->key_prefix);
     store->cache_max = conf->cache_max;
     store->foreign_stop = conf->foreign_stop;
+    store->slice_refresh_ms = conf->slice_refresh_ms;
     store->retry_ms = STORE_RETRY_MIN_MS;
     store->n_tables = rf_decl_n_kinds(decl);
     for (int k = 0; k < store->n_tables; k++) {
@@ -1266,7 +1436,9 @@ rf_store_t *rf_store_new(uv_loop_t *loop, const struct rf_store_conf *conf, cons
         if (rf_decl_ttl_ms(decl, k) > 0)
             t->ttl_len = (size_t)snprintf(t->ttl, sizeof t->ttl, "%lld",
                                           (long long)rf_decl_ttl_ms(decl, k));
-        t->stride = (sizeof(struct entry) + t->vsize + 7) & ~(size_t)7;
+        t->sliced = conf->backend == RF_STORE_REDIS && rf_decl_sliced(decl, k);
+        /* A slice keeps the sum of the other slices after its value. */
+        t->stride = (sizeof(struct entry) + t->vsize * (t->sliced ? 2u : 1u) + 7) & ~(size_t)7;
         t->free_head = -1;
         t->lru_head = t->lru_tail = -1;
     }
@@ -1316,6 +1488,8 @@ static void free_store(rf_store_t *store) {
     free(store->dirty.v);
     free(store->to_fetch.v);
     free(store->fetching.v);
+    free(store->fetch_plain.v);
+    free(store->fetch_sliced.v);
     free(store->fetch_nils.v);
     free(store->flushing.v);
     free(store->argv);

@@ -68,6 +68,7 @@ struct rf_conf {
     /* feature store */
     char *store_backend;     /* "redis" or "memory" */
     char *store_on_foreign;  /* stop|replace: a stored value not of our layout */
+    int store_slice_refresh_ms; /* sliced kinds: read the other slices again after this long */
     char *redis_on_data_loss; /* stop|continue: the Redis epoch is not the commits' */
     char *processing_guarantee; /* at-least-once|exactly-once (Kafka transactions) */
     char *redis_host;

@@ -66,6 +66,17 @@ int rf_feat_too_late(const rf_decl_t *d, const struct rf_rec *r, uint8_t *const 
 void rf_feat_apply(const rf_decl_t *d, const struct rf_rec *r, uint8_t *const ents[],
                    const struct rf_src *src);
 
+/*
+ * Add slice src of a sliced kind (decl.h rf_decl_sliced) into dst, both values of `kind`:
+ * afterwards dst is the value one entity would hold had it been fed both slices' events — per
+ * window, the later head of the two, and each tile both rings hold pooled (counts and sums
+ * added, M2 by Chan's formula, min of mins, max of maxes); t_last the later. Windowed columns
+ * only (sliced kinds keep nothing else); dst's sources stay. Sums are added in another order
+ * than one value would add them: equal up to rounding. A fresh dst takes src's rings as they
+ * are.
+ */
+void rf_feat_merge(const rf_decl_t *d, int kind, uint8_t *dst, const uint8_t *src);
+
 /* Whether r is of type rec and meets every condition of w (FEATURES.md §2.4). */
 int rf_where_matches(const struct rf_rtype *rec, const struct rf_where *w, const struct rf_rec *r);
 

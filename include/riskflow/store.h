@@ -24,6 +24,18 @@
  * With backend "memory" there is no Redis: the cache is the store, never evicted, and a
  * released generation is durable at once.
  *
+ * Sliced kinds (decl.h rf_decl_sliced; FEATURES.md §2.1). An entity written from every input
+ * partition (a terminal, when payments are keyed by customer) keeps one slice per partition:
+ * an entry of its own (rf_store_lookup_slice), one writer (whoever owns the partition), with
+ * its own replay watermark, stored as field "<topic id>:<partition>" of one Redis hash at the
+ * entity's key (HSET in the flush's MULTI; the ttl is the hash's, PEXPIRE). A fetch reads the
+ * whole hash (HGETALL): the own field is the value, the others are added up
+ * (rf_feat_merge) into a second buffer behind it (rf_store_others) — read again, at a use, once
+ * they are store.slice.refresh.ms old. The others are what Redis holds, so a partition's slice
+ * counts there once its generation is written: features over windows that end a label delay
+ * back do not see the lag. With the memory backend there are no slices: one value per entity,
+ * which one process is the only writer of.
+ *
  * Something at an entity's key that is not a value of this layout (another version or
  * declaration, garbage, a key of another Redis type: EXISTS beside the MGET tells a hash from
  * a missing key) is never misread and, by default (foreign_stop), never written over: the
@@ -57,6 +69,7 @@ struct rf_store_conf {
     const char *key_prefix; /* at most RF_STORE_PREFIX_MAX bytes */
     int cache_max;          /* entries per kind */
     int foreign_stop;       /* store.on.foreign=stop: set foreign values aside, never replace */
+    unsigned slice_refresh_ms; /* sliced kinds: read the other slices again after this long */
 };
 
 /* Generation `gen` and all before it are durable. */
@@ -99,6 +112,21 @@ rf_store_t *rf_store_new(uv_loop_t *loop, const struct rf_store_conf *conf, cons
  * rf_store_new_epoch() is fetched again.
  */
 int rf_store_lookup(rf_store_t *store, int kind, const char *id, size_t id_len, uint32_t *ref);
+
+/* The slice field of (topic id, partition): "%08x:%d". Returns its length. */
+#define RF_STORE_SLICE_MAX 24
+int rf_store_slice_name(uint32_t topic_id, int32_t partition, char buf[RF_STORE_SLICE_MAX]);
+
+/* rf_store_lookup for a kind that may be sliced: slice (a NUL-terminated field from
+ * rf_store_slice_name, borrowed) names the slice, and is ignored for a kind that is not sliced
+ * or with the memory backend. A sliced entry loaded longer ago than slice_refresh_ms than its
+ * others were read returns 0 too: the next fetch reads them again (its value stays). */
+int rf_store_lookup_slice(rf_store_t *store, int kind, const char *id, size_t id_len,
+                          const char *slice, uint32_t *ref);
+
+/* A slice's others: the sum of the entity's other slices as last read (a value of its kind),
+ * or NULL when there are none (or the kind is not sliced). Valid while the entry is pinned. */
+const uint8_t *rf_store_others(const rf_store_t *store, uint32_t ref);
 
 /* 1 when the entry's key holds a foreign value (foreign_stop): its value must not be used,
  * and nothing may change it. */

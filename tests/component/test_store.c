@@ -154,6 +154,27 @@ static int same(int kind, const uint8_t *a, const uint8_t *b) {
 
 static int64_t ev_seq;
 
+/* A payment of customer "c" at `terminal`, decoded into r (its strings in body[512]). */
+static void pay_rec(struct rf_rec *r, uint8_t *body, const char *eid, int64_t seq,
+                    const char *terminal, int64_t amount, int64_t t_ms) {
+    struct rf_payment p;
+    memset(&p, 0, sizeof p);
+    snprintf(p.event_id, sizeof p.event_id, "%s%lld", eid, (long long)seq);
+    snprintf(p.customer_id, sizeof p.customer_id, "c");
+    snprintf(p.card_token, sizeof p.card_token, "k");
+    snprintf(p.merchant_id, sizeof p.merchant_id, "m");
+    snprintf(p.terminal_id, sizeof p.terminal_id, "%s", terminal);
+    snprintf(p.currency, sizeof p.currency, "EUR");
+    snprintf(p.country, sizeof p.country, "FR");
+    p.amount_minor = amount;
+    p.event_time_ms = t_ms;
+    p.channel = RF_CHANNEL_ECOM;
+    p.kind = RF_KIND_PURCHASE;
+    size_t len = 0;
+    CHECK_EQ_INT(rf_encode_payment(&p, RF_FRAMING_PLAIN, 1, body, 512, &len), 0);
+    CHECK_EQ_INT(rf_rec_decode(rt_pay, body, len, r), 0);
+}
+
 /*
  * One event for an entity of `kind`, applied as the engine applies it (rf_feat_apply), to v
  * and, when not NULL, to the mirror m the test keeps of what the entity should hold. n is the
@@ -168,22 +189,7 @@ static void event(int kind, uint8_t *v, uint8_t *m, int64_t n) {
     struct rf_rec r;
     memset(&r, 0, sizeof r);
     if (kind == K_CUST) {
-        struct rf_payment p;
-        memset(&p, 0, sizeof p);
-        snprintf(p.event_id, sizeof p.event_id, "e%lld", (long long)seq);
-        snprintf(p.customer_id, sizeof p.customer_id, "c");
-        snprintf(p.card_token, sizeof p.card_token, "k");
-        snprintf(p.merchant_id, sizeof p.merchant_id, "m");
-        snprintf(p.terminal_id, sizeof p.terminal_id, "t");
-        snprintf(p.currency, sizeof p.currency, "EUR");
-        snprintf(p.country, sizeof p.country, "FR");
-        p.amount_minor = n;
-        p.event_time_ms = t_ms;
-        p.channel = RF_CHANNEL_ECOM;
-        p.kind = RF_KIND_PURCHASE;
-        size_t len = 0;
-        CHECK_EQ_INT(rf_encode_payment(&p, RF_FRAMING_PLAIN, 1, body, sizeof body, &len), 0);
-        CHECK_EQ_INT(rf_rec_decode(rt_pay, body, len, &r), 0);
+        pay_rec(&r, body, "e", seq, "t", n, t_ms);
     } else {
         r.type = rt_trade;
         r.base = (const uint8_t *)inst;
@@ -3171,6 +3177,185 @@ static void test_journal(void) {
     end(&t);
 }
 
+/* --- sliced kinds ---------------------------------------------------------------------- */
+
+static const char SLICED_TEXT[] =
+    "entity terminal key=terminal_id ttl=1h sliced\n"
+    "feature t_n = count per terminal on Payment window=1h/6\n"
+    "feature t_amt = mean(amount_minor) per terminal on Payment window=1h/6 delay=10m\n";
+
+/* A payment at terminal "T1" from partition `part` of topic "payments", applied to v. */
+static void sliced_event(const rf_decl_t *d, uint8_t *v, int part, int64_t seq, int64_t amount) {
+    uint8_t body[512];
+    struct rf_rec r;
+    pay_rec(&r, body, "s", seq, "T1", amount, T0_MS + seq * 60000);
+    struct rf_src src = {rf_feat_topic_id("payments"), part, seq};
+    uint8_t *ents[RF_KINDS_MAX] = {v};
+    rf_feat_apply(d, &r, ents, &src);
+}
+
+static int hget(redisContext *c, const char *key, const char *field, uint8_t *buf, size_t cap,
+                size_t *len) {
+    redisReply *r = redisCommand(c, "HGET %s %s", key, field);
+    int rc = r && r->type == REDIS_REPLY_STRING && r->len <= cap ? 0 : -1;
+    if (rc == 0) {
+        memcpy(buf, r->str, r->len);
+        *len = r->len;
+    }
+    if (r)
+        freeReplyObject(r);
+    return rc;
+}
+
+/* Two stores (two instances) own two partitions' slices of one terminal: each writes only its
+ * field of the hash, reads the other's as its others, again once they are slice_refresh_ms
+ * old, and never reloads its own; a field that is not a value is skipped; a key of another
+ * type is foreign; the memory backend has no slices. */
+static void test_sliced(void) {
+    NEED_SERVER();
+    NEED_DECL();
+    char err[512];
+    rf_decl_t *d = decl_text(SLICED_TEXT, err, sizeof err);
+    CHECK(d != NULL);
+    if (!d) {
+        fprintf(stderr, "  %s\n", err);
+        return;
+    }
+    uint32_t vs = rf_decl_value_size(d, 0);
+    CHECK(vs <= VBUF);
+    static struct t a, b;
+    memset(&a, 0, sizeof a);
+    memset(&b, 0, sizeof b);
+    a.d = b.d = d;
+    struct rf_store_conf conf;
+    conf_init(&conf, RF_STORE_REDIS, 16);
+    conf.foreign_stop = 1;
+    conf.slice_refresh_ms = 200;
+    if (begin(&a, "sliced", &conf, 1) < 0)
+        return;
+    snprintf(b.prefix, sizeof b.prefix, "%s", a.prefix);
+    if (begin(&b, NULL, &conf, 1) < 0)
+        return;
+    char sa[RF_STORE_SLICE_MAX], sb[RF_STORE_SLICE_MAX], key[KEYBUF];
+    CHECK_EQ_INT(rf_store_slice_name(rf_feat_topic_id("payments"), 0, sa), 10);
+    rf_store_slice_name(rf_feat_topic_id("payments"), 1, sb);
+    key_of(key, a.prefix, d, 0, "T1");
+    static val_t ma, mb, want;
+
+    /* A: partition 0's slice, fresh; two events, written as its field. */
+    uint32_t ra, rb;
+    CHECK_EQ_INT(rf_store_lookup_slice(a.store, 0, "T1", 2, NULL, &ra), RF_E_INVAL);
+    CHECK_EQ_INT(rf_store_lookup_slice(a.store, 0, "T1", 2, sa, &ra), 0);
+    CHECK_EQ_INT(rf_store_fetch(a.store), 0);
+    WAIT_UNTIL(&a, a.fetched_calls >= 1, 5000);
+    rf_feat_init_value(d, 0, ma.b);
+    CHECK(memcmp(value(&a, ra), ma.b, vs) == 0);
+    CHECK(rf_store_others(a.store, ra) == NULL);
+    for (int i = 1; i <= 2; i++) {
+        sliced_event(d, value(&a, ra), 0, i, 100 * i);
+        sliced_event(d, ma.b, 0, i, 100 * i);
+    }
+    rf_store_mark_dirty(a.store, ra);
+    commit(&a);
+    char type[32];
+    kv_type(a.rc, key, type, sizeof type);
+    CHECK_EQ_STR(type, "hash");
+    uint8_t got[VBUF];
+    size_t len = 0;
+    CHECK_EQ_INT(hget(a.rc, key, sa, got, sizeof got, &len), 0);
+    CHECK(len == vs && memcmp(got, ma.b, vs) == 0);
+    redisReply *r = redisCommand(a.rc, "PTTL %s", key);
+    CHECK(r && r->type == REDIS_REPLY_INTEGER && r->integer > 0 && r->integer <= 3600000);
+    if (r)
+        freeReplyObject(r);
+
+    /* B: partition 1's slice; its others are A's slice. */
+    CHECK_EQ_INT(rf_store_lookup_slice(b.store, 0, "T1", 2, sb, &rb), 0);
+    CHECK_EQ_INT(rf_store_fetch(b.store), 0);
+    WAIT_UNTIL(&b, b.fetched_calls >= 1, 5000);
+    rf_feat_init_value(d, 0, mb.b);
+    CHECK(memcmp(value(&b, rb), mb.b, vs) == 0);
+    rf_feat_init_value(d, 0, want.b);
+    rf_feat_merge(d, 0, want.b, ma.b);
+    CHECK(rf_store_others(b.store, rb) != NULL &&
+          memcmp(rf_store_others(b.store, rb), want.b, vs) == 0);
+    sliced_event(d, value(&b, rb), 1, 3, 1000);
+    sliced_event(d, mb.b, 1, 3, 1000);
+    rf_store_mark_dirty(b.store, rb);
+    commit(&b);
+    rf_store_unpin(b.store, rb);
+    CHECK_EQ_INT(hget(a.rc, key, sb, got, sizeof got, &len), 0);
+    CHECK(len == vs && memcmp(got, mb.b, vs) == 0);
+    CHECK_EQ_INT(hget(a.rc, key, sa, got, sizeof got, &len), 0);
+    CHECK(len == vs && memcmp(got, ma.b, vs) == 0); /* B never wrote A's field */
+
+    /* A writes again; B sees it only once its others are slice_refresh_ms old, and a
+     * garbage field beside them is skipped (counted), its own value staying its own. */
+    sliced_event(d, value(&a, ra), 0, 4, 400);
+    sliced_event(d, ma.b, 0, 4, 400);
+    rf_store_mark_dirty(a.store, ra);
+    commit(&a);
+    r = redisCommand(a.rc, "HSET %s junk xyz", key);
+    if (r)
+        freeReplyObject(r);
+    CHECK_EQ_INT(rf_store_lookup_slice(b.store, 0, "T1", 2, sb, &rb), 1);
+    CHECK(memcmp(rf_store_others(b.store, rb), want.b, vs) == 0); /* not yet */
+    rf_store_unpin(b.store, rb);
+    run_for(&b, 250);
+    uint64_t mism = b.m.store_mismatch;
+    CHECK_EQ_INT(rf_store_lookup_slice(b.store, 0, "T1", 2, sb, &rb), 0);
+    CHECK_EQ_INT(rf_store_fetch(b.store), 0);
+    WAIT_UNTIL(&b, b.fetched_calls >= 2, 5000);
+    rf_feat_init_value(d, 0, want.b);
+    rf_feat_merge(d, 0, want.b, ma.b);
+    CHECK(memcmp(rf_store_others(b.store, rb), want.b, vs) == 0);
+    CHECK(memcmp(value(&b, rb), mb.b, vs) == 0);
+    CHECK(b.m.store_mismatch == mism + 1);
+    rf_store_unpin(b.store, rb);
+    /* The two read as one terminal fed all three partitions' events. */
+    static val_t both, merged;
+    rf_feat_init_value(d, 0, both.b);
+    for (int i = 1; i <= 4; i++)
+        sliced_event(d, both.b, i == 3, i, i == 3 ? 1000 : 100 * i);
+    memcpy(merged.b, mb.b, vs);
+    rf_feat_merge(d, 0, merged.b, rf_store_others(b.store, rb));
+    uint8_t *ev[RF_KINDS_MAX] = {both.b};
+    struct rf_rec dummy = {.type = rt_pay};
+    double n_both = rf_feat_eval_one(d, rf_decl_find(d, "t_n"), &dummy, ev);
+    ev[0] = merged.b;
+    CHECK(n_both == 4.0 && rf_feat_eval_one(d, rf_decl_find(d, "t_n"), &dummy, ev) == n_both);
+
+    /* A key of another type where a terminal's hash should be: foreign. */
+    char key2[KEYBUF];
+    key_of(key2, a.prefix, d, 0, "T2");
+    CHECK_EQ_INT(kv_set(a.rc, key2, "x", 1), 0);
+    uint32_t r2;
+    CHECK_EQ_INT(rf_store_lookup_slice(a.store, 0, "T2", 2, sa, &r2), 0);
+    CHECK_EQ_INT(rf_store_fetch(a.store), 0);
+    WAIT_UNTIL(&a, a.fetched_calls >= 2, 5000);
+    CHECK(rf_store_foreign(a.store, r2));
+    rf_store_unpin(a.store, r2);
+    rf_store_unpin(a.store, ra);
+    end(&b);
+    end(&a);
+
+    /* The memory backend: one value per entity, whatever the slice. */
+    static struct t mt;
+    memset(&mt, 0, sizeof mt);
+    mt.d = d;
+    conf_init(&conf, RF_STORE_MEMORY, 16);
+    if (begin(&mt, "sliced-mem", &conf, 0) == 0) {
+        uint32_t x, y;
+        CHECK_EQ_INT(rf_store_lookup_slice(mt.store, 0, "T1", 2, sa, &x), 1);
+        CHECK_EQ_INT(rf_store_lookup_slice(mt.store, 0, "T1", 2, sb, &y), 1);
+        CHECK(x == y && rf_store_others(mt.store, x) == NULL);
+        rf_store_unpin(mt.store, x);
+        rf_store_unpin(mt.store, y);
+        end(&mt);
+    }
+    rf_decl_destroy(d);
+}
+
 RF_TEST_MAIN(RF_TEST(test_miss_fetch_load), RF_TEST(test_lookup_while_loading),
              RF_TEST(test_two_kinds_one_mget), RF_TEST(test_write_back_coalesced),
              RF_TEST(test_generations), RF_TEST(test_gating), RF_TEST(test_snapshots),
@@ -3179,4 +3364,5 @@ RF_TEST_MAIN(RF_TEST(test_miss_fetch_load), RF_TEST(test_lookup_while_loading),
              RF_TEST(test_redis_killed), RF_TEST(test_redis_hung), RF_TEST(test_redis_refuses),
              RF_TEST(test_memory_backend), RF_TEST(test_close_fetch_on_wire),
              RF_TEST(test_close_fetch_retrying), RF_TEST(test_release_in_flushed_cb),
-             RF_TEST(test_close_in_callbacks), RF_TEST(test_limits), RF_TEST(test_journal))
+             RF_TEST(test_close_in_callbacks), RF_TEST(test_limits), RF_TEST(test_journal),
+             RF_TEST(test_sliced))

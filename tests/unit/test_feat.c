@@ -142,7 +142,17 @@ static void test_errors(void) {
         {"entity customer key=nope\n", 1, "no input record type has a string field 'nope'"},
         {"entity customer key=customer_id\nentity customer key=customer_id\n", 2, "declared twice"},
         {"entity customer key=amount_minor\n", 1, "no input record type"},
-        {"entity customer\n", 1, "expected 'entity KIND key=FIELD [ttl=DUR]'"},
+        {"entity customer\n", 1, "expected 'entity KIND key=FIELD [ttl=DUR] [sliced]'"},
+        {"entity customer key=customer_id sliced sliced\n", 1, "expected 'entity KIND"},
+        {"entity customer key=customer_id sliced\n"
+         "feature a = last(amount_minor) per customer on Payment\n", 2,
+         "entity 'customer' is sliced: only aggregations over a window"},
+        {"entity customer key=customer_id sliced\n"
+         "feature a = ewma(amount_minor) per customer on Payment halflife=1h\n", 2,
+         "is sliced: only aggregations over a window"},
+        {"entity customer key=customer_id sliced\nentity card key=card_token\n"
+         "feature a = sum(delta(amount_minor,customer)) per card on Payment window=1h/2\n", 3,
+         "entity 'customer' is sliced: it keeps no previous values"},
         {"entity customer key=customer_id\nfeature a = count per customer on Payment\n", 2,
          "count needs window"},
         {"entity customer key=customer_id\nfeature a = count per customer on Payment window=1h/7\n",
@@ -742,6 +752,103 @@ static void test_brute_force(void) {
     rf_decl_destroy(d);
 }
 
+/* A sliced kind: each partition's events applied to its own slice, the slices merged
+ * (rf_feat_merge), read like one value fed every event — against exactly that value. */
+static void test_slices(void) {
+    char err[512];
+    static const char *const names[] = {"c", "s", "m", "sd", "q", "lo", "hi", "dc", "dm"};
+    enum { NF = 9, NP = 4 };
+    rf_decl_t *d = decl_text(
+        "entity customer key=customer_id sliced\n"
+        "feature c = count per customer on Payment window=1h/6 where channel!=ATM\n"
+        "feature s = sum(amount_minor/100) per customer on Payment window=1h/6\n"
+        "feature m = mean(amount_minor/100) per customer on Payment window=1h/6\n"
+        "feature sd = std(amount_minor/100) per customer on Payment window=1h/6\n"
+        "feature q = sumsq(amount_minor/100) per customer on Payment window=1h/6\n"
+        "feature lo = min(amount_minor/100) per customer on Payment window=1h/6\n"
+        "feature hi = max(amount_minor/100) per customer on Payment window=1h/6\n"
+        "feature dc = count per customer on Payment window=1h/6 delay=30m\n"
+        "feature dm = mean(amount_minor/100) per customer on Payment window=2h/4 delay=1h\n",
+        err, sizeof err);
+    CHECK(d != NULL);
+    if (!d) {
+        fprintf(stderr, "  %s\n", err);
+        return;
+    }
+    CHECK_EQ_INT(rf_decl_sliced(d, 0), 1);
+    uint32_t size = rf_decl_value_size(d, 0);
+    int bad = 0;
+    for (int run = 0; run < 30; run++) {
+        static uint64_t whole[RF_VALUE_MAX / 8], slice[NP][RF_VALUE_MAX / 8],
+            merged[RF_VALUE_MAX / 8];
+        rf_feat_init_value(d, 0, (uint8_t *)whole);
+        for (int p = 0; p < NP; p++)
+            rf_feat_init_value(d, 0, (uint8_t *)slice[p]);
+        int64_t clock = T0 + (int64_t)(rnd() % 1000000);
+        for (int i = 0; i < 300; i++) {
+            double u = unif();
+            int64_t t = u < 0.1 ? clock - (int64_t)(rnd() % (2 * HOUR_MS))
+                        : u < 0.15 ? (clock += (int64_t)(rnd() % (3 * HOUR_MS)))
+                                   : (clock += (int64_t)(rnd() % (5 * MIN_MS)));
+            struct payrec pr;
+            make_payment(&pr, "C", (int64_t)(rnd() % 100000) - 2000, t,
+                         (enum rf_channel)(rnd() % 4), RF_KIND_PURCHASE);
+            int part = (int)(rnd() % NP);
+            struct rf_src src = {rf_feat_topic_id("t"), part, i};
+            uint8_t *ev[RF_KINDS_MAX] = {(uint8_t *)whole};
+            rf_feat_apply(d, &pr.r, ev, &src);
+            ev[0] = (uint8_t *)slice[part];
+            rf_feat_apply(d, &pr.r, ev, &src);
+            /* the event's own slice first (as the engine reads it), then the others */
+            memcpy(merged, slice[part], size);
+            for (int p = 0; p < NP; p++)
+                if (p != part)
+                    rf_feat_merge(d, 0, (uint8_t *)merged, (const uint8_t *)slice[p]);
+            CHECK(rf_feat_t_last((uint8_t *)merged) == rf_feat_t_last((uint8_t *)whole));
+            for (int f = 0; f < NF; f++) {
+                int id = rf_decl_find(d, names[f]);
+                ev[0] = (uint8_t *)whole;
+                double want = rf_feat_eval_one(d, id, &pr.r, ev);
+                ev[0] = (uint8_t *)merged;
+                double got = rf_feat_eval_one(d, id, &pr.r, ev);
+                double tol = (f == 3 ? 1e-7 : 1e-9) * (fabs(want) + 1);
+                if (fabs(got - want) > tol && bad++ < 5)
+                    fprintf(stderr, "  slices run %d event %d %s: got %.17g want %.17g\n", run, i,
+                            names[f], got, want);
+            }
+        }
+        /* Merged into a fresh value, in another order: the same. */
+        rf_feat_init_value(d, 0, (uint8_t *)merged);
+        for (int p = NP - 1; p >= 0; p--)
+            rf_feat_merge(d, 0, (uint8_t *)merged, (const uint8_t *)slice[p]);
+        struct payrec pr;
+        make_payment(&pr, "C", 1, clock, RF_CHANNEL_ECOM, RF_KIND_PURCHASE);
+        uint8_t *ev[RF_KINDS_MAX] = {(uint8_t *)whole};
+        double want = rf_feat_eval_one(d, rf_decl_find(d, "dm"), &pr.r, ev);
+        ev[0] = (uint8_t *)merged;
+        CHECK(fabs(rf_feat_eval_one(d, rf_decl_find(d, "dm"), &pr.r, ev) - want) <=
+              1e-9 * (fabs(want) + 1));
+    }
+    CHECK_EQ_INT(bad, 0);
+    /* A job's state has one writer: never on a sliced kind. */
+    char path[] = "/tmp/rf_test_sliced_XXXXXX";
+    int fd = mkstemp(path);
+    CHECK(fd >= 0);
+    FILE *fp = fdopen(fd, "w");
+    fputs("entity customer key=customer_id sliced\nentity card key=card_token\n", fp);
+    fclose(fp);
+    rf_decl_t *d2 = rf_decl_load(path, schemas, err, sizeof err);
+    unlink(path);
+    CHECK(d2 != NULL);
+    int slot = -1;
+    if (d2) {
+        CHECK_EQ_INT(rf_decl_add_job_state(d2, 0, "fraud", 1, 8, &slot), RF_E_INVAL);
+        CHECK_EQ_INT(rf_decl_add_job_state(d2, 1, "fraud", 1, 8, &slot), 0);
+    }
+    rf_decl_destroy(d2);
+    rf_decl_destroy(d);
+}
+
 static void test_plans(void) {
     char err[512];
     rf_decl_t *d = rf_decl_load("deploy/features.conf", schemas, err, sizeof err);
@@ -978,6 +1085,7 @@ static void test_all(void) {
     test_labels_by_hand();
     test_weekday();
     test_brute_force();
+    test_slices();
     test_plans();
     teardown();
 }

@@ -334,6 +334,7 @@ class Entity:
 
     def __init__(self, name, key, index, line, tokens):
         self.name, self.key, self.index, self.line, self.tokens = name, key, index, line, tokens
+        self.ttl_ms, self.sliced = 0, False
 
     def touches(self, rt):
         f = rt.by_name.get(self.key)
@@ -637,15 +638,18 @@ class _Parser:
 
     # -- entity KIND key=FIELD
     def entity(self, n, toks):
-        if (len(toks) not in (3, 4) or not toks[2].startswith("key=")
-                or (len(toks) == 4 and not toks[3].startswith("ttl="))):
-            self.err(n, "expected 'entity KIND key=FIELD [ttl=DUR]'")
+        opts = toks[3:]
+        ttls = [t for t in opts if t.startswith("ttl=")]
+        sliced = opts.count("sliced")
+        if (len(toks) not in (3, 4, 5) or not toks[2].startswith("key=") or len(ttls) > 1
+                or sliced > 1 or len(ttls) + sliced != len(opts)):
+            self.err(n, "expected 'entity KIND key=FIELD [ttl=DUR] [sliced]'")
         name, key = toks[1], toks[2][4:]
         ttl_ms = 0
-        if len(toks) == 4:
-            ttl_ms = _parse_dur(toks[3][4:])
+        if ttls:
+            ttl_ms = _parse_dur(ttls[0][4:])
             if ttl_ms is None or ttl_ms < 1000 or ttl_ms > MAX_CAP_MS:
-                self.err(n, "bad ttl '%s' (1s..3660d)" % toks[3][4:])
+                self.err(n, "bad ttl '%s' (1s..3660d)" % ttls[0][4:])
         self.check_name(n, name, "entity")
         if name in self.kinds:
             self.err(n, "duplicate entity '%s' (line %d)" % (name, self.kinds[name].entity.line))
@@ -660,6 +664,9 @@ class _Parser:
             self.err(n, "no input record has a string field '%s'" % key)
         e = Entity(name, key, len(self.entities), n, toks)
         e.ttl_ms = ttl_ms
+        # sliced: one value per source partition, read as their sum (FEATURES.md §2.1). The
+        # reference keeps one value per entity: the sum of the slices, had it one writer.
+        e.sliced = bool(sliced)
         self.entities.append(e)
         self.kinds[name] = _KindDecl(e)
 
@@ -963,11 +970,18 @@ class _Parser:
             elif f.agg in ("min", "max"):
                 f.cols = (g.need(f.agg, f.input),)
         elif f.agg in _SCALAR:
+            if kd.entity.sliced:
+                self.err(n, "feature '%s': entity '%s' is sliced: only aggregations over a "
+                         "window (window=DUR/TILES) add up across its slices"
+                         % (f.name, kd.entity.name))
             f.scalar = len(kd.scalars)
             kd.scalars.append(f)
         if f.input is not None and f.input.form in ("change", "logchange", "delta"):
             # delta's slot is on the kind it names, created there on first use.
             pk = self.kinds[f.input.dkind] if f.input.form == "delta" else kd
+            if pk.entity.sliced:
+                self.err(n, "entity '%s' is sliced: it keeps no previous values (change(), "
+                         "logchange(), delta() over it)" % pk.entity.name)
             key = (f.record.full_name, f.input.field)
             pi = pk.prev_index.get(key)
             if pi is None:

@@ -1174,8 +1174,15 @@ A = "entity acct key=acct\n"
 def test_error_keyword_and_syntax():
     E(1, "unknown keyword 'entiti'", "entiti acct key=acct\n")
     E(2, "unknown keyword 'features'", A + "features x = count per acct on Ev window=1h/1\n")
-    E(1, "expected 'entity KIND key=FIELD [ttl=DUR]'", "entity acct acct\n")
-    E(1, "expected 'entity KIND key=FIELD [ttl=DUR]'", "entity acct key=acct extra\n")
+    E(1, "expected 'entity KIND key=FIELD [ttl=DUR] [sliced]'", "entity acct acct\n")
+    E(1, "expected 'entity KIND key=FIELD [ttl=DUR] [sliced]'", "entity acct key=acct extra\n")
+    E(1, "expected 'entity KIND key=FIELD [ttl=DUR] [sliced]'",
+      "entity acct key=acct sliced sliced\n")
+    S = "entity acct key=acct sliced\n"
+    E(2, "entity 'acct' is sliced: only aggregations over a window",
+      S + "feature x = last(x) per acct on Ev\n")
+    E(2, "entity 'acct' is sliced: it keeps no previous values",
+      S + "feature x = sum(change(x)) per acct on Ev window=1h/1\n")
     E(2, "expected 'feature NAME = EXPR", A + "feature x value() on Ev\n")
     E(2, "expected 'derived NAME = OP(ARGS)", A + "derived x ratio(a,b)\n")
     E(2, "bad expression", A + "feature x = count) per acct on Ev window=1h/1\n")
