@@ -338,7 +338,8 @@ int rf_store_lookup_slice(rf_store_t *store, int kind, const char *id, size_t id
     key[n++] = '}';
     key[n] = '\0';
     /* A slice is its own entry: the field joins the identity. */
-    memcpy(key + n + 1, slice, flen);
+    if (flen)
+        memcpy(key + n + 1, slice, flen);
     key[n + 1 + flen] = '\0';
     uint32_t h = rf_fnv1a32(key, n + 1 + flen);
 
