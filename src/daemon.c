@@ -27,6 +27,7 @@
 #include "riskflow/decl.h"
 #include "riskflow/demo.h"
 #include "riskflow/engine.h"
+#include "riskflow/health.h"
 #include "riskflow/epoch.h"
 #include "riskflow/txn.h"
 #include "riskflow/err.h"
@@ -55,6 +56,7 @@ struct daemon {
     int epoch_pending, txn_pending;
     int subscribed;
     rf_demo_t *demo;
+    rf_health_t *health; /* readiness, systemd's notifications and watchdog */
     struct rf_metrics metrics;
 
     uv_signal_t sig_term, sig_int, sig_hup;
@@ -322,6 +324,7 @@ static void close_all(struct daemon *d) {
     d->store = NULL;
     if (d->demo)
         rf_demo_close(d->demo, NULL, NULL);
+    rf_health_close(d->health);
     /* Signals, timers: whatever is left. */
     uv_walk(&d->loop, on_walk_close, NULL);
 }
@@ -423,6 +426,8 @@ static void begin_stop(struct daemon *d, const char *why) {
         return;
     d->stopping = 1;
     RF_NOTICE("DAEMON", "stopping (%s): %d events in flight", why, rf_engine_inflight(d->engine));
+    if (d->health)
+        rf_health_stopping(d->health);
     rf_engine_stop(d->engine);
     d->stop_deadline_ns = uv_hrtime() + (uint64_t)d->conf->shutdown_timeout_ms * 1000000ULL;
     if (d->conf->shutdown_timeout_ms > 0)
@@ -895,6 +900,18 @@ static int start(struct daemon *d, char *errstr, size_t size) {
               rf_engine_jobs(d->engine), conf->features_path, conf->dlq_topic,
               conf->store_backend);
 
+    struct rf_health_deps hd = {&d->loop, d->store, d->engine, &d->metrics,
+                                sc.backend == RF_STORE_REDIS};
+    d->health = rf_health_new(&hd, err, sizeof err);
+    if (!d->health) {
+        snprintf(errstr, size, "%s", err);
+        return RF_EXIT_UNAVAILABLE;
+    }
+    rf_health_start(d->health);
+    if (rf_health_watchdog_usec(d->health))
+        RF_INFO("DAEMON", "systemd watchdog: every %" PRIu64 " ms (half of WatchdogSec)",
+                rf_health_watchdog_usec(d->health) / 2000);
+
     uv_signal_init(&d->loop, &d->sig_term);
     uv_signal_init(&d->loop, &d->sig_int);
     uv_signal_init(&d->loop, &d->sig_hup);
@@ -961,6 +978,7 @@ int rf_daemon_run(const struct rf_conf *conf, int demo) {
     if (d->rkp)
         rd_kafka_destroy(d->rkp);
     rf_demo_destroy(d->demo);
+    rf_health_destroy(d->health);
     rf_epoch_destroy(d->epoch);
     rf_txn_destroy(d->txn);
     rf_decl_destroy(d->decl);

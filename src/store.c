@@ -167,6 +167,12 @@ struct rf_store_s {
     rf_store_epoch_cb epoch_cb;
     void *epoch_arg;
 
+    /* The health PING in flight. */
+    int ping_busy;
+    uint64_t ping_t0;
+    rf_store_ping_cb ping_cb;
+    void *ping_arg;
+
     /* hiredis argv for MGET / SET, grown to the largest seen. */
     const char **argv;
     size_t *argvlen;
@@ -1321,6 +1327,37 @@ void rf_store_release(rf_store_t *store, uint64_t gen) {
     }
     if (!store->flush_retry)
         flush_start(store);
+}
+
+/* ---- health ---- */
+
+static void on_ping(rf_redis_t *r, int status, redisReply *reply, void *arg) {
+    rf_store_t *store = arg;
+    (void)r;
+    store->ping_busy = 0;
+    if (store->closing)
+        return;
+    if (status == 0 && (reply->type != REDIS_REPLY_STATUS || strcmp(reply->str, "PONG") != 0))
+        status = RF_E_REDIS;
+    store->ping_cb(store, status, (uv_hrtime() - store->ping_t0) / 1000, store->ping_arg);
+}
+
+int rf_store_ping(rf_store_t *store, rf_store_ping_cb cb, void *arg) {
+    if (!store->redis)
+        return 1;
+    if (store->closing)
+        return RF_E_CLOSED;
+    if (store->ping_busy)
+        return RF_E_BUSY;
+    static const char *const argv[] = {"PING"};
+    static const size_t lens[] = {4};
+    store->ping_cb = cb;
+    store->ping_arg = arg;
+    store->ping_t0 = uv_hrtime();
+    int rc = rf_redis_command_argv(store->redis, 1, (const char **)argv, lens, on_ping, store);
+    if (rc == 0)
+        store->ping_busy = 1;
+    return rc;
 }
 
 /* ---- retries ---- */

@@ -193,6 +193,15 @@ typedef void (*rf_store_epoch_cb)(rf_store_t *store, int status, const char *epo
  * bytes). */
 int rf_store_epoch(rf_store_t *store, const char *fresh, rf_store_epoch_cb cb, void *arg);
 
+/* A PING's answer: status 0 (PONG) with its round trip, or a negative RF_E_* (no
+ * connection, a timeout, another reply). Never called once the store is closing. */
+typedef void (*rf_store_ping_cb)(rf_store_t *store, int status, uint64_t rtt_us, void *arg);
+
+/* Ask Redis whether it answers (readiness, the round-trip metric). 0 (cb will run), 1 with
+ * the memory backend (nothing to ask), RF_E_BUSY while one is in flight, RF_E_CONN while not
+ * connected, RF_E_CLOSED. */
+int rf_store_ping(rf_store_t *store, rf_store_ping_cb cb, void *arg);
+
 /* Offsets below `below` on (topic, partition) are committed: drop the journal chunks that
  * hold only those. Fire and forget (a failure is counted; the next commit prunes again). */
 void rf_store_prune_log(rf_store_t *store, const char *topic, int32_t partition, int64_t below);
