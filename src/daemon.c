@@ -435,10 +435,37 @@ static void begin_stop(struct daemon *d, const char *why) {
     on_engine_idle(d);
 }
 
+/* A reload's outcome, job by job: what serves now, or why a file was refused. */
+static void on_reloaded(rf_engine_t *e, const struct rf_reload_result *res, int n, void *arg) {
+    struct daemon *d = arg;
+    (void)e;
+    for (int j = 0; j < n; j++) {
+        const struct rf_reload_result *r = &res[j];
+        if (r->skipped)
+            continue;
+        if (r->ok)
+            RF_NOTICE("MODEL", "%s: reloaded: %s", r->job, r->serving);
+        else
+            RF_ERR("MODEL", "%s: reload refused, the running model stays: %s%s%s", r->job,
+                   r->error, r->serving[0] ? "; reloaded: " : "", r->serving);
+    }
+    rf_health_reload_end(d->health);
+}
+
 static void on_signal(uv_signal_t *s, int signum) {
     struct daemon *d = s->data;
     if (signum == SIGHUP) {
-        RF_NOTICE("DAEMON", "SIGHUP: model reload is not implemented yet; ignored");
+        if (d->stopping)
+            return;
+        int rc = rf_engine_reload(d->engine, on_reloaded, d);
+        if (rc == 0) {
+            RF_NOTICE("DAEMON", "SIGHUP: reloading the models (off the loop; the running ones "
+                      "serve meanwhile)");
+            rf_health_reload_begin(d->health);
+        } else {
+            RF_WARN("DAEMON", "SIGHUP: %s", rc == RF_E_BUSY ? "a reload is already in progress"
+                                                           : rf_strerror(rc));
+        }
         return;
     }
     if (d->stopping) {

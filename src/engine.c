@@ -101,6 +101,7 @@ struct rf_engine_s {
     int n_rtypes;
     int n_kinds;
     uint32_t sliced;           /* bit k: kind k is sliced (decl.h) */
+    int reloading;             /* a model reload is staging off the loop */
     uint8_t *view[RF_KINDS_MAX]; /* sliced kinds: a slice plus the others, as jobs read it */
     int print;
     rf_sink_t *sink; /* outputs.print=stdout: lines go to a thread of their own */
@@ -1502,6 +1503,77 @@ void rf_engine_close_print(rf_engine_t *e) {
         e->d.metrics->print_dropped = rf_sink_destroy(e->sink, 5000);
         e->sink = NULL;
     }
+}
+
+/* ---- hot reload ---- */
+
+struct reload {
+    uv_work_t req;
+    rf_engine_t *e;
+    rf_engine_reload_cb cb;
+    void *arg;
+    void *staged[RF_JOBS_KNOWN_MAX];
+    struct rf_reload_result res[RF_JOBS_KNOWN_MAX];
+    int n;
+};
+
+/* Off the loop: each job stages its models (job.h: reload_stage reads nothing the hooks
+ * change). */
+static void reload_work(uv_work_t *req) {
+    struct reload *rl = req->data;
+    rf_engine_t *e = rl->e;
+    for (int j = 0; j < e->n_jobs; j++) {
+        struct rf_reload_result *r = &rl->res[j];
+        r->job = e->jobs[j].ops->name;
+        r->skipped = !e->jobs[j].ops->reload_stage;
+        if (r->skipped)
+            continue;
+        rl->staged[j] = e->jobs[j].ops->reload_stage(e->jobs[j].obj, r->error, sizeof r->error);
+    }
+}
+
+/* On the loop, so never inside a batch's hooks and scoring: swap in what loaded. */
+static void reload_done(uv_work_t *req, int status) {
+    struct reload *rl = req->data;
+    rf_engine_t *e = rl->e;
+    e->reloading = 0;
+    for (int j = 0; j < e->n_jobs; j++) {
+        struct rf_reload_result *r = &rl->res[j];
+        if (r->skipped)
+            continue;
+        if (status != 0 || e->stopping || !rl->staged[j]) {
+            e->jobs[j].ops->reload_discard(rl->staged[j]);
+            if (!rl->staged[j])
+                snprintf(r->error, sizeof r->error, "out of memory");
+            r->ok = 0;
+            continue;
+        }
+        r->ok = e->jobs[j].ops->reload_swap(e->jobs[j].obj, rl->staged[j], r->serving,
+                                             sizeof r->serving) == 0;
+    }
+    if (!e->stopping)
+        rl->cb(e, rl->res, e->n_jobs, rl->arg);
+    free(rl);
+}
+
+int rf_engine_reload(rf_engine_t *e, rf_engine_reload_cb cb, void *arg) {
+    if (e->stopping)
+        return RF_E_CLOSED;
+    if (e->reloading)
+        return RF_E_BUSY;
+    struct reload *rl = calloc(1, sizeof *rl);
+    if (!rl)
+        return RF_E_NOMEM;
+    rl->e = e;
+    rl->cb = cb;
+    rl->arg = arg;
+    rl->req.data = rl;
+    if (uv_queue_work(e->d.loop, &rl->req, reload_work, reload_done) != 0) {
+        free(rl);
+        return RF_E_INVAL;
+    }
+    e->reloading = 1;
+    return 0;
 }
 
 const char *rf_engine_jobs(const rf_engine_t *e) {

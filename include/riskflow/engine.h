@@ -59,6 +59,27 @@ rf_engine_t *rf_engine_new(const struct rf_engine_deps *deps, char *errstr, size
 void rf_engine_set_store(rf_engine_t *e, rf_store_t *store);
 void rf_engine_destroy(rf_engine_t *e); /* after rf_engine_close's callback */
 
+/* One job's part of a hot reload. */
+struct rf_reload_result {
+    const char *job;
+    int skipped;      /* the job has no reload */
+    int ok;           /* every model file of the job loaded and now serves */
+    char serving[512]; /* what serves after the swap (the job's words) */
+    char error[1024];  /* the files that failed and why; their running models stay */
+};
+typedef void (*rf_engine_reload_cb)(rf_engine_t *e, const struct rf_reload_result *res, int n,
+                                    void *arg);
+
+/*
+ * Hot reload (SIGHUP): every job that has one (job.h reload_*) loads, validates and warms up
+ * its model files again on libuv's threadpool while the engine keeps serving; then, on the
+ * loop and so between two batches, what loaded is swapped in and serves from the next batch
+ * on, and a file that failed leaves its running model in place. cb reports per job (not
+ * called when the engine stops first). 0, RF_E_BUSY while one is in progress, RF_E_CLOSED
+ * when stopping.
+ */
+int rf_engine_reload(rf_engine_t *e, rf_engine_reload_cb cb, void *arg);
+
 /* Take messages from the consumer queue until it is empty or a limit is reached. */
 void rf_engine_drain(rf_engine_t *e);
 

@@ -79,6 +79,20 @@ struct rf_job_ops {
     /* After every event of the batch: score the staged rows, write outputs. */
     void (*end_batch)(void *job);
 
+    /* Hot reload (SIGHUP), all three NULL for a job without one. reload_stage runs OFF the
+     * loop, on libuv's threadpool, while the job keeps serving: it may read the job's
+     * configuration, the finished declarations and the schemas, nothing the hooks change. It
+     * loads and validates the job's model files again, builds their plans and warms them up,
+     * and returns what it staged (never NULL but for out of memory) with errstr naming every
+     * file that failed ("" when none did). reload_swap runs on the loop between two batches:
+     * it installs what loaded (a file that failed keeps its running model), frees the rest
+     * and `staged`, and writes what now serves into msg; 0, or RF_E_MODEL when a file failed.
+     * reload_discard frees a staged reload that will not be swapped in (the engine is
+     * closing). */
+    void *(*reload_stage)(void *job, char *errstr, size_t errstr_size);
+    int (*reload_swap)(void *job, void *staged, char *msg, size_t msg_size);
+    void (*reload_discard)(void *staged);
+
     /* Print an acknowledged output (the outputs.print sink); may be NULL. */
     void (*print)(void *job, int kind, const void *payload, size_t len, FILE *out);
     /* Names of its output kinds (for the summary and metrics), kinds entries. */

@@ -255,6 +255,28 @@ class Produced:
         self.err = None
 
 
+def fraud_conf(svc, run, features=None, model=None, **extra):
+    """riskflowd's config for jobs=fraud on topics and keys named after `run` (<run>.feed in,
+    <run>.scores, .alerts, .dlq out; Redis prefix <run>); extra: more keys ('_' for '.')."""
+    conf = {
+        "kafka.bootstrap.servers": svc.bootstrap,
+        "kafka.group.id": run + ".group",
+        "input.topics": run + ".feed",
+        "jobs": "fraud",
+        "features.path": features or FEATURES_PATH,
+        "schemas.dir": SCHEMAS_DIR,
+        "fraud.model.path": model or MODEL_PATH,
+        "fraud.scores.topic": run + ".scores",
+        "fraud.alerts.topic": run + ".alerts",
+        "output.dlq.topic": run + ".dlq",
+        "redis.host": svc.redis_host,
+        "redis.port": svc.redis_port,
+        "redis.key.prefix": run,
+    }
+    conf.update({k.replace("_", "."): v for k, v in extra.items()})
+    return conf
+
+
 def make_producer(svc, **extra):
     conf = {"bootstrap.servers": svc.bootstrap, "enable.idempotence": True, "acks": "all",
             "linger.ms": 5, "message.max.bytes": 2000000}

@@ -58,24 +58,9 @@ def test_sliced_two_instances(services, daemon_bin, tmp_path):
         f.write(FEATURES_TEXT)
     model = str(tmp_path / "model.json")
     logistic_model(model)
-    conf = {
-        "kafka.bootstrap.servers": services.bootstrap,
-        "kafka.group.id": run + ".group",
-        "input.topics": feed,
-        "jobs": "fraud",
-        "features.path": features,
-        "schemas.dir": rfkit.SCHEMAS_DIR,
-        "fraud.model.path": model,
-        "fraud.score.where": "all",
-        "fraud.scores.topic": scores_t,
-        "fraud.alerts.topic": alerts_t,
-        "output.dlq.topic": dlq_t,
-        "redis.host": services.redis_host,
-        "redis.port": services.redis_port,
-        "redis.key.prefix": run,
-        "store.slice.refresh.ms": 200,
-        "commit.interval.ms": 200,
-    }
+    conf = rfkit.fraud_conf(services, run, features=features, model=model,
+                            fraud_score_where="all", store_slice_refresh_ms=200,
+                            commit_interval_ms=200)
     recs = [Produced(feed, p["customer_id"].encode(), rfkit.encode_payment(p), payment=p)
             for p in pays]
     a = rfkit.Daemon(tmp_path, conf, name="a")

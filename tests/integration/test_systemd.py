@@ -66,22 +66,8 @@ class NotifySocket(threading.Thread):
 
 
 def base_conf(services, run, redis_port=None):
-    return {
-        "kafka.bootstrap.servers": services.bootstrap,
-        "kafka.group.id": run + ".group",
-        "input.topics": run + ".feed",
-        "jobs": "fraud",
-        "features.path": rfkit.FEATURES_PATH,
-        "schemas.dir": rfkit.SCHEMAS_DIR,
-        "fraud.model.path": rfkit.MODEL_PATH,
-        "fraud.scores.topic": run + ".scores",
-        "fraud.alerts.topic": run + ".alerts",
-        "output.dlq.topic": run + ".dlq",
-        "redis.host": services.redis_host,
-        "redis.port": redis_port or services.redis_port,
-        "redis.key.prefix": run,
-        "redis.connect.timeout.ms": 200,
-    }
+    return rfkit.fraud_conf(services, run, redis_port=redis_port or services.redis_port,
+                            redis_connect_timeout_ms=200)
 
 
 def start_with(monkeypatch, daemon, sock_path, watchdog_usec, watchdog_pid=None):
