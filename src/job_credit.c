@@ -246,6 +246,82 @@ static void credit_print(void *job, int kind, const void *payload, size_t len, F
             rf_avro_view_str(&u, "cause_event_id"), rf_avro_view_str(&u, "model_version"), why);
 }
 
+/* ---- hot reload (SIGHUP) ---- */
+
+struct credit_reload {
+    rf_scorecard_t *sc;
+    rf_feat_plan_t *plan;
+};
+
+static void credit_reload_discard(void *staged) {
+    struct credit_reload *rl = staged;
+    if (!rl)
+        return;
+    rf_scorecard_destroy(rl->sc);
+    rf_feat_plan_destroy(rl->plan);
+    free(rl);
+}
+
+/* Off the loop: the scorecard again, its plan, and a warm-up score of a row of zeros (with
+ * reasons): a PD in [0, 1] and a band it has. A failure leaves rl->sc NULL. */
+static void *credit_reload_stage(void *job, char *errstr, size_t size) {
+    const struct credit *cr = job;
+    struct credit_reload *rl = calloc(1, sizeof *rl);
+    char err[512];
+    if (!rl) {
+        snprintf(errstr, size, "out of memory");
+        return NULL;
+    }
+    errstr[0] = '\0';
+    const char *where = rf_conf_where(cr->env.conf, "credit.model.path");
+    rl->sc = rf_scorecard_load(cr->c->model_path, err, sizeof err);
+    if (!rl->sc) {
+        snprintf(errstr, size, "%s: credit.model.path: %s", where, err);
+        return rl;
+    }
+    int n = rf_scorecard_n_features(rl->sc);
+    const char *names[RF_SC_FEATURES_MAX];
+    for (int i = 0; i < n; i++)
+        names[i] = rf_scorecard_feature(rl->sc, i);
+    rl->plan = rf_feat_plan_new(cr->env.decl, names, n, cr->types, 2, err, sizeof err);
+    double x[RF_SC_FEATURES_MAX] = {0};
+    struct rf_sc_result res;
+    if (rl->plan)
+        rf_scorecard_score(rl->sc, x, 1, &res);
+    if (!rl->plan || !(res.pd >= 0.0 && res.pd <= 1.0) || res.band < 0 ||
+        res.band >= rf_scorecard_n_bands(rl->sc)) {
+        snprintf(errstr, size, "%s: credit.model.path: %s: %s", where, cr->c->model_path,
+                 rl->plan ? "the new scorecard does not score a row of zeros" : err);
+        rf_scorecard_destroy(rl->sc);
+        rl->sc = NULL;
+    }
+    return rl;
+}
+
+/* On the loop, between batches. A customer's published band carries the signature of the
+ * model that published it: under another version it counts as none published (the job's
+ * state rule), so the first event after the swap publishes afresh. */
+static int credit_reload_swap(void *job, void *staged, char *msg, size_t size) {
+    struct credit *cr = job;
+    struct credit_reload *rl = staged;
+    int ok = rl->sc != NULL;
+    if (ok) {
+        rf_scorecard_destroy(cr->sc);
+        rf_feat_plan_destroy(cr->plan);
+        cr->sc = rl->sc;
+        cr->plan = rl->plan;
+        rl->sc = NULL;
+        rl->plan = NULL;
+        cr->n = rf_scorecard_n_features(cr->sc);
+        const char *version = rf_scorecard_version(cr->sc);
+        cr->sig = (uint32_t)rf_fnv1a64(version, strlen(version));
+        snprintf(msg, size, "credit scorecard %s (%d features, %d bands)", version, cr->n,
+                 rf_scorecard_n_bands(cr->sc));
+    }
+    credit_reload_discard(rl);
+    return ok ? 0 : RF_E_MODEL;
+}
+
 static const char *const kind_names[] = {"pd_updates"};
 
 const struct rf_job_ops rf_job_credit = {
@@ -262,6 +338,9 @@ const struct rf_job_ops rf_job_credit = {
     .after = credit_after,
     .end_batch = credit_end_batch,
     .print = credit_print,
+    .reload_stage = credit_reload_stage,
+    .reload_swap = credit_reload_swap,
+    .reload_discard = credit_reload_discard,
     .kind_names = kind_names,
     .kinds = 1,
 };

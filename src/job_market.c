@@ -95,6 +95,23 @@ struct market {
     rf_avro_view_t *view;
 };
 
+/* A model trained on other bars would score every bar wrongly without a sign: refuse. */
+static int other_bars(const struct market *m, const rf_rnn_t *rnn, char *errstr, size_t size) {
+    int64_t mlen;
+    int mbars = rf_rnn_bars(rnn, &mlen);
+    int64_t clen = m->time_bars ? m->c->bar_ms : m->c->bar_trades;
+    if (!mbars || (mbars == (m->time_bars ? RF_RNN_BARS_TIME : RF_RNN_BARS_TRADES) && mlen == clen))
+        return 0;
+    const char *key = m->time_bars ? "market.bar.ms" : "market.bar.trades";
+    snprintf(errstr, size, "%s: market.model.path: %s was trained on %s bars of %lld %s; "
+             "market.bar.type=%s with %s=%lld (%s) asks for other bars",
+             rf_conf_where(m->env.conf, "market.model.path"), m->c->model_path,
+             mbars == RF_RNN_BARS_TIME ? "time" : "trade-count", (long long)mlen,
+             mbars == RF_RNN_BARS_TIME ? "ms" : "trades", m->c->bar_type, key, (long long)clen,
+             rf_conf_where(m->env.conf, key));
+    return 1;
+}
+
 static void market_destroy(void *job) {
     struct market *m = job;
     if (!m)
@@ -161,20 +178,8 @@ static void *market_init(const struct rf_job_env *env, char *errstr, size_t size
         goto fail;
     }
     m->time_bars = strcmp(m->c->bar_type, "time") == 0;
-    /* A model trained on other bars would score every bar wrongly without a sign: refuse. */
-    int64_t mlen;
-    int mbars = rf_rnn_bars(m->rnn, &mlen);
-    int64_t clen = m->time_bars ? m->c->bar_ms : m->c->bar_trades;
-    if (mbars && (mbars != (m->time_bars ? RF_RNN_BARS_TIME : RF_RNN_BARS_TRADES) || mlen != clen)) {
-        const char *key = m->time_bars ? "market.bar.ms" : "market.bar.trades";
-        snprintf(errstr, size, "%s: market.model.path: %s was trained on %s bars of %lld %s; "
-                 "market.bar.type=%s with %s=%lld (%s) asks for other bars",
-                 rf_conf_where(env->conf, "market.model.path"), m->c->model_path,
-                 mbars == RF_RNN_BARS_TIME ? "time" : "trade-count", (long long)mlen,
-                 mbars == RF_RNN_BARS_TIME ? "ms" : "trades", m->c->bar_type, key,
-                 (long long)clen, rf_conf_where(env->conf, key));
+    if (other_bars(m, m->rnn, errstr, size))
         goto fail;
-    }
     /* At most one close per event (a time bar closes before an event, a trade bar with one). */
     m->max_steps = env->conf->batch_max;
     m->steps = calloc((size_t)m->max_steps, sizeof *m->steps);
@@ -361,6 +366,103 @@ static void market_print(void *job, int kind, const void *payload, size_t len, F
             rf_avro_view_str(&s, "model_version"));
 }
 
+/* ---- hot reload (SIGHUP) ---- */
+
+struct market_reload {
+    rf_rnn_t *rnn;
+    rf_feat_plan_t *plan;
+    double *x; /* max_steps × F of the new model */
+};
+
+static void market_reload_discard(void *staged) {
+    struct market_reload *rl = staged;
+    if (!rl)
+        return;
+    rf_rnn_destroy(rl->rnn);
+    rf_feat_plan_destroy(rl->plan);
+    free(rl->x);
+    free(rl);
+}
+
+/* Off the loop: the network again, on the same bars and with a hidden state of the same
+ * shape (the instruments' stored state is laid out for it at start), its plan, and a
+ * warm-up step from zeros whose outputs are finite. A failure leaves rl->rnn NULL. */
+static void *market_reload_stage(void *job, char *errstr, size_t size) {
+    const struct market *m = job;
+    struct market_reload *rl = calloc(1, sizeof *rl);
+    char err[512];
+    if (!rl) {
+        snprintf(errstr, size, "out of memory");
+        return NULL;
+    }
+    errstr[0] = '\0';
+    const char *where = rf_conf_where(m->env.conf, "market.model.path");
+    rl->rnn = rf_rnn_load(m->c->model_path, err, sizeof err);
+    if (!rl->rnn) {
+        snprintf(errstr, size, "%s: market.model.path: %s", where, err);
+        return rl;
+    }
+    int F = rf_rnn_features(rl->rnn);
+    if (other_bars(m, rl->rnn, errstr, size))
+        goto fail;
+    if (rf_rnn_hidden(rl->rnn) != m->H || (rf_rnn_cell(rl->rnn) == RF_RNN_LSTM) != m->lstm) {
+        snprintf(errstr, size, "%s: market.model.path: %s: a %s of hidden size %d, where the "
+                 "instruments' state holds a %s's of %d: restart riskflowd to change it",
+                 where, m->c->model_path, rf_rnn_cell(rl->rnn) == RF_RNN_LSTM ? "LSTM" : "GRU",
+                 rf_rnn_hidden(rl->rnn), m->lstm ? "LSTM" : "GRU", m->H);
+        goto fail;
+    }
+    const char *names[RF_RNN_FEATURES_MAX];
+    for (int i = 0; i < F; i++)
+        names[i] = rf_rnn_feature(rl->rnn, i);
+    rl->plan = rf_feat_plan_new(m->env.decl, names, F, m->types, 2, err, sizeof err);
+    rl->x = calloc((size_t)m->max_steps * (size_t)F, sizeof *rl->x);
+    if (!rl->plan || !rl->x) {
+        snprintf(errstr, size, "%s: market.model.path: %s: %s", where, m->c->model_path,
+                 rl->plan ? "out of memory" : err);
+        goto fail;
+    }
+    float h[RF_RNN_HIDDEN_MAX] = {0}, c[RF_RNN_HIDDEN_MAX] = {0};
+    double out[2];
+    if (rf_rnn_step(rl->rnn, 1, rl->x, h, m->lstm ? c : NULL, out) != 0 || !isfinite(out[0]) ||
+        !(out[1] >= 0.0 && out[1] <= 1.0)) {
+        snprintf(errstr, size, "%s: market.model.path: %s: the new model does not step from "
+                 "zeros to finite outputs", where, m->c->model_path);
+        goto fail;
+    }
+    return rl;
+fail:
+    rf_rnn_destroy(rl->rnn);
+    rl->rnn = NULL;
+    return rl;
+}
+
+/* On the loop, between batches (no step staged). An instrument's carried state names the
+ * model that wrote it: under the new signature its next step starts from zeros. */
+static int market_reload_swap(void *job, void *staged, char *msg, size_t size) {
+    struct market *m = job;
+    struct market_reload *rl = staged;
+    int ok = rl->rnn != NULL;
+    if (m->n_steps != 0)
+        abort();
+    if (ok) {
+        rf_rnn_destroy(m->rnn);
+        rf_feat_plan_destroy(m->plan);
+        free(m->x);
+        m->rnn = rl->rnn;
+        m->plan = rl->plan;
+        m->x = rl->x;
+        rl->rnn = NULL;
+        rl->plan = NULL;
+        rl->x = NULL;
+        m->F = rf_rnn_features(m->rnn);
+        snprintf(msg, size, "market model %s (%s, %d features, hidden %d)",
+                 rf_rnn_version(m->rnn), m->lstm ? "LSTM" : "GRU", m->F, m->H);
+    }
+    market_reload_discard(rl);
+    return ok ? 0 : RF_E_MODEL;
+}
+
 static const char *const kind_names[] = {"signals"};
 
 const struct rf_job_ops rf_job_market = {
@@ -377,6 +479,9 @@ const struct rf_job_ops rf_job_market = {
     .after = market_after,
     .end_batch = market_end_batch,
     .print = market_print,
+    .reload_stage = market_reload_stage,
+    .reload_swap = market_reload_swap,
+    .reload_discard = market_reload_discard,
     .kind_names = kind_names,
     .kinds = 1,
 };

@@ -162,3 +162,103 @@ def test_reload_and_shadow(services, tmp_path, monkeypatch):
     msgs = [(t, m) for t, m in ns.msgs if m in ("READY=1", "RELOADING=1") and t >= t_hup]
     kinds = [m for _, m in msgs]
     assert kinds[:4] == ["RELOADING=1", "READY=1", "RELOADING=1", "READY=1"], kinds
+
+
+def test_reload_credit(services, tmp_path):
+    """The credit scorecard reloads too: PdUpdates name the new version from the swap on (each
+    customer's first event after it publishes afresh: its band was another model's); a broken
+    file is refused and the running scorecard stays."""
+    import random
+    rng = random.Random(7)
+    run = rfkit.unique("rf-reload-cr")
+    feed, pd_t = run + ".feed", run + ".pd"
+    rfkit.create_topics(services, {feed: 1, pd_t: 1, run + ".dlq": 1})
+    sc_path = str(tmp_path / "scorecard.json")
+    src = os.path.join(rfkit.ROOT, "deploy", "models", "credit_scorecard.json")
+
+    def write_sc(version, text=None):
+        with open(src) as f:
+            doc = json.load(f)
+        doc["version"] = version
+        with open(sc_path + ".tmp", "w") as f:
+            f.write(text if text is not None else json.dumps(doc))
+        os.rename(sc_path + ".tmp", sc_path)
+
+    write_sc("sc-a")
+    conf = rfkit.fraud_conf(services, run, jobs="credit", credit_model_path=sc_path,
+                            credit_pd_topic=pd_t, commit_interval_ms=200)
+    d = rfkit.Daemon(tmp_path, conf, name="credit")
+    pd_r = rfkit.TopicReader(services, pd_t)
+    producer = rfkit.make_producer(services)
+    try:
+        d.start()
+        ids1 = produce_step(services, producer, feed, rng, 1)
+        rfkit.wait_committed_to_end(services, d, run + ".group", feed)
+        pd_r.read_to_end()
+        n1 = len(pd_r.msgs)
+        assert n1 > 0
+        write_sc("sc-b")
+        d.proc.send_signal(signal.SIGHUP)
+        pos = wait_log(d, r"credit: reloaded: credit scorecard sc-b", 0)
+        ids2 = produce_step(services, producer, feed, rng, 2)
+        rfkit.wait_committed_to_end(services, d, run + ".group", feed)
+        write_sc("sc-c", text='{"format": "riskflow.scorecard.v1"')
+        d.proc.send_signal(signal.SIGHUP)
+        wait_log(d, r"credit: reload refused, the running model stays: .*credit\.model\.path", pos)
+        ids3 = produce_step(services, producer, feed, rng, 3)
+        rfkit.wait_committed_to_end(services, d, run + ".group", feed)
+        d.proc.send_signal(signal.SIGTERM)
+        assert d.proc.wait(30) == 0, d.log_tail()
+        pd_r.read_to_end()
+    except BaseException:
+        d.kill()
+        print(d.log_tail(120))
+        raise
+    ups = [rfkit.decode_confluent(m.value(), 7, rfkit._load_schema("pd_update.avsc"))
+           for m in pd_r.msgs]
+    by_cause = {}
+    for u in ups:
+        by_cause.setdefault(u["model_version"], set()).add(u["cause_event_id"])
+    assert by_cause.get("sc-a") and by_cause["sc-a"] <= ids1, sorted(by_cause)
+    assert by_cause.get("sc-b") and by_cause["sc-b"] <= ids2 | ids3, sorted(by_cause)
+    assert set(by_cause) == {"sc-a", "sc-b"}, sorted(by_cause)
+    # After the swap every customer with an event published again under sc-b.
+    step2_customers = {u["customer_id"] for u in ups if u["cause_event_id"] in ids2}
+    assert len(step2_customers) >= 10
+
+
+def test_reload_market(services, tmp_path):
+    """The market network reloads: the same file again is swapped in; one whose hidden state
+    has another shape (the fixtures' small LSTM) or garbage is refused with the reason, and
+    the running GRU stays."""
+    import shutil
+    run = rfkit.unique("rf-reload-mk")
+    rfkit.create_topics(services, {run + ".feed": 1, run + ".signals": 1, run + ".dlq": 1})
+    path = str(tmp_path / "market.safetensors")
+    gru = os.path.join(rfkit.ROOT, "deploy", "models", "market_gru.safetensors")
+    shutil.copyfile(gru, path)
+    conf = rfkit.fraud_conf(services, run, jobs="market", market_model_path=path,
+                            market_signals_topic=run + ".signals")
+    d = rfkit.Daemon(tmp_path, conf, name="market")
+    try:
+        d.start()
+        wait_log(d, r"rebalance: assignment", 0)
+        d.proc.send_signal(signal.SIGHUP)
+        pos = wait_log(d, r"market: reloaded: market model \S+ \(GRU", 0)
+        shutil.copyfile(os.path.join(rfkit.ROOT, "tests", "fixtures",
+                                     "market_lstm_small.safetensors"), path + ".tmp")
+        os.rename(path + ".tmp", path)
+        d.proc.send_signal(signal.SIGHUP)
+        pos = wait_log(d, r"market: reload refused, the running model stays: .*restart riskflowd",
+                       pos)
+        with open(path, "wb") as f:
+            f.write(b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\":1")
+        d.proc.send_signal(signal.SIGHUP)
+        wait_log(d, r"market: reload refused, the running model stays: .*market\.model\.path", pos)
+        d.assert_alive()
+        d.proc.send_signal(signal.SIGTERM)
+        assert d.proc.wait(30) == 0, d.log_tail()
+    except BaseException:
+        d.kill()
+        print(d.log_tail(80))
+        raise
