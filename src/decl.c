@@ -747,9 +747,9 @@ static int parse_feature(struct parser *p) {
             if (rc)
                 return rc;
         } else if (f->agg != RF_AGG_VALUE) {
-            if (k->sliced)
-                return PERR(p, "feature '%s': entity '%s' is sliced: only aggregations over a "
-                            "window (window=DUR/TILES) add up across its slices", f->name,
+            if (k->sliced && f->agg == RF_AGG_TSL)
+                return PERR(p, "feature '%s': entity '%s' is sliced: time_since_last needs the "
+                            "entity's last two events, which no slice alone knows", f->name,
                             k->name);
             int *s = realloc(k->scalars, sizeof *s * (size_t)(k->n_scalars + 1));
             if (!s)

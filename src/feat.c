@@ -408,8 +408,49 @@ static void tile_merge(const struct group *g, uint8_t *dst, const uint8_t *src, 
     st_u32(dst, cnt, na > UINT32_MAX - nb ? UINT32_MAX : na + nb);
 }
 
+static double decay(uint64_t dt_ms, int64_t halflife_ms);
+
+/* A scalar slot of src into dst's: the later `last` wins (dst on a tie), `age` keeps the
+ * later time, ewma and dsum decay the earlier to the later time and add (S, and W). The
+ * parser keeps time_since_last off sliced kinds: it needs the last two events of all. */
+static void scalar_merge(const struct rf_feature *f, uint8_t *dst, const uint8_t *src) {
+    int64_t ts = ld_i64(src, f->off), td = ld_i64(dst, f->off);
+    if (ts == INT64_MIN)
+        return;
+    if (td == INT64_MIN) {
+        memcpy(dst + f->off, src + f->off, f->agg == RF_AGG_EWMA ? 24 : f->agg == RF_AGG_AGE ? 8 : 16);
+        return;
+    }
+    switch (f->agg) {
+    case RF_AGG_LAST:
+        if (ts > td)
+            memcpy(dst + f->off, src + f->off, 16);
+        break;
+    case RF_AGG_AGE:
+        if (ts > td)
+            st_i64(dst, f->off, ts);
+        break;
+    case RF_AGG_EWMA:
+    case RF_AGG_DSUM: {
+        int ewma = f->agg == RF_AGG_EWMA;
+        int64_t t = ts > td ? ts : td;
+        double kd = decay(udist(t, td), f->halflife_ms), ks = decay(udist(t, ts), f->halflife_ms);
+        st_f64(dst, f->off + 8, ld_f64(dst, f->off + 8) * kd + ld_f64(src, f->off + 8) * ks);
+        if (ewma)
+            st_f64(dst, f->off + 16,
+                   ld_f64(dst, f->off + 16) * kd + ld_f64(src, f->off + 16) * ks);
+        st_i64(dst, f->off, t);
+        break;
+    }
+    default:
+        break;
+    }
+}
+
 void rf_feat_merge(const rf_decl_t *d, int kind, uint8_t *dst, const uint8_t *src) {
     const struct kind *k = &d->kinds[kind];
+    for (int i = 0; i < k->n_scalars; i++)
+        scalar_merge(&d->feats[k->scalars[i]], dst, src);
     int64_t ts = rf_feat_t_last(src), td = rf_feat_t_last(dst);
     if (ts != INT64_MIN && (td == INT64_MIN || ts > td))
         st_i64(dst, RF_VOFF_TLAST, ts);

@@ -165,8 +165,8 @@ const char *rf_decl_canonical(const rf_decl_t *d, int kind);
 int64_t rf_decl_ttl_ms(const rf_decl_t *d, int kind);
 /* 1 for a `sliced` kind (FEATURES.md §2.1): each input partition keeps its own slice of an
  * entity (one writer, its own replay watermark), stored as a field of one Redis hash, and the
- * entity's features read the sum of the slices. Only windowed aggregations are kept on it (the
- * parser refuses the rest: no scalar slots, no previous values, no job state). */
+ * entity's features read the sum of the slices. Only what adds up across slices is kept on it
+ * (the parser refuses time_since_last, previous values and job state). */
 int rf_decl_sliced(const rf_decl_t *d, int kind);
 /* The key field of `kind` in record type t, or -1 when t does not touch the kind. */
 int rf_decl_key_field(const rf_decl_t *d, int kind, const struct rf_rtype *t);

@@ -70,8 +70,8 @@ void rf_feat_apply(const rf_decl_t *d, const struct rf_rec *r, uint8_t *const en
  * Add slice src of a sliced kind (decl.h rf_decl_sliced) into dst, both values of `kind`:
  * afterwards dst is the value one entity would hold had it been fed both slices' events — per
  * window, the later head of the two, and each tile both rings hold pooled (counts and sums
- * added, M2 by Chan's formula, min of mins, max of maxes); t_last the later. Windowed columns
- * only (sliced kinds keep nothing else); dst's sources stay. Sums are added in another order
+ * added, M2 by Chan's formula, min of mins, max of maxes); scalar slots as FEATURES.md §2.1
+ * says (time_since_last is not kept on sliced kinds); t_last the later; dst's sources stay. Sums are added in another order
  * than one value would add them: equal up to rounding. A fresh dst takes src's rings as they
  * are.
  */

@@ -145,11 +145,8 @@ static void test_errors(void) {
         {"entity customer\n", 1, "expected 'entity KIND key=FIELD [ttl=DUR] [sliced]'"},
         {"entity customer key=customer_id sliced sliced\n", 1, "expected 'entity KIND"},
         {"entity customer key=customer_id sliced\n"
-         "feature a = last(amount_minor) per customer on Payment\n", 2,
-         "entity 'customer' is sliced: only aggregations over a window"},
-        {"entity customer key=customer_id sliced\n"
-         "feature a = ewma(amount_minor) per customer on Payment halflife=1h\n", 2,
-         "is sliced: only aggregations over a window"},
+         "feature a = time_since_last per customer on Payment\n", 2,
+         "entity 'customer' is sliced: time_since_last needs the entity's last two events"},
         {"entity customer key=customer_id sliced\nentity card key=card_token\n"
          "feature a = sum(delta(amount_minor,customer)) per card on Payment window=1h/2\n", 3,
          "entity 'customer' is sliced: it keeps no previous values"},
@@ -756,8 +753,9 @@ static void test_brute_force(void) {
  * (rf_feat_merge), read like one value fed every event — against exactly that value. */
 static void test_slices(void) {
     char err[512];
-    static const char *const names[] = {"c", "s", "m", "sd", "q", "lo", "hi", "dc", "dm"};
-    enum { NF = 9, NP = 4 };
+    static const char *const names[] = {"c",  "s",  "m", "sd", "q",  "lo", "hi",
+                                        "dc", "dm", "l", "ag", "ew", "ds"};
+    enum { NF = 13, NP = 4 };
     rf_decl_t *d = decl_text(
         "entity customer key=customer_id sliced\n"
         "feature c = count per customer on Payment window=1h/6 where channel!=ATM\n"
@@ -768,7 +766,11 @@ static void test_slices(void) {
         "feature lo = min(amount_minor/100) per customer on Payment window=1h/6\n"
         "feature hi = max(amount_minor/100) per customer on Payment window=1h/6\n"
         "feature dc = count per customer on Payment window=1h/6 delay=30m\n"
-        "feature dm = mean(amount_minor/100) per customer on Payment window=2h/4 delay=1h\n",
+        "feature dm = mean(amount_minor/100) per customer on Payment window=2h/4 delay=1h\n"
+        "feature l = last(amount_minor/100) per customer on Payment\n"
+        "feature ag = age per customer on Payment cap=1d where channel=ATM\n"
+        "feature ew = ewma(amount_minor/100) per customer on Payment halflife=20m\n"
+        "feature ds = dsum(amount_minor/100) per customer on Payment halflife=1h\n",
         err, sizeof err);
     CHECK(d != NULL);
     if (!d) {

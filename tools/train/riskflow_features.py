@@ -970,9 +970,9 @@ class _Parser:
             elif f.agg in ("min", "max"):
                 f.cols = (g.need(f.agg, f.input),)
         elif f.agg in _SCALAR:
-            if kd.entity.sliced:
-                self.err(n, "feature '%s': entity '%s' is sliced: only aggregations over a "
-                         "window (window=DUR/TILES) add up across its slices"
+            if kd.entity.sliced and f.agg == "time_since_last":
+                self.err(n, "feature '%s': entity '%s' is sliced: time_since_last needs the "
+                         "entity's last two events, which no slice alone knows"
                          % (f.name, kd.entity.name))
             f.scalar = len(kd.scalars)
             kd.scalars.append(f)

@@ -1179,8 +1179,8 @@ def test_error_keyword_and_syntax():
     E(1, "expected 'entity KIND key=FIELD [ttl=DUR] [sliced]'",
       "entity acct key=acct sliced sliced\n")
     S = "entity acct key=acct sliced\n"
-    E(2, "entity 'acct' is sliced: only aggregations over a window",
-      S + "feature x = last(x) per acct on Ev\n")
+    E(2, "entity 'acct' is sliced: time_since_last needs the entity's last two events",
+      S + "feature x = time_since_last per acct on Ev\n")
     E(2, "entity 'acct' is sliced: it keeps no previous values",
       S + "feature x = sum(change(x)) per acct on Ev window=1h/1\n")
     E(2, "expected 'feature NAME = EXPR", A + "feature x value() on Ev\n")
