@@ -96,6 +96,11 @@ static const struct rf_conf_prop props[] = {
          "entity aside (its events are dead-lettered with reason `state`, the key is never "
          "written) and logs it until an operator fixes or deletes the key; `replace` starts the "
          "entity fresh over it (counted and logged)."),
+    STR("metrics.listen", metrics_listen, "none",
+        "HOST:PORT of the HTTP listener serving /metrics (Prometheus text), /healthz (the loop "
+        "answers) and /readyz (200 once partitions are assigned, Redis answers a PING and the "
+        "models are loaded; 503 and what it waits for before that); an IPv4 address, port 0 "
+        "picks one (the log says which). none: no listener."),
     INT("store.slice.refresh.ms", store_slice_refresh_ms, "1000", 0, 3600000,
         "Sliced entity kinds (docs/FEATURES.md §2.1): a slice reads the other partitions' "
         "slices of its entity from Redis again at its first use this long after the last "

@@ -27,7 +27,9 @@
 #include "riskflow/decl.h"
 #include "riskflow/demo.h"
 #include "riskflow/engine.h"
+#include "riskflow/exposition.h"
 #include "riskflow/health.h"
+#include "riskflow/http.h"
 #include "riskflow/epoch.h"
 #include "riskflow/txn.h"
 #include "riskflow/err.h"
@@ -57,6 +59,8 @@ struct daemon {
     int subscribed;
     rf_demo_t *demo;
     rf_health_t *health; /* readiness, systemd's notifications and watchdog */
+    rf_http_t *http;     /* metrics.listen: /metrics, /healthz, /readyz */
+    double start_time_s;
     struct rf_metrics metrics;
 
     uv_signal_t sig_term, sig_int, sig_hup;
@@ -325,6 +329,8 @@ static void close_all(struct daemon *d) {
     if (d->demo)
         rf_demo_close(d->demo, NULL, NULL);
     rf_health_close(d->health);
+    rf_http_close(d->http);
+    d->http = NULL;
     /* Signals, timers: whatever is left. */
     uv_walk(&d->loop, on_walk_close, NULL);
 }
@@ -433,6 +439,33 @@ static void begin_stop(struct daemon *d, const char *why) {
     if (d->conf->shutdown_timeout_ms > 0)
         uv_timer_start(&d->deadline, on_deadline, (uint64_t)d->conf->shutdown_timeout_ms, 0);
     on_engine_idle(d);
+}
+
+/* The HTTP listener's three paths. */
+static int on_http(void *arg, const char *path, struct rf_http_body *body, const char **ctype) {
+    struct daemon *d = arg;
+    if (strcmp(path, "/metrics") == 0) {
+        struct rf_expo_src src = {&d->metrics, d->engine, d->store, d->health, d->http,
+                                  d->start_time_s};
+        rf_expo_render(&src, body);
+        *ctype = "text/plain; version=0.0.4; charset=utf-8";
+        return 200;
+    }
+    if (strcmp(path, "/healthz") == 0) {
+        rf_http_printf(body, "ok\n"); /* answered from the loop: it turns */
+        return 200;
+    }
+    if (strcmp(path, "/readyz") == 0) {
+        const char *why;
+        if (rf_health_ready(d->health, &why)) {
+            rf_http_printf(body, "ready\n");
+            return 200;
+        }
+        rf_http_printf(body, "not ready: %s\n", why);
+        return 503;
+    }
+    rf_http_printf(body, "not found (try /metrics, /healthz, /readyz)\n");
+    return 404;
 }
 
 /* A reload's outcome, job by job: what serves now, or why a file was refused. */
@@ -935,6 +968,16 @@ static int start(struct daemon *d, char *errstr, size_t size) {
         return RF_EXIT_UNAVAILABLE;
     }
     rf_health_start(d->health);
+    if (strcmp(conf->metrics_listen, "none") != 0) {
+        d->http = rf_http_new(&d->loop, conf->metrics_listen, on_http, d, err, sizeof err);
+        if (!d->http) {
+            snprintf(errstr, size, "%s: metrics.listen: %s",
+                     rf_conf_where(conf, "metrics.listen"), err);
+            return RF_EXIT_UNAVAILABLE;
+        }
+        RF_NOTICE("DAEMON", "HTTP listener on %s, port %d: /metrics, /healthz, /readyz",
+                  conf->metrics_listen, rf_http_port(d->http));
+    }
     if (rf_health_watchdog_usec(d->health))
         RF_INFO("DAEMON", "systemd watchdog: every %" PRIu64 " ms (half of WatchdogSec)",
                 rf_health_watchdog_usec(d->health) / 2000);
@@ -970,6 +1013,11 @@ int rf_daemon_run(const struct rf_conf *conf, int demo) {
     d->conf = conf;
     d->demo_mode = demo;
     d->t_start_ns = uv_hrtime();
+    {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        d->start_time_s = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+    }
     getrusage(RUSAGE_SELF, &d->ru_start);
     getrusage(RUSAGE_THREAD, &d->ru_thread_start);
     uv_loop_init(&d->loop);

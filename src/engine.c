@@ -41,6 +41,7 @@ struct evt {
     int32_t flush_next; /* FIFO of events waiting for their generation's flush, then free list */
     int64_t offset;
     uint64_t t_in_ns;
+    uint64_t t_proc_ns; /* its batch was processed (0: not yet) */
     uint64_t gen;     /* its batch's generation (0: dead-lettered, none) */
     int32_t pending;  /* outputs not yet acknowledged + 1 while its generation is unwritten */
     int32_t out_head, out_tail; /* its outputs staged in this batch (struct stage indices) */
@@ -102,6 +103,7 @@ struct rf_engine_s {
     int n_kinds;
     uint32_t sliced;           /* bit k: kind k is sliced (decl.h) */
     int reloading;             /* a model reload is staging off the loop */
+    uint64_t batch_t0;         /* uv_hrtime() the current batch was formed */
     uint8_t *view[RF_KINDS_MAX]; /* sliced kinds: a slice plus the others, as jobs read it */
     int print;
     rf_sink_t *sink; /* outputs.print=stdout: lines go to a thread of their own */
@@ -201,6 +203,8 @@ static void complete(rf_engine_t *e, int32_t slot) {
     uint64_t now = uv_hrtime();
     uint64_t us = (now - ev->t_in_ns) / 1000;
     rf_hist_add(&m->latency, us);
+    if (ev->t_proc_ns)
+        rf_hist_add(&m->stage_ack, (now - ev->t_proc_ns) / 1000);
     m->last_done_ns = now;
     if (ev->reason == 0) {
         m->scored++;
@@ -635,6 +639,8 @@ static int batch_loaded(rf_engine_t *e) {
 static void batch_finish(rf_engine_t *e) {
     struct rf_metrics *m = e->d.metrics;
     int any = 0;
+    uint64_t t0 = uv_hrtime();
+    rf_hist_add(&m->stage_load, (t0 - e->batch_t0) / 1000);
     for (int b = 0; b < e->batch_n; b++) {
         int32_t slot = e->batch[b];
         struct evt *ev = &e->pool[slot];
@@ -692,9 +698,12 @@ static void batch_finish(rf_engine_t *e) {
     uint64_t gen = any ? rf_store_close_gen(e->store) : 0;
     if (gen)
         journal_batch(e, gen);
+    uint64_t t1 = uv_hrtime();
+    rf_hist_add(&m->stage_process, (t1 - t0) / 1000);
     for (int b = 0; b < e->batch_n; b++) {
         int32_t slot = e->batch[b];
         struct evt *ev = &e->pool[slot];
+        ev->t_proc_ns = t1;
         if (ev->reason) {
             dead_letter(e, slot);
             continue;
@@ -779,6 +788,7 @@ static int32_t take(rf_engine_t *e, rd_kafka_message_t *rkm, int part) {
     ev->part = part;
     ev->offset = rkm->offset;
     ev->t_in_ns = uv_hrtime();
+    ev->t_proc_ns = 0;
     ev->gen = 0;
     ev->pending = 0;
     ev->out_head = ev->out_tail = -1;
@@ -859,6 +869,7 @@ void rf_engine_drain(rf_engine_t *e) {
         if (n == 0)
             return;
         e->batch_n = n;
+        e->batch_t0 = uv_hrtime();
         struct rf_metrics *m = e->d.metrics;
         if (m->events_in == 0)
             m->first_in_ns = e->pool[e->batch[0]].t_in_ns;
@@ -1488,6 +1499,33 @@ void rf_engine_stop(rf_engine_t *e) {
 
 int rf_engine_assigned(const rf_engine_t *e) {
     return e->offs ? rf_offsets_n_assigned(e->offs) : 0;
+}
+
+void rf_engine_each_partition(rf_engine_t *e, rf_engine_part_fn fn, void *arg) {
+    for (int i = 0; e->offs && i < rf_offsets_n_parts(e->offs); i++) {
+        const struct rf_part *pt = rf_offsets_part_at(e->offs, i);
+        if (!pt->assigned)
+            continue;
+        int64_t lo = -1, hi = -1, lag = -1;
+        /* The broker's end as of the last fetch (cached: no request, no wait). */
+        if (e->d.rk && rd_kafka_get_watermark_offsets(e->d.rk, pt->topic, pt->partition, &lo,
+                                                      &hi) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+            hi >= 0 && pt->stored >= 0)
+            lag = hi > pt->stored + 1 ? hi - (pt->stored + 1) : 0;
+        int paused = 0;
+        for (int k = 0; e->revoking && k < e->revoking->cnt; k++)
+            paused |= e->revoking->elems[k].partition == pt->partition &&
+                      strcmp(e->revoking->elems[k].topic, pt->topic) == 0;
+        fn(arg, pt->topic, pt->partition, lag, paused);
+    }
+}
+
+int rf_engine_models(const rf_engine_t *e, struct rf_model_info *out, int max) {
+    int n = 0;
+    for (int j = 0; j < e->n_jobs && n < max; j++)
+        if (e->jobs[j].ops->models)
+            n += e->jobs[j].ops->models(e->jobs[j].obj, out + n, max - n);
+    return n;
 }
 
 int rf_engine_inflight(const rf_engine_t *e) {

@@ -22,6 +22,7 @@ struct rf_health_s {
     int redis_ok;      /* the last PING was answered */
     int ping_status;   /* its status */
     uint64_t rtt_us;
+    struct rf_hist rtt;
     int ready_sent;    /* READY=1 sent since the start or the last reload */
     int reloading, stopping, closed;
     char status[512];  /* the last STATUS= sent */
@@ -32,8 +33,10 @@ static void on_ping(rf_store_t *store, int status, uint64_t rtt_us, void *arg) {
     (void)store;
     h->ping_status = status;
     h->redis_ok = status == 0;
-    if (status == 0)
+    if (status == 0) {
         h->rtt_us = rtt_us;
+        rf_hist_add(&h->rtt, rtt_us);
+    }
 }
 
 int rf_health_ready(const rf_health_t *h, const char **why) {
@@ -122,6 +125,14 @@ void rf_health_start(rf_health_t *h) {
 
 uint64_t rf_health_redis_rtt_us(const rf_health_t *h) {
     return h->rtt_us;
+}
+
+const struct rf_hist *rf_health_rtt_hist(const rf_health_t *h) {
+    return &h->rtt;
+}
+
+int rf_health_redis_up(const rf_health_t *h) {
+    return !h->has_redis || h->redis_ok;
 }
 
 uint64_t rf_health_watchdog_usec(const rf_health_t *h) {

@@ -65,6 +65,7 @@ struct credit {
     uint32_t state_off;
     int32_t pd_id;
     uint32_t sig; /* low 32 bits of FNV-1a 64 of the model version */
+    int64_t loaded_ms;
     rf_out_topic_t *topic;
     int n;
     uint8_t enc[4096];
@@ -91,6 +92,7 @@ static void *credit_init(const struct rf_job_env *env, char *errstr, size_t size
     cr->env = *env;
     cr->c = env->jconf;
     cr->sc = rf_scorecard_load(cr->c->model_path, err, sizeof err);
+    cr->loaded_ms = rf_job_now_ms();
     if (!cr->sc) {
         snprintf(errstr, size, "%s: credit.model.path: %s",
                  rf_conf_where(env->conf, "credit.model.path"), err);
@@ -313,6 +315,7 @@ static int credit_reload_swap(void *job, void *staged, char *msg, size_t size) {
         rl->sc = NULL;
         rl->plan = NULL;
         cr->n = rf_scorecard_n_features(cr->sc);
+        cr->loaded_ms = rf_job_now_ms();
         const char *version = rf_scorecard_version(cr->sc);
         cr->sig = (uint32_t)rf_fnv1a64(version, strlen(version));
         snprintf(msg, size, "credit scorecard %s (%d features, %d bands)", version, cr->n,
@@ -320,6 +323,15 @@ static int credit_reload_swap(void *job, void *staged, char *msg, size_t size) {
     }
     credit_reload_discard(rl);
     return ok ? 0 : RF_E_MODEL;
+}
+
+static int credit_models(void *job, struct rf_model_info *out, int max) {
+    struct credit *cr = job;
+    if (max < 1)
+        return 0;
+    out[0] = (struct rf_model_info){"credit", "serving", cr->c->model_path,
+                                    rf_scorecard_version(cr->sc), cr->loaded_ms};
+    return 1;
 }
 
 static const char *const kind_names[] = {"pd_updates"};
@@ -341,6 +353,7 @@ const struct rf_job_ops rf_job_credit = {
     .reload_stage = credit_reload_stage,
     .reload_swap = credit_reload_swap,
     .reload_discard = credit_reload_discard,
+    .models = credit_models,
     .kind_names = kind_names,
     .kinds = 1,
 };

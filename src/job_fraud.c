@@ -84,6 +84,7 @@ struct fmodel {
     double threshold;
     double *x;      /* batch_max × n_feat */
     double *scores; /* batch_max */
+    int64_t loaded_ms;
 };
 
 struct fraud {
@@ -117,6 +118,7 @@ static int fmodel_load(const struct fraud *f, struct fmodel *m, const char *key,
     char err[512];
     memset(m, 0, sizeof *m);
     m->model = rf_model_load(path, err, sizeof err);
+    m->loaded_ms = rf_job_now_ms();
     if (!m->model) {
         snprintf(errstr, size, "%s: %s: %s", rf_conf_where(f->env.conf, key), key, err);
         return RF_E_CONF;
@@ -501,6 +503,18 @@ static void fraud_reload_discard(void *staged) {
     free(rl);
 }
 
+static int fraud_models(void *job, struct rf_model_info *out, int max) {
+    struct fraud *f = job;
+    int n = 0;
+    const struct fmodel *ms[2] = {&f->m, &f->shadow};
+    const char *paths[2] = {f->c->model_path, f->c->shadow_path};
+    for (int i = 0; i < 2 && n < max; i++)
+        if (ms[i]->model)
+            out[n++] = (struct rf_model_info){"fraud", i ? "shadow" : "serving", paths[i],
+                                              rf_model_version(ms[i]->model), ms[i]->loaded_ms};
+    return n;
+}
+
 static const char *const kind_names[] = {"scores", "alerts", "shadow"};
 
 const struct rf_job_ops rf_job_fraud = {
@@ -520,6 +534,7 @@ const struct rf_job_ops rf_job_fraud = {
     .reload_stage = fraud_reload_stage,
     .reload_swap = fraud_reload_swap,
     .reload_discard = fraud_reload_discard,
+    .models = fraud_models,
     .kind_names = kind_names,
     .kinds = 3,
 };

@@ -77,6 +77,7 @@ struct market {
     const struct market_conf *c;
     rf_rnn_t *rnn;
     rf_feat_plan_t *plan;
+    int64_t loaded_ms;
     const struct rf_rtype *types[2]; /* Trade, Quote */
     int f_inst[2];
     int kind;
@@ -137,6 +138,7 @@ static void *market_init(const struct rf_job_env *env, char *errstr, size_t size
     m->env = *env;
     m->c = env->jconf;
     m->rnn = rf_rnn_load(m->c->model_path, err, sizeof err);
+    m->loaded_ms = rf_job_now_ms();
     if (!m->rnn) {
         snprintf(errstr, size, "%s: market.model.path: %s",
                  rf_conf_where(env->conf, "market.model.path"), err);
@@ -456,11 +458,21 @@ static int market_reload_swap(void *job, void *staged, char *msg, size_t size) {
         rl->plan = NULL;
         rl->x = NULL;
         m->F = rf_rnn_features(m->rnn);
+        m->loaded_ms = rf_job_now_ms();
         snprintf(msg, size, "market model %s (%s, %d features, hidden %d)",
                  rf_rnn_version(m->rnn), m->lstm ? "LSTM" : "GRU", m->F, m->H);
     }
     market_reload_discard(rl);
     return ok ? 0 : RF_E_MODEL;
+}
+
+static int market_models(void *job, struct rf_model_info *out, int max) {
+    struct market *m = job;
+    if (max < 1)
+        return 0;
+    out[0] = (struct rf_model_info){"market", "serving", m->c->model_path,
+                                    rf_rnn_version(m->rnn), m->loaded_ms};
+    return 1;
 }
 
 static const char *const kind_names[] = {"signals"};
@@ -482,6 +494,7 @@ const struct rf_job_ops rf_job_market = {
     .reload_stage = market_reload_stage,
     .reload_swap = market_reload_swap,
     .reload_discard = market_reload_discard,
+    .models = market_models,
     .kind_names = kind_names,
     .kinds = 1,
 };

@@ -29,6 +29,17 @@ void rf_hist_add(struct rf_hist *h, uint64_t us) {
     h->buckets[bucket_of(us)]++;
 }
 
+uint64_t rf_hist_count_le(const struct rf_hist *h, uint64_t le_us) {
+    uint64_t n = 0;
+    for (int b = 0; b < RF_HIST_BUCKETS && bucket_upper(b) <= le_us; b++)
+        n += h->buckets[b];
+    return n;
+}
+
+uint64_t rf_hist_prom_edge(int i) {
+    return ((uint64_t)1 << (8 + i)) - 1;
+}
+
 uint64_t rf_hist_quantile(const struct rf_hist *h, double q) {
     if (h->count == 0)
         return 0;

@@ -27,6 +27,7 @@
 #include "riskflow/codec.h"
 #include "riskflow/conf.h"
 #include "riskflow/decl.h"
+#include "riskflow/job.h"
 #include "riskflow/metrics.h"
 #include "riskflow/store.h"
 #include "riskflow/txn.h"
@@ -79,6 +80,16 @@ typedef void (*rf_engine_reload_cb)(rf_engine_t *e, const struct rf_reload_resul
  * when stopping.
  */
 int rf_engine_reload(rf_engine_t *e, rf_engine_reload_cb cb, void *arg);
+
+/* For each assigned partition: its consumer lag — the broker's high watermark as of the last
+ * fetch minus the next offset to complete, -1 before both are known — and whether it is
+ * paused (a revocation draining it). Loop thread; no request to the broker. */
+typedef void (*rf_engine_part_fn)(void *arg, const char *topic, int32_t partition, int64_t lag,
+                                  int paused);
+void rf_engine_each_partition(rf_engine_t *e, rf_engine_part_fn fn, void *arg);
+
+/* The models the jobs serve (job.h rf_model_info), at most max; returns how many. */
+int rf_engine_models(const rf_engine_t *e, struct rf_model_info *out, int max);
 
 /* Take messages from the consumer queue until it is empty or a limit is reached. */
 void rf_engine_drain(rf_engine_t *e);

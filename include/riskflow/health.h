@@ -47,6 +47,11 @@ int rf_health_ready(const rf_health_t *h, const char **why);
 /* The last PING's round trip in microseconds (0 before any, or without Redis). */
 uint64_t rf_health_redis_rtt_us(const rf_health_t *h);
 
+/* Every PING's round trip (the /metrics histogram), and whether the last was answered (1
+ * without Redis). */
+const struct rf_hist *rf_health_rtt_hist(const rf_health_t *h);
+int rf_health_redis_up(const rf_health_t *h);
+
 /* The watchdog interval systemd asked for, in microseconds (0: none). */
 uint64_t rf_health_watchdog_usec(const rf_health_t *h);
 

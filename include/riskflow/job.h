@@ -55,6 +55,15 @@ struct rf_job_env {
     enum rf_framing out_framing;
 };
 
+/* A model a job serves, for /metrics: borrowed strings, valid until the next reload. */
+struct rf_model_info {
+    const char *job;
+    const char *role;    /* "serving" or "shadow" */
+    const char *path;
+    const char *version;
+    int64_t loaded_ms;   /* Unix ms it was loaded (at start or by the last reload) */
+};
+
 struct rf_job_ops {
     const char *name;            /* "fraud": key prefix, metrics and log label */
     const char *summary;         /* one line for the config reference */
@@ -92,6 +101,9 @@ struct rf_job_ops {
     void *(*reload_stage)(void *job, char *errstr, size_t errstr_size);
     int (*reload_swap)(void *job, void *staged, char *msg, size_t msg_size);
     void (*reload_discard)(void *staged);
+
+    /* The models it serves now, at most max (may be NULL: none). */
+    int (*models)(void *job, struct rf_model_info *out, int max);
 
     /* Print an acknowledged output (the outputs.print sink); may be NULL. */
     void (*print)(void *job, int kind, const void *payload, size_t len, FILE *out);

@@ -25,6 +25,14 @@ struct rf_hist {
 };
 
 void rf_hist_add(struct rf_hist *h, uint64_t us);
+/* Values <= le_us: exact when le_us is a bucket's upper edge, as every edge
+ * rf_hist_prom_edge gives is (2^k - 1 µs): Prometheus's cumulative `le` buckets. */
+uint64_t rf_hist_count_le(const struct rf_hist *h, uint64_t le_us);
+/* The i-th of RF_HIST_PROM_EDGES upper edges exported to Prometheus, in µs: 2^8 - 1 (0.26 ms)
+ * to 2^23 - 1 (8.4 s), doubling. */
+#define RF_HIST_PROM_EDGES 16
+uint64_t rf_hist_prom_edge(int i);
+
 /* The q-quantile (0..1) in microseconds: the upper edge of its bucket; 0 when empty. */
 uint64_t rf_hist_quantile(const struct rf_hist *h, double q);
 
@@ -71,6 +79,10 @@ struct rf_metrics {
     uint64_t first_in_ns;      /* uv_hrtime() of the first message taken */
     uint64_t last_done_ns;     /* uv_hrtime() of the last event completed */
     struct rf_hist latency;    /* consumed -> complete, per event */
+    /* The stages of that (engine.c): a batch's wait for its entities (taken -> loaded), its
+     * processing (apply, features, models, encoding; per batch), an event's wait for its
+     * outputs' acknowledgements and its state's write (processed -> complete). */
+    struct rf_hist stage_load, stage_process, stage_ack;
     struct rf_hist batch_size;
     struct rf_job_metrics jobs[RF_METRIC_JOBS];
 };

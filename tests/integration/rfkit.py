@@ -255,6 +255,16 @@ class Produced:
         self.err = None
 
 
+def free_port():
+    """A loopback TCP port nothing listens on (for a listener, or a refused connection)."""
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
 def fraud_conf(svc, run, features=None, model=None, **extra):
     """riskflowd's config for jobs=fraud on topics and keys named after `run` (<run>.feed in,
     <run>.scores, .alerts, .dlq out; Redis prefix <run>); extra: more keys ('_' for '.')."""

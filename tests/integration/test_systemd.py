@@ -83,13 +83,6 @@ def start_with(monkeypatch, daemon, sock_path, watchdog_usec, watchdog_pid=None)
     monkeypatch.delenv("WATCHDOG_PID", raising=False)
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
 
 def test_notify_sequence(services, tmp_path, monkeypatch):
     run = rfkit.unique("rf-notify")
@@ -141,7 +134,7 @@ def test_not_ready_without_redis(services, tmp_path, monkeypatch):
                                    run + ".dlq": 1})
     ns = NotifySocket(str(tmp_path / "notify.sock"))
     ns.start()
-    d = rfkit.Daemon(tmp_path, base_conf(services, run, redis_port=free_port()), name="nr")
+    d = rfkit.Daemon(tmp_path, base_conf(services, run, redis_port=rfkit.free_port()), name="nr")
     try:
         start_with(monkeypatch, d, ns.path, 400000)
         time.sleep(5)
@@ -157,7 +150,7 @@ def test_not_ready_without_redis(services, tmp_path, monkeypatch):
     # WATCHDOG_PID of another process: the watchdog is not ours to feed.
     ns2 = NotifySocket(str(tmp_path / "notify2.sock"))
     ns2.start()
-    d2 = rfkit.Daemon(tmp_path, base_conf(services, run, redis_port=free_port()), name="pid")
+    d2 = rfkit.Daemon(tmp_path, base_conf(services, run, redis_port=rfkit.free_port()), name="pid")
     try:
         start_with(monkeypatch, d2, ns2.path, 400000, watchdog_pid=os.getpid())
         time.sleep(2)
