@@ -241,6 +241,7 @@ int rf_rec_decode(const struct rf_rtype *t, const uint8_t *body, size_t len, str
     const uint8_t *end = p + len;
     out->type = t;
     out->base = p;
+    out->ext = NULL;
     for (int k = 0; k < t->n_fields; k++) {
         union rf_fval *v = &out->v[k];
         switch (t->fields[k].type) {
@@ -677,7 +678,8 @@ int rf_rec_encode(const struct rf_rtype *t, const struct rf_rec *r, enum rf_fram
         const union rf_fval *v = &r->v[k];
         switch (t->fields[k].type) {
         case RF_FT_STRING: {
-            const char *p = (const char *)r->base + v->s.off;
+            size_t slen;
+            const char *p = rf_rec_str(r, k, &slen);
             if (v->s.len > RF_FIELD_STR_MAX || memchr(p, 0, v->s.len))
                 w.err = RF_E_INVAL;
             else

@@ -96,6 +96,22 @@ static const struct rf_conf_prop props[] = {
          "entity aside (its events are dead-lettered with reason `state`, the key is never "
          "written) and logs it until an operator fixes or deletes the key; `replace` starts the "
          "entity fresh over it (counted and logged)."),
+    STR("input.hash.fields", input_hash_fields, "none",
+        "Comma-separated string fields (a card number, say) replaced, right after decoding and "
+        "before anything reads them, by a keyed hash: \"h1.\" and 32 base64url characters of "
+        "HMAC-SHA256 under input.hash.key.file (README, \"Card numbers\"). Features, keys "
+        "and outputs see only the token; the clear bytes in the message are zeroed (but see "
+        "input.hash.dlq). At most 4. none: no field."),
+    STR("input.hash.key.file", input_hash_key_file, "none",
+        "The HMAC key for input.hash.fields: a file of at least 32 bytes (a trailing newline "
+        "is cut), or credential:NAME for $CREDENTIALS_DIRECTORY/NAME (systemd "
+        "LoadCredential=)."),
+    ENUM("input.hash.dlq", input_hash_dlq, "redacted", "redacted|original",
+         "What a dead letter carries when input.hash.fields is set: redacted (the message "
+         "with the hashed fields' bytes zeroed; one that could not be decoded, so could not be "
+         "hashed, goes without its body, header rf.body=withheld) or original (the bytes as "
+         "received, card numbers in clear: the dead-letter topic is then as sensitive as the "
+         "input and must be protected like it)."),
     STR("metrics.listen", metrics_listen, "none",
         "HOST:PORT of the HTTP listener serving /metrics (Prometheus text), /healthz (the loop "
         "answers) and /readyz (200 once partitions are assigned, Redis answers a PING and the "

@@ -11,6 +11,7 @@
  * message copies aside).
  */
 #include "riskflow/engine.h"
+#include "riskflow/keyhash.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -49,8 +50,10 @@ struct evt {
     uint8_t replay;
     int16_t jreq;     /* a replay: its journal read's index, else -1 */
     int16_t rtype;    /* its record type's index once framed, else -1: whose dead letter */
+    uint8_t hashed;   /* its input.hash.fields are tokens (rec.ext) */
     uint32_t refs[RF_KINDS_MAX];
     struct rf_rec rec;
+    char ext[RF_HASH_FIELDS_MAX * RF_KEYHASH_TOKEN_LEN]; /* the tokens rec.ext points at */
 };
 
 struct job {
@@ -103,6 +106,10 @@ struct rf_engine_s {
     int n_kinds;
     uint32_t sliced;           /* bit k: kind k is sliced (decl.h) */
     int reloading;             /* a model reload is staging off the loop */
+    /* input.hash.fields: the key, and per record type index the fields to replace */
+    rf_keyhash_t *keyhash;
+    int hash_original;         /* input.hash.dlq=original: the clear bytes stay */
+    int8_t (*hash_fields)[RF_HASH_FIELDS_MAX]; /* by record type; -1 ends */
     uint64_t batch_t0;         /* uv_hrtime() the current batch was formed */
     uint8_t *view[RF_KINDS_MAX]; /* sliced kinds: a slice plus the others, as jobs read it */
     int print;
@@ -369,7 +376,8 @@ static void dead_letter(rf_engine_t *e, int32_t slot) {
     int rc = -ev->reason;
     ev->pending = 1;
     rf_outputs_dlq(e->out, make_tag(slot, TAG_DLQ, 0), ev->rkm, rf_err_reason(rc),
-                   rf_strerror(rc), pt->topic, pt->partition, ev->offset);
+                   rf_strerror(rc), pt->topic, pt->partition, ev->offset,
+                   e->keyhash && !e->hash_original && !ev->hashed);
 }
 
 static void unpin_all(rf_engine_t *e, struct evt *ev) {
@@ -723,6 +731,85 @@ static void batch_finish(rf_engine_t *e) {
         rf_store_release(e->store, gen);
 }
 
+/* input.hash.fields: the key, and which fields of each input record type it replaces. A
+ * name no input record type has as a string field is a configuration error. */
+static int setup_hashing(rf_engine_t *e, char *errstr, size_t size) {
+    const struct rf_conf *conf = e->d.conf;
+    if (strcmp(conf->input_hash_fields, "none") == 0)
+        return 0;
+    const char *where = rf_conf_where(conf, "input.hash.fields");
+    if (strcmp(conf->input_hash_key_file, "none") == 0) {
+        snprintf(errstr, size, "%s: input.hash.fields needs input.hash.key.file", where);
+        return RF_E_CONF;
+    }
+    char err[512];
+    e->keyhash = rf_keyhash_new(conf->input_hash_key_file, err, sizeof err);
+    if (!e->keyhash) {
+        snprintf(errstr, size, "%s: input.hash.key.file: %s",
+                 rf_conf_where(conf, "input.hash.key.file"), err);
+        return RF_E_CONF;
+    }
+    e->hash_original = strcmp(conf->input_hash_dlq, "original") == 0;
+    e->hash_fields = malloc(sizeof *e->hash_fields * (size_t)(e->n_rtypes + 1));
+    if (!e->hash_fields) {
+        snprintf(errstr, size, "out of memory");
+        return RF_E_NOMEM;
+    }
+    memset(e->hash_fields, -1, sizeof *e->hash_fields * (size_t)(e->n_rtypes + 1));
+    char list[512];
+    snprintf(list, sizeof list, "%s", conf->input_hash_fields);
+    int n = 0;
+    for (char *save = NULL, *name = strtok_r(list, ",", &save); name;
+         name = strtok_r(NULL, ",", &save), n++) {
+        int found = 0;
+        if (n == RF_HASH_FIELDS_MAX) {
+            snprintf(errstr, size, "%s: input.hash.fields: at most %d fields", where,
+                     RF_HASH_FIELDS_MAX);
+            return RF_E_CONF;
+        }
+        for (int i = 0; i < e->n_rtypes; i++) {
+            const struct rf_rtype *t = rf_schemas_rtype_at(e->d.schemas, i);
+            int f = rf_rtype_field(t, name);
+            if (f < 0 || t->fields[f].type != RF_FT_STRING)
+                continue;
+            int k = 0;
+            while (e->hash_fields[i][k] >= 0)
+                k++;
+            e->hash_fields[i][k] = (int8_t)f;
+            found = 1;
+        }
+        if (!found) {
+            snprintf(errstr, size, "%s: input.hash.fields: no input record type has a string "
+                     "field '%s'", where, name);
+            return RF_E_CONF;
+        }
+    }
+    return 0;
+}
+
+/* input.hash.fields: each named field of the record becomes its token, in ev->ext, before
+ * anything reads it; its clear bytes in the message are zeroed (unless input.hash.dlq keeps
+ * the original). An empty field stays empty (a bad key where it keys an entity). */
+static int hash_fields(rf_engine_t *e, struct evt *ev) {
+    const int8_t *fs = e->hash_fields[ev->rec.type->index];
+    ev->hashed = 1;
+    ev->rec.ext = (const uint8_t *)ev->ext;
+    for (int k = 0; k < RF_HASH_FIELDS_MAX && fs[k] >= 0; k++) {
+        size_t n;
+        const char *clear = rf_rec_str(&ev->rec, fs[k], &n);
+        if (n == 0)
+            continue;
+        char *tok = ev->ext + k * RF_KEYHASH_TOKEN_LEN;
+        if (rf_keyhash_token(e->keyhash, clear, n, tok) != 0)
+            return RF_E_MALFORMED; /* libcrypto out of memory: never let the clear bytes by */
+        if (!e->hash_original)
+            memset((char *)clear, 0, n); /* ours: the message buffer of this event */
+        ev->rec.v[fs[k]].s.off = RF_STR_EXT | (uint32_t)(k * RF_KEYHASH_TOKEN_LEN);
+        ev->rec.v[fs[k]].s.len = RF_KEYHASH_TOKEN_LEN;
+    }
+    return 0;
+}
+
 /* Decode, dispatch by record type, look up entities. Returns 1 when the batch must wait for
  * a store fetch. */
 static int batch_start(rf_engine_t *e) {
@@ -748,6 +835,8 @@ static int batch_start(rf_engine_t *e) {
         ev->rtype = t ? (int16_t)t->index : -1;
         if (rc == 0)
             rc = rf_rec_decode(t, body, blen, &ev->rec);
+        if (rc == 0 && e->keyhash)
+            rc = hash_fields(e, ev);
         /* A time from the future would move its entities' windows ahead for good; one before
          * 1970 is nobody's real time (and INT64_MIN means "never" in a stored value). */
         if (rc == 0 && rf_rec_time(&ev->rec) < 0)
@@ -789,6 +878,7 @@ static int32_t take(rf_engine_t *e, rd_kafka_message_t *rkm, int part) {
     ev->offset = rkm->offset;
     ev->t_in_ns = uv_hrtime();
     ev->t_proc_ns = 0;
+    ev->hashed = 0;
     ev->gen = 0;
     ev->pending = 0;
     ev->out_head = ev->out_tail = -1;
@@ -1466,6 +1556,8 @@ rf_engine_t *rf_engine_new(const struct rf_engine_deps *deps, char *errstr, size
         }
     }
     e->n_rtypes = rf_schemas_n_rtypes(deps->schemas);
+    if (setup_hashing(e, errstr, size) != 0)
+        return e;
     e->takers = calloc((size_t)e->n_rtypes + 1, sizeof *e->takers);
     e->pool_n = conf->max_inflight;
     e->pool = calloc((size_t)e->pool_n, sizeof *e->pool);
@@ -1660,6 +1752,8 @@ void rf_engine_destroy(rf_engine_t *e) {
     rf_engine_close_print(e);
     free(e->takers);
     free(e->pool);
+    free(e->hash_fields);
+    rf_keyhash_destroy(e->keyhash);
     for (int k = 0; k < RF_KINDS_MAX; k++)
         free(e->view[k]);
     free(e->stage);

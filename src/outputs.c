@@ -295,7 +295,7 @@ void rf_outputs_produce(rf_outputs_t *out, uint64_t tag, rf_out_topic_t *topic, 
 
 void rf_outputs_dlq(rf_outputs_t *out, uint64_t tag, const rd_kafka_message_t *in,
                     const char *reason, const char *error, const char *topic, int32_t partition,
-                    int64_t offset) {
+                    int64_t offset, int withhold) {
     char num[32];
     rd_kafka_headers_t *h = rd_kafka_headers_new(8);
     rd_kafka_header_add(h, "rf.reason", -1, reason, -1);
@@ -312,6 +312,12 @@ void rf_outputs_dlq(rf_outputs_t *out, uint64_t tag, const rd_kafka_message_t *i
         rd_kafka_header_add(h, "rf.original.size", -1, num, -1);
     }
     size_t len = in->len < vmax ? in->len : vmax;
+    if (withhold) {
+        rd_kafka_header_add(h, "rf.body", -1,
+                            "withheld: not decoded, so its hashed fields (input.hash.fields) "
+                            "could not be hashed", -1);
+        len = 0;
+    }
     size_t klen = in->key_len < RF_DLQ_KEY_MAX ? in->key_len : RF_DLQ_KEY_MAX;
     rd_kafka_resp_err_t err = produce_one(out, tag, out->rkt_dlq, in->key, klen, in->payload, len, h);
     if (err) {

@@ -17,7 +17,7 @@ die() { say "ERROR: $*"; exit 1; }
 # ---------------------------------------------------------------- (a) apt
 APT_PACKAGES=(
   build-essential cmake pkg-config
-  librdkafka-dev libuv1-dev libavro-dev libopenblas-dev libhiredis-dev libjansson-dev
+  librdkafka-dev libuv1-dev libavro-dev libopenblas-dev libhiredis-dev libjansson-dev libssl-dev
   redis-server kcat valgrind python3-venv clang libclang-rt-14-dev
   systemd prometheus
   ca-certificates

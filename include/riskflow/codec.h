@@ -87,10 +87,16 @@ union rf_fval {
     } s;
 };
 
-/* A decoded input record. Borrows the message body (base) and its type. */
+/* s.off with this bit: the string is in rec->ext, not the body (a field replaced by its
+ * keyed hash before anything read it: keyhash.h). */
+#define RF_STR_EXT 0x80000000u
+
+/* A decoded input record. Borrows the message body (base), its type, and ext (where
+ * replaced strings live; NULL when none is). */
 struct rf_rec {
     const struct rf_rtype *type;
     const uint8_t *base;
+    const uint8_t *ext;
     union rf_fval v[RF_RTYPE_FIELDS_MAX];
 };
 
@@ -128,8 +134,10 @@ static inline int64_t rf_rec_time(const struct rf_rec *r) {
 
 /* A string field: pointer into the message and its length (not NUL-terminated). */
 static inline const char *rf_rec_str(const struct rf_rec *r, int f, size_t *len) {
+    uint32_t off = r->v[f].s.off;
     *len = r->v[f].s.len;
-    return (const char *)r->base + r->v[f].s.off;
+    return (off & RF_STR_EXT) ? (const char *)r->ext + (off & ~RF_STR_EXT)
+                              : (const char *)r->base + off;
 }
 
 /* A string field copied out as a C string (it holds no NUL and fits: RF_FIELD_STR_MAX). */

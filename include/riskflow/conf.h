@@ -70,6 +70,9 @@ struct rf_conf {
     char *store_on_foreign;  /* stop|replace: a stored value not of our layout */
     int store_slice_refresh_ms; /* sliced kinds: read the other slices again after this long */
     char *metrics_listen;    /* HOST:PORT of /metrics, /healthz, /readyz; "none" */
+    char *input_hash_fields; /* comma list of string fields replaced by keyed hashes; "none" */
+    char *input_hash_key_file;
+    char *input_hash_dlq;    /* redacted|original */
     char *redis_on_data_loss; /* stop|continue: the Redis epoch is not the commits' */
     char *processing_guarantee; /* at-least-once|exactly-once (Kafka transactions) */
     char *redis_host;

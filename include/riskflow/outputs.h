@@ -63,10 +63,12 @@ void rf_outputs_produce(rf_outputs_t *out, uint64_t tag, rf_out_topic_t *topic, 
                         size_t key_len, const void *payload, size_t len);
 
 /* Dead-letter an input message: its bytes and key as they are (cut beyond the caps, with
- * rf.truncated and rf.original.size), the reason token and sentence, its coordinates. */
+ * rf.truncated and rf.original.size), the reason token and sentence, its coordinates.
+ * withhold: send no body (header rf.body=withheld): a message that may hold a card number
+ * in clear (input.hash.dlq). */
 void rf_outputs_dlq(rf_outputs_t *out, uint64_t tag, const rd_kafka_message_t *in,
                     const char *reason, const char *error, const char *topic, int32_t partition,
-                    int64_t offset);
+                    int64_t offset, int withhold);
 
 /* The producer's delivery report callback (opaque = the outputs). */
 void rf_outputs_dr_cb(rd_kafka_t *rkp, const rd_kafka_message_t *rkm, void *opaque);

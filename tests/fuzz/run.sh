@@ -19,7 +19,7 @@ mkdir -p "$OUT/obj" "$OUT/corpus"
 
 SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined"
 CFLAGS="-std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE -DRF_SOURCE_DIR=\"$ROOT\" -g -O1 -Iinclude -Isrc $(pkg-config --cflags avro-c libuv rdkafka hiredis 2>/dev/null || true) -I/usr/include/x86_64-linux-gnu/openblas-pthread"
-LIBS="$(pkg-config --libs avro-c libuv rdkafka hiredis jansson) -lopenblas -lm -lpthread"
+LIBS="$(pkg-config --libs avro-c libuv rdkafka hiredis jansson libcrypto) -lopenblas -lm -lpthread"
 
 # The library, once, instrumented for coverage (every src/*.c but main.c).
 objs=()
