@@ -87,6 +87,18 @@ static const struct rf_conf_prop props[] = {
          "`stop` exits (69 at start, 1 while running) with an error naming both epochs, so "
          "that an operator decides; `continue` adopts what Redis holds now and goes on (every "
          "entity that lost its state starts empty)."),
+    STR("redis.socket", redis_socket, "none",
+        "A Unix socket path to reach Redis by, instead of redis.host:redis.port (no TCP: "
+        "nothing on the network to sniff). none: TCP."),
+    STR("redis.user", redis_user, "none",
+        "The Redis ACL user riskflowd authenticates as (AUTH user password); none: the "
+        "default user (AUTH password), when redis.password.file is set."),
+    STR("redis.password.file", redis_password_file, "none",
+        "A file holding the Redis password, or credential:NAME for "
+        "$CREDENTIALS_DIRECTORY/NAME (systemd LoadCredential=); sent as AUTH on every "
+        "connection before anything else. Debian 12's hiredis 0.14 has no TLS: reach a remote "
+        "Redis through stunnel on loopback or over redis.socket (README, \"Redis "
+        "security\"). none: no AUTH."),
     STR("redis.key.prefix", redis_key_prefix, "rf",
         "Prefix of every Redis key (at most 32 bytes); an entity's state lives at "
         "`<prefix>:<kind>:{<id>}`."),

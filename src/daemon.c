@@ -36,6 +36,7 @@
 #include "riskflow/kafka.h"
 #include "riskflow/log.h"
 #include "riskflow/metrics.h"
+#include "riskflow/secret.h"
 #include "riskflow/store.h"
 
 /* OpenBLAS 0.3.21 exports these without a prototype in cblas.h on every build. */
@@ -221,11 +222,17 @@ static void on_flushed(rf_store_t *store, uint64_t gen, void *arg) {
 
 static void on_store_state(rf_store_t *store, int status, void *arg) {
     struct daemon *d = arg;
-    if (status == 0)
-        RF_NOTICE("REDIS", "connected to %s:%d", d->conf->redis_host, d->conf->redis_port);
+    char where[300];
+    if (strcmp(d->conf->redis_socket, "none") != 0)
+        snprintf(where, sizeof where, "%s", d->conf->redis_socket);
     else
-        RF_WARN("REDIS", "%s:%d: %s: %s (retrying)", d->conf->redis_host, d->conf->redis_port,
-                rf_strerror(status), rf_store_errstr(store));
+        snprintf(where, sizeof where, "%s:%d", d->conf->redis_host, d->conf->redis_port);
+    if (status == 0)
+        RF_NOTICE("REDIS", "connected to %s%s", where,
+                  strcmp(d->conf->redis_password_file, "none") ? " (authenticated)" : "");
+    else
+        RF_WARN("REDIS", "%s: %s: %s (retrying)", where, rf_strerror(status),
+                rf_store_errstr(store));
 }
 
 /* A stored value of another layout or type: logged (the first 20, then every 1000th) and
@@ -914,10 +921,24 @@ static int start(struct daemon *d, char *errstr, size_t size) {
         .cache_max = conf->store_cache_max,
         .foreign_stop = strcmp(conf->store_on_foreign, "stop") == 0,
         .slice_refresh_ms = (unsigned)conf->store_slice_refresh_ms,
+        .redis_socket = strcmp(conf->redis_socket, "none") ? conf->redis_socket : NULL,
+        .redis_user = strcmp(conf->redis_user, "none") ? conf->redis_user : NULL,
     };
+    unsigned char password[512];
+    size_t plen = 0;
+    if (strcmp(conf->redis_password_file, "none") != 0) {
+        if (rf_secret_read(conf->redis_password_file, password, sizeof password, &plen, err,
+                           sizeof err) != 0) {
+            snprintf(errstr, size, "%s: redis.password.file: %s",
+                     rf_conf_where(conf, "redis.password.file"), err);
+            return RF_EXIT_CONFIG;
+        }
+        sc.redis_password = (const char *)password;
+    }
     struct rf_store_cbs cbs = {on_flushed,         on_fetched,     on_store_state,
                                on_store_mismatch, on_log_fetched, d};
     d->store = rf_store_new(&d->loop, &sc, d->decl, &cbs, &d->metrics, err, sizeof err);
+    memset(password, 0, sizeof password); /* the client holds its own copy */
     if (!d->store) { /* its bounds are checked by rf_conf_validate: resources */
         snprintf(errstr, size, "store: %s", err);
         return RF_EXIT_UNAVAILABLE;

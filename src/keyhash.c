@@ -3,7 +3,6 @@
  */
 #include "riskflow/keyhash.h"
 
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +13,7 @@
 #include <openssl/params.h>
 
 #include "riskflow/err.h"
+#include "riskflow/secret.h"
 
 #define KEY_MAX 4096
 
@@ -31,34 +31,14 @@ void rf_keyhash_destroy(rf_keyhash_t *k) {
 }
 
 rf_keyhash_t *rf_keyhash_new(const char *key_file, char *errstr, size_t errstr_size) {
-    char path[4096];
-    if (strncmp(key_file, "credential:", 11) == 0) {
-        const char *dir = getenv("CREDENTIALS_DIRECTORY");
-        if (!dir) {
-            snprintf(errstr, errstr_size, "%s: CREDENTIALS_DIRECTORY is not set (systemd's "
-                     "LoadCredential= sets it)", key_file);
-            return NULL;
-        }
-        snprintf(path, sizeof path, "%s/%s", dir, key_file + 11);
-    } else {
-        snprintf(path, sizeof path, "%s", key_file);
-    }
     unsigned char key[KEY_MAX + 1];
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        snprintf(errstr, errstr_size, "%s: %s", path, strerror(errno));
+    size_t n = 0;
+    if (rf_secret_read(key_file, key, sizeof key, &n, errstr, errstr_size) != 0)
         return NULL;
-    }
-    size_t n = fread(key, 1, sizeof key, f);
-    fclose(f);
-    if (n > 0 && key[n - 1] == '\n')
-        n--;
-    if (n > 0 && key[n - 1] == '\r')
-        n--;
-    if (n < RF_KEYHASH_KEY_MIN || n > KEY_MAX) {
+    if (n < RF_KEYHASH_KEY_MIN) {
         OPENSSL_cleanse(key, sizeof key);
-        snprintf(errstr, errstr_size, "%s: the key must be %d to %d bytes (it is %zu)", path,
-                 RF_KEYHASH_KEY_MIN, KEY_MAX, n);
+        snprintf(errstr, errstr_size, "%s: the key must be at least %d bytes (it is %zu)",
+                 key_file, RF_KEYHASH_KEY_MIN, n);
         return NULL;
     }
     rf_keyhash_t *k = calloc(1, sizeof *k);
@@ -68,7 +48,8 @@ rf_keyhash_t *rf_keyhash_new(const char *key_file, char *errstr, size_t errstr_s
         !(k->ctx = EVP_MAC_CTX_new(k->mac)) || !EVP_MAC_init(k->ctx, key, n, params)) {
         OPENSSL_cleanse(key, sizeof key);
         rf_keyhash_destroy(k);
-        snprintf(errstr, errstr_size, "%s: libcrypto cannot make an HMAC-SHA256 context", path);
+        snprintf(errstr, errstr_size, "%s: libcrypto cannot make an HMAC-SHA256 context",
+                 key_file);
         return NULL;
     }
     OPENSSL_cleanse(key, sizeof key);

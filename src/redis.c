@@ -91,6 +91,9 @@ struct rf_redis_s {
     char *host;
     int port;
     int host_numeric;
+    char *unix_path;     /* connect here instead (no lookup, no TCP options) */
+    char *user, *password;
+    int authed;          /* this connection's AUTH was answered OK */
     char addr[INET6_ADDRSTRLEN]; /* what redisAsyncConnect gets: host, or its lookup */
     unsigned connect_timeout_ms;
     unsigned command_timeout_ms;
@@ -234,7 +237,45 @@ static void finish(rf_redis_t *r) {
     r->magic = 0;
     free(r->ring);
     free(r->host);
+    free(r->unix_path);
+    free(r->user);
+    if (r->password) {
+        memset(r->password, 0, strlen(r->password));
+        free(r->password);
+    }
     free(r);
+}
+
+int rf_redis_command_argv(rf_redis_t *r, int argc, const char **argv, const size_t *argvlen,
+                          rf_redis_reply_cb cb, void *arg);
+
+static void on_auth(rf_redis_t *r, int status, redisReply *reply, void *arg) {
+    (void)arg;
+    if (status != 0)
+        return; /* the connection went: the next one authenticates again */
+    if (reply->type == REDIS_REPLY_STATUS && strcmp(reply->str, "OK") == 0) {
+        r->authed = 1;
+        r->announce_up = 1;
+        return;
+    }
+    /* WRONGPASS, NOPERM, ...: never up; retried with backoff (the password file may be
+     * fixed), the reason in rf_redis_errstr. */
+    lose(r, RF_E_REDIS, "AUTH", reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected reply");
+}
+
+/* AUTH [user] password, first on a new connection (the ring keeps replies in order). */
+static void send_auth(rf_redis_t *r) {
+    const char *argv[3] = {"AUTH"};
+    size_t lens[3] = {4};
+    int n = 1;
+    if (r->user) {
+        argv[n] = r->user;
+        lens[n++] = strlen(r->user);
+    }
+    argv[n] = r->password;
+    lens[n++] = strlen(r->password);
+    if (rf_redis_command_argv(r, n, argv, lens, on_auth, NULL) != 0)
+        lose(r, RF_E_CONN, "AUTH", "could not be sent");
 }
 
 static void settle(rf_redis_t *r) {
@@ -243,6 +284,10 @@ static void settle(rf_redis_t *r) {
     for (;;) {
         if (r->ac && (r->state == ST_LOST || r->state == ST_CLOSING)) {
             drop_ac(r);
+        } else if (r->state == ST_UP && r->announce_up && r->password && !r->authed) {
+            /* Up, but not ours until AUTH says OK: on_auth announces it, or loses it. */
+            r->announce_up = 0;
+            send_auth(r);
         } else if (r->state == ST_UP && r->announce_up) {
             r->announce_up = 0;
             if (r->state_cb)
@@ -375,7 +420,9 @@ static void connect_to(rf_redis_t *r) {
         r->connect_after_close = 1;
         return;
     }
-    redisAsyncContext *ac = redisAsyncConnect(r->addr, r->port);
+    r->authed = 0;
+    redisAsyncContext *ac = r->unix_path ? redisAsyncConnectUnix(r->unix_path)
+                                         : redisAsyncConnect(r->addr, r->port);
     if (!ac) {
         lose(r, RF_E_CONN, "connect", "out of memory");
         return;
@@ -390,7 +437,7 @@ static void connect_to(rf_redis_t *r) {
     (void)setsockopt(ac->c.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     /* Keepalive finds a dead peer on an idle connection (no command to time out). */
     int rc = UV_EINVAL;
-    if (redisEnableKeepAlive(&ac->c) == REDIS_OK)
+    if (r->unix_path || redisEnableKeepAlive(&ac->c) == REDIS_OK)
         rc = uv_poll_init(r->loop, &r->poll, ac->c.fd);
     if (rc < 0) {
         lose(r, RF_E_CONN, "connect", ac->c.err ? ac->c.errstr : uv_strerror(rc));
@@ -474,7 +521,7 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
 
 static void start_connect(rf_redis_t *r) {
     uv_timer_start(&r->conn_timer, on_conn_timer, r->connect_timeout_ms, 0);
-    if (r->host_numeric) {
+    if (r->host_numeric || r->unix_path) {
         connect_to(r);
         return;
     }
@@ -558,9 +605,9 @@ rf_redis_t *rf_redis_new(uv_loop_t *loop, const struct rf_redis_conf *conf,
     const char *bad = NULL;
     if (!loop || !conf)
         bad = "no loop or no configuration";
-    else if (!conf->host || !*conf->host)
+    else if ((!conf->host || !*conf->host) && !conf->unix_path)
         bad = "no Redis host";
-    else if (conf->port < 1 || conf->port > 65535)
+    else if (!conf->unix_path && (conf->port < 1 || conf->port > 65535))
         bad = "Redis port out of range 1..65535";
     else if (conf->connect_timeout_ms == 0 || conf->command_timeout_ms == 0)
         bad = "Redis connect and command timeouts must be > 0";
@@ -572,9 +619,13 @@ rf_redis_t *rf_redis_new(uv_loop_t *loop, const struct rf_redis_conf *conf,
     r = calloc(1, sizeof *r);
     if (!r)
         goto fail;
-    r->host = strdup(conf->host);
+    r->host = strdup(conf->unix_path ? conf->unix_path : conf->host);
     if (!r->host)
         goto free_r;
+    if ((conf->unix_path && !(r->unix_path = strdup(conf->unix_path))) ||
+        (conf->user && !(r->user = strdup(conf->user))) ||
+        (conf->password && !(r->password = strdup(conf->password))))
+        goto free_host;
     r->ring = malloc(RING_MIN * sizeof *r->ring);
     if (!r->ring)
         goto free_host;
@@ -613,6 +664,10 @@ rf_redis_t *rf_redis_new(uv_loop_t *loop, const struct rf_redis_conf *conf,
 
 free_host:
     free(r->host);
+    free(r->unix_path);
+    free(r->user);
+    free(r->password);
+    free(r->ring);
 free_r:
     free(r);
 fail:

@@ -1490,6 +1490,9 @@ rf_store_t *rf_store_new(uv_loop_t *loop, const struct rf_store_conf *conf, cons
             .command_timeout_ms = conf->command_timeout_ms,
             .reconnect_min_ms = 100,
             .reconnect_max_ms = 2000,
+            .unix_path = conf->redis_socket,
+            .user = conf->redis_user,
+            .password = conf->redis_password,
         };
         store->redis = rf_redis_new(loop, &rc, on_redis_state, store, errstr, errstr_size);
         if (!store->redis) {

@@ -77,6 +77,9 @@ struct rf_conf {
     char *processing_guarantee; /* at-least-once|exactly-once (Kafka transactions) */
     char *redis_host;
     int redis_port;
+    char *redis_socket;        /* Unix socket path, or "none" */
+    char *redis_user;          /* ACL user, or "none" */
+    char *redis_password_file; /* file or credential:NAME, or "none" */
     int redis_connect_timeout_ms;
     int redis_command_timeout_ms;
     char *redis_key_prefix;

@@ -8,9 +8,8 @@
  * padding: 35 characters, within the decoder's 63-byte strings; the same card number gives
  * the same token under the same key, so per-card features and joins still work, and without
  * the key no one can tell which card a token is, nor test a guess. The key comes from a file
- * (systemd LoadCredential=: "credential:NAME" reads $CREDENTIALS_DIRECTORY/NAME), at least 32
- * bytes after a trailing newline is cut; its bytes are wiped from our memory once the MAC
- * context holds it. Loop thread; rf_keyhash_token allocates nothing.
+ * or a systemd credential (secret.h), at least 32 bytes; its bytes are wiped from our memory
+ * once the MAC context holds it. Loop thread; rf_keyhash_token allocates nothing.
  */
 #ifndef RISKFLOW_KEYHASH_H
 #define RISKFLOW_KEYHASH_H

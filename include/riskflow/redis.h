@@ -33,6 +33,12 @@ struct rf_redis_conf {
     unsigned command_timeout_ms;
     unsigned reconnect_min_ms;  /* backoff doubles from min to max */
     unsigned reconnect_max_ms;
+    const char *unix_path;      /* a Unix socket instead of host:port (copied); NULL: TCP */
+    const char *user;           /* AUTH user (ACL; NULL: the default user), copied */
+    const char *password;       /* AUTH password, copied (wiped at free); NULL: no AUTH.
+                                 * A connection is announced up (state_cb(0)) only once its
+                                 * AUTH is answered OK; a refused one is lost, its reason in
+                                 * rf_redis_errstr, and retried with backoff. */
 };
 
 /* status: 0 with a reply (an error reply is still a reply: check reply->type), or < 0. */

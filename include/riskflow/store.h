@@ -64,6 +64,9 @@ struct rf_store_conf {
     enum rf_store_backend backend;
     const char *redis_host;
     int redis_port;
+    const char *redis_socket;   /* NULL: TCP */
+    const char *redis_user;     /* NULL: the default user */
+    const char *redis_password; /* NULL: no AUTH (copied by the client) */
     unsigned connect_timeout_ms;
     unsigned command_timeout_ms;
     const char *key_prefix; /* at most RF_STORE_PREFIX_MAX bytes */

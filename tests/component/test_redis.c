@@ -65,6 +65,7 @@ static void on_guard(uv_timer_t *timer) {
 }
 
 static void conf_init(struct rf_redis_conf *conf) {
+    memset(conf, 0, sizeof *conf);
     conf->host = host;
     conf->port = port;
     conf->connect_timeout_ms = 2000;
@@ -915,7 +916,7 @@ static void test_server_drops(void) {
 static void test_bad_conf(void) {
     uv_loop_t loop;
     CHECK_EQ_INT(uv_loop_init(&loop), 0);
-    struct rf_redis_conf conf = {"127.0.0.1", 6379, 1000, 1000, 50, 1000};
+    struct rf_redis_conf conf = {"127.0.0.1", 6379, 1000, 1000, 50, 1000, NULL, NULL, NULL};
     char err[128];
     conf.port = 0;
     err[0] = 0;
