@@ -18,6 +18,7 @@
 #include "riskflow/err.h"
 #include "riskflow/log.h"
 #include "riskflow/outputs.h"
+#include "riskflow/secret.h"
 
 static int set(rd_kafka_conf_t *kc, const char *key, const char *value, const char *where,
                char *errstr, size_t size) {
@@ -59,6 +60,22 @@ static int listed(const char *const *list, const char *key) {
     return 0;
 }
 
+/* kafka.sasl.password.file (ours, not librdkafka's): the SASL password read from a file or a
+ * systemd credential (secret.h), so that it need not sit in the config file. */
+static int set_secret(rd_kafka_conf_t *kc, const char *key, const struct rf_conf_kv *kv,
+                      char *errstr, size_t size) {
+    unsigned char secret[1024];
+    size_t n;
+    char err[512];
+    if (rf_secret_read(kv->value, secret, sizeof secret, &n, err, sizeof err) != 0) {
+        snprintf(errstr, size, "%s: kafka.%s: %s", kv->where, kv->key, err);
+        return RF_E_CONF;
+    }
+    int rc = set(kc, key, (const char *)secret, kv->where, errstr, size);
+    memset(secret, 0, sizeof secret);
+    return rc;
+}
+
 /* Defaults, then the user's kafka.* keys (those the other client owns skipped), then the
  * forced ones. */
 static rd_kafka_conf_t *build(const struct rf_conf *conf, rd_kafka_type_t type,
@@ -71,6 +88,11 @@ static rd_kafka_conf_t *build(const struct rf_conf *conf, rd_kafka_type_t type,
             goto fail;
     for (int i = 0; i < conf->n_kafka; i++) {
         const struct rf_conf_kv *kv = &conf->kafka[i];
+        if (strcmp(kv->key, "sasl.password.file") == 0) {
+            if (set_secret(kc, "sasl.password", kv, errstr, size) != 0)
+                goto fail;
+            continue;
+        }
         if (!listed(skip, kv->key) && set(kc, kv->key, kv->value, kv->where, errstr, size) != 0)
             goto fail;
     }

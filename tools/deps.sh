@@ -19,7 +19,7 @@ APT_PACKAGES=(
   build-essential cmake pkg-config
   librdkafka-dev libuv1-dev libavro-dev libopenblas-dev libhiredis-dev libjansson-dev libssl-dev
   redis-server kcat valgrind python3-venv clang libclang-rt-14-dev
-  systemd prometheus
+  systemd prometheus openssl
   ca-certificates
 )
 # Java and Maven (for the Kafka broker) may come from outside Debian (a JDK in /opt,

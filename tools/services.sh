@@ -19,6 +19,11 @@ LOG4J="$ROOT/tools/kafka/log4j.properties"
 
 KAFKA_PORT="${RF_KAFKA_PORT:-19092}"
 CONTROLLER_PORT="${RF_KAFKA_CONTROLLER_PORT:-19093}"
+# A second listener, SASL_SSL with SCRAM-SHA-256, for the security test: certificates made
+# here with openssl (a CA, the broker's key and certificate for 127.0.0.1), one SCRAM user.
+SASL_PORT="${RF_KAFKA_SASL_PORT:-19094}"
+SASL_USER=riskflow
+SASL_PASSWORD=riskflow-scram-secret
 REDIS_PORT="${RF_REDIS_PORT:-16379}"
 HOST=127.0.0.1
 KAFKA_DEADLINE="${RF_KAFKA_START_TIMEOUT:-90}"
@@ -115,20 +120,43 @@ check_tools() {
   [[ -f "$LIBS/.complete" ]] || die "Kafka jars missing in $LIBS (run tools/deps.sh)"
 }
 
+# The test CA and the broker's certificate (PEM; Kafka reads PEM key stores since 2.7).
+make_certs() {
+  local d="$1"
+  mkdir -p "$d"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/CN=riskflow test CA" \
+    -keyout "$d/ca.key" -out "$d/ca.pem" >/dev/null 2>&1 || die "openssl: CA"
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=$HOST" -keyout "$d/broker.key.rsa" \
+    -out "$d/broker.csr" >/dev/null 2>&1 || die "openssl: broker key"
+  printf 'subjectAltName=IP:%s,DNS:localhost\n' "$HOST" >"$d/san.ext"
+  openssl x509 -req -in "$d/broker.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" -CAcreateserial \
+    -days 30 -extfile "$d/san.ext" -out "$d/broker.pem" >/dev/null 2>&1 || die "openssl: sign"
+  openssl pkcs8 -topk8 -nocrypt -in "$d/broker.key.rsa" -out "$d/broker.key" \
+    >/dev/null 2>&1 || die "openssl: pkcs8"
+  cat "$d/broker.key" "$d/broker.pem" >"$d/broker.keystore.pem"
+}
+
 start_kafka() {
   local dir="$RUN/kafka" props="$RUN/kafka/server.properties" id
   rm -rf "$dir"
   mkdir -p "$dir/data"
+  make_certs "$dir/tls"
   cat >"$props" <<EOF
 # Written by tools/services.sh; a fresh single-node KRaft broker for tests.
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@$HOST:$CONTROLLER_PORT
-listeners=PLAINTEXT://$HOST:$KAFKA_PORT,CONTROLLER://$HOST:$CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://$HOST:$KAFKA_PORT
+listeners=PLAINTEXT://$HOST:$KAFKA_PORT,CONTROLLER://$HOST:$CONTROLLER_PORT,SASL_SSL://$HOST:$SASL_PORT
+advertised.listeners=PLAINTEXT://$HOST:$KAFKA_PORT,SASL_SSL://$HOST:$SASL_PORT
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL
+sasl.enabled.mechanisms=SCRAM-SHA-256
+listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+ssl.keystore.type=PEM
+ssl.keystore.location=$dir/tls/broker.keystore.pem
+ssl.truststore.type=PEM
+ssl.truststore.location=$dir/tls/ca.pem
 log.dirs=$dir/data
 metadata.log.dir=$dir/data
 num.partitions=1
@@ -149,7 +177,8 @@ EOF
     || { tail_log "$KAFKA_LOG"; die "kafka StorageTool random-uuid failed"; }
   id="$(printf '%s' "$id" | tail -n 1 | tr -d '[:space:]')"
   [[ -n "$id" ]] || die "kafka StorageTool random-uuid printed nothing"
-  kafka_java kafka.tools.StorageTool format -t "$id" -c "$props" >>"$KAFKA_LOG" 2>&1 \
+  kafka_java kafka.tools.StorageTool format -t "$id" -c "$props" \
+    --add-scram "SCRAM-SHA-256=[name=$SASL_USER,password=$SASL_PASSWORD]" >>"$KAFKA_LOG" 2>&1 \
     || { tail_log "$KAFKA_LOG"; die "kafka StorageTool format failed"; }
 
   launch_kafka
@@ -212,7 +241,7 @@ cmd_start() {
   rm -f "$ENV_FILE" "$PORTS_FILE" "$KAFKA_LOG" "$REDIS_LOG"
   STARTING=1
   local p
-  for p in "$KAFKA_PORT" "$CONTROLLER_PORT" "$REDIS_PORT"; do
+  for p in "$KAFKA_PORT" "$CONTROLLER_PORT" "$SASL_PORT" "$REDIS_PORT"; do
     port_busy "$p" && die "port $HOST:$p is already in use by another process (set RF_KAFKA_PORT / RF_KAFKA_CONTROLLER_PORT / RF_REDIS_PORT)"
   done
   printf 'KAFKA_PORT=%s\nCONTROLLER_PORT=%s\nREDIS_PORT=%s\n' \
@@ -223,6 +252,10 @@ cmd_start() {
   STARTING=0
   cat >"$ENV_FILE" <<EOF
 export RF_KAFKA_BOOTSTRAP=$HOST:$KAFKA_PORT
+export RF_KAFKA_SASL_BOOTSTRAP=$HOST:$SASL_PORT
+export RF_KAFKA_SASL_USER=$SASL_USER
+export RF_KAFKA_SASL_PASSWORD=$SASL_PASSWORD
+export RF_KAFKA_CA=$RUN/kafka/tls/ca.pem
 export RF_REDIS_HOST=$HOST
 export RF_REDIS_PORT=$REDIS_PORT
 EOF

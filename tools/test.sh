@@ -103,7 +103,7 @@ bash tools/services.sh start   # fails the run (set -e) if Kafka or Redis does n
 echo "test.sh: services start took $((SECONDS - t)) s"
 # shellcheck disable=SC1091
 source .run/services.env
-export RF_KAFKA_BOOTSTRAP RF_REDIS_HOST RF_REDIS_PORT
+export RF_KAFKA_BOOTSTRAP RF_REDIS_HOST RF_REDIS_PORT RF_KAFKA_SASL_BOOTSTRAP RF_KAFKA_SASL_USER RF_KAFKA_SASL_PASSWORD RF_KAFKA_CA
 
 run_ctest "ctest $BUILD (all labels)" "$BUILD"
 
