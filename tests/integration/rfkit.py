@@ -360,9 +360,26 @@ class Daemon:
             pytest.fail("riskflowd exited early with code %s\n%s"
                         % (self.proc.returncode, self.log_tail()), pytrace=False)
 
+    def sigterm_ready(self, timeout=10):
+        """Wait until the process blocks or catches SIGTERM (main() blocks it first thing):
+        a SIGTERM sent earlier, while the loader or the sanitizers start up, would kill it
+        with the default action instead of asking it to stop."""
+        deadline = time.monotonic() + timeout
+        while self.proc.poll() is None and time.monotonic() < deadline:
+            try:
+                with open("/proc/%d/status" % self.proc.pid) as f:
+                    st = dict(line.split(":", 1) for line in f if ":" in line)
+                mask = int(st["SigBlk"], 16) | int(st["SigCgt"], 16)
+                if mask & (1 << (signal.SIGTERM - 1)):
+                    return
+            except (OSError, KeyError, ValueError):
+                return
+            time.sleep(0.01)
+
     def stop(self, timeout=30):
         """SIGTERM; returns (exit code, seconds to exit). Kills it if it does not exit."""
         t0 = time.monotonic()
+        self.sigterm_ready()
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         try:
