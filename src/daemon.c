@@ -92,13 +92,40 @@ static void on_dry_idle(void *arg) {
 
 static void on_walk_close(uv_handle_t *h, void *arg);
 
+/* A stop or reload signal that reached a thread started before main() blocked them (the
+ * loader's and OpenBLAS's own start threads at load time, with the signals unblocked): kept
+ * here, acted on once the loop's handlers are in place. */
+static volatile sig_atomic_t early_signal;
+
+static void on_early_signal(int signum) {
+    early_signal = signum;
+}
+
 void rf_daemon_block_signals(int block) {
+    static const int sigs[] = {SIGTERM, SIGINT, SIGHUP};
     sigset_t set;
     sigemptyset(&set);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGHUP);
+    for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
+        sigaddset(&set, sigs[i]);
+    if (block) {
+        /* Blocking covers this thread and those it starts; a thread that existed before
+         * main() does not block them, and the default action there would kill the process:
+         * a handler of our own takes them until libuv's replace it. */
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = on_early_signal;
+        sigemptyset(&sa.sa_mask);
+        for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
+            sigaction(sigs[i], &sa, NULL);
+    }
     pthread_sigmask(block ? SIG_BLOCK : SIG_UNBLOCK, &set, NULL);
+}
+
+void rf_daemon_default_signals(void) {
+    signal(SIGTERM, SIG_DFL);
+    signal(SIGINT, SIG_DFL);
+    signal(SIGHUP, SIG_DFL);
+    rf_daemon_block_signals(0);
 }
 
 int rf_daemon_check(const struct rf_conf *conf, FILE *layout, char *errstr, size_t size) {
@@ -492,8 +519,7 @@ static void on_reloaded(rf_engine_t *e, const struct rf_reload_result *res, int 
     rf_health_reload_end(d->health);
 }
 
-static void on_signal(uv_signal_t *s, int signum) {
-    struct daemon *d = s->data;
+static void handle_signal(struct daemon *d, int signum) {
     if (signum == SIGHUP) {
         if (d->stopping)
             return;
@@ -514,6 +540,10 @@ static void on_signal(uv_signal_t *s, int signum) {
         return;
     }
     begin_stop(d, strsignal(signum));
+}
+
+static void on_signal(uv_signal_t *s, int signum) {
+    handle_signal(s->data, signum);
 }
 
 /* ---- commits ---- */
@@ -1011,6 +1041,8 @@ static int start(struct daemon *d, char *errstr, size_t size) {
     uv_signal_start(&d->sig_int, on_signal, SIGINT);
     uv_signal_start(&d->sig_hup, on_signal, SIGHUP);
     rf_daemon_block_signals(0); /* main() held them; one sent while starting arrives now */
+    if (early_signal) /* one a thread of before main() took (rf_daemon_block_signals) */
+        handle_signal(d, early_signal);
     uint64_t every = d->demo ? 20 : (uint64_t)(conf->stats_interval_ms ? conf->stats_interval_ms
                                                                        : 1000);
     uv_timer_start(&d->stats_timer, on_stats, every, every);

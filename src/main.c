@@ -144,7 +144,7 @@ int main(int argc, char **argv) {
     }
     if (rc == 0 && replaying && !dump && !check) {
         struct rf_replay_stats st;
-        rf_daemon_block_signals(0); /* a batch tool: the default actions are right */
+        rf_daemon_default_signals(); /* a batch tool: the default actions are right */
         rc = rf_replay_run(conf, &replay, &st, errstr, sizeof errstr);
         rf_conf_destroy(conf);
         if (rc != 0) {

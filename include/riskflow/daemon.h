@@ -37,5 +37,7 @@ int rf_daemon_run(const struct rf_conf *conf, int demo);
  * it starts): main() blocks them first thing, rf_daemon_run unblocks them once its handlers
  * are installed, so a stop sent while starting is a clean stop. */
 void rf_daemon_block_signals(int block);
+/* The default actions back for SIGTERM, SIGINT and SIGHUP, unblocked (the batch tools). */
+void rf_daemon_default_signals(void);
 
 #endif

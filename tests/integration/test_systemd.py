@@ -160,3 +160,22 @@ def test_not_ready_without_redis(services, tmp_path, monkeypatch):
     finally:
         d2.kill()
         ns2.close()
+
+
+def test_sigterm_while_starting(services, tmp_path):
+    """A SIGTERM sent as soon as riskflowd has taken over its signals — while it is still
+    loading models and joining the group — is a clean stop (exit 0), never the default
+    action's kill: threads that exist before main() (OpenBLAS starts its own at load) do not
+    block the signal, so main installs a handler for them before anything else."""
+    run = rfkit.unique("rf-early-term")
+    rfkit.create_topics(services, {run + ".feed": 1})
+    for i in range(5):
+        d = rfkit.Daemon(tmp_path, base_conf(services, run), name="early%d" % i)
+        d.start()
+        d.sigterm_ready()
+        d.proc.send_signal(signal.SIGTERM)
+        try:
+            rc = d.proc.wait(30)
+        finally:
+            d.kill()
+        assert rc == 0, "exit %s after an early SIGTERM\n%s" % (rc, d.log_tail())
