@@ -16,6 +16,14 @@ rows, and add it to every table and plot as the rows --candidate-name ("riskflow
 --write-example-candidate writes such a CSV from the Handbook features plus two ratios, to
 exercise the path.
 
+The candidate's choices are made on validation folds that end before the first test day (the
+same layout moved back 4 weeks, --validation-weeks): its hyperparameters from a small grid
+(CANDIDATE_GRID, --candidate-grid) by validation Average Precision, and its alert threshold
+(the score at which the validation weeks alert 100 payments a day); the test weeks are then
+scored exactly as the reference models'. --export-model DIR writes the chosen model (trained
+on the last training week of --export-seed) as riskflowd loads it: the library's JSON, a
+riskflow.trees.v1 manifest with the threshold, and a parity CSV of replayed rows.
+
 Simulations are cached (.npz per seed and scale, keyed by the simulator's source) under
 --cache-dir. Progress on stderr. Training venv (numpy, scikit-learn, xgboost, lightgbm,
 matplotlib; tools/train/requirements-train.txt).
@@ -69,6 +77,23 @@ XGB_PARAMS = {"n_estimators": 100, "max_depth": 3, "learning_rate": 0.3, "base_s
 LGBM_PARAMS = {"n_estimators": 100, "max_depth": 3, "num_leaves": 8, "learning_rate": 0.3,
                "random_state": 0, "deterministic": True, "force_row_wise": True,
                "verbose": -1}
+
+# The candidate's hyperparameter grid, searched on the validation folds (never on the test
+# weeks), on top of its base parameters (the reference XGBoost's, then --candidate-params);
+# --candidate-grid replaces it. Every n_estimators value is scored from one fit.
+CANDIDATE_GRID = {
+    "xgboost": {"max_depth": [2, 3, 4], "learning_rate": [0.05, 0.1, 0.3],
+                "n_estimators": [100, 200, 300]},
+    "lightgbm": {"max_depth": [3, 4], "num_leaves": [8, 16], "learning_rate": [0.05, 0.1, 0.3],
+                 "n_estimators": [100, 200, 300]},
+}
+# Validation APs this close to the best are a tie, broken by the validation CP@100.
+SELECT_AP_TIE = 0.001
+VALIDATION_WEEKS = 4
+
+# The first training day whose Handbook windows are full (30 days; the terminal's 30 behind
+# its 7-day delay).
+MIN_START = max(max(hb.CUSTOMER_WINDOWS), max(hb.TERMINAL_WINDOWS) + hb.TERMINAL_DELAY_DAYS)
 
 SCENARIOS = {1: "amount > 220", 2: "compromised terminal", 3: "compromised card (x5)"}
 
@@ -250,21 +275,44 @@ def reference_specs(n_jobs):
     ]
 
 
-def candidate_spec(model, extra_params, n_jobs, name):
+def candidate_params(model, extra_params, n_jobs):
+    """The candidate's base hyperparameters: the reference XGBoost's (or LightGBM's
+    equivalent), n_jobs, then --candidate-params."""
+    p = dict(XGB_PARAMS if model == "xgboost" else LGBM_PARAMS, n_jobs=n_jobs)
+    p.update(extra_params)
+    return p
+
+
+def make_estimator(model, params):
+    if model == "xgboost":
+        import xgboost
+        return xgboost.XGBClassifier(**params)
+    if model == "lightgbm":
+        import lightgbm
+        return lightgbm.LGBMClassifier(**params)
+    raise SystemExit("unknown candidate model %r" % model)
+
+
+def predict_first(model, est, X, n_trees):
+    """The candidate's scores from its first n_trees trees (a model of n_trees trees: boosting
+    adds trees one after the other, so the first n of a longer fit are that model)."""
+    if model == "xgboost":
+        return est.predict_proba(X, iteration_range=(0, n_trees))[:, 1]
+    return est.predict_proba(X, num_iteration=n_trees)[:, 1]
+
+
+def candidate_spec(model, params, name):
     """The candidate: the given library on the candidate's raw features (no scaler: riskflowd
     evaluates the trees on the features as they are)."""
     if model == "xgboost":
         import xgboost
-        p = dict(XGB_PARAMS, n_jobs=n_jobs)
-        p.update(extra_params)
-        return Spec("cand", name, "candidate", lambda: xgboost.XGBClassifier(**p),
-                    "XGBClassifier(%s), xgboost %s" % (_fmt_params(p), xgboost.__version__))
+        return Spec("cand", name, "candidate", lambda: make_estimator(model, params),
+                    "XGBClassifier(%s), xgboost %s" % (_fmt_params(params), xgboost.__version__))
     if model == "lightgbm":
         import lightgbm
-        p = dict(LGBM_PARAMS, n_jobs=n_jobs)
-        p.update(extra_params)
-        return Spec("cand", name, "candidate", lambda: lightgbm.LGBMClassifier(**p),
-                    "LGBMClassifier(%s), lightgbm %s" % (_fmt_params(p), lightgbm.__version__))
+        return Spec("cand", name, "candidate", lambda: make_estimator(model, params),
+                    "LGBMClassifier(%s), lightgbm %s" % (_fmt_params(params),
+                                                         lightgbm.__version__))
     raise SystemExit("unknown candidate model %r" % model)
 
 
@@ -331,6 +379,9 @@ def evaluate(args, specs, seeds, weeks, data, feats, cand):
                 results.append({"seed": seed, "week": w, "model": spec.key, "auc": auc,
                                 "ap": ap, "cp": cp, "cp_days": cp_days, "t_fit": t_fit,
                                 "t_total": time.time() - t0})
+                if spec.features == "candidate" and getattr(args, "cand_threshold",
+                                                            None) is not None:
+                    results[-1]["alerts"] = alert_stats(dev, cev, yev, s, args.cand_threshold)
                 if seed == plot["seed"]:
                     plot["weeks"][w]["scores"][spec.key] = s
                     plot["weeks"][w]["cp_days"][spec.key] = cp_days
@@ -338,6 +389,212 @@ def evaluate(args, specs, seeds, weeks, data, feats, cand):
                     "CP@100 %.4f  (ceiling %.4f)  fit %.1f s"
                     % (seed, w + 1, ts, spec.label, auc, ap, cp, cm, t_fit))
     return results, ceil, wstats, plot
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def validation_starts(weeks, n_val, min_start):
+    """Training-week starts of n_val validation folds: the test folds' layout (a training week,
+    the 7-day delay, an evaluation week; folds 7 days apart) moved back so that the last
+    validation fold's evaluation week ends the day before the first test day. Every choice
+    made on them (hyperparameters, the alert threshold) sees nothing of the test weeks."""
+    starts = [weeks[0] - 7 * (n_val - k) for k in range(n_val)]
+    if n_val < 1 or starts[0] < min_start:
+        raise SystemExit("%d validation folds before the first training week (day %d) would "
+                         "start on day %d, before the windows are full (day %d)"
+                         % (n_val, weeks[0], starts[0] if n_val else 0, min_start))
+    assert starts[-1] + 20 < weeks[0] + 14
+    return starts
+
+
+def grid_points(grid):
+    """Every combination of a {param: [values]} grid, keys in sorted order."""
+    keys = sorted(grid)
+    out = [{}]
+    for k in keys:
+        out = [dict(p, **{k: v}) for p in out for v in grid[k]]
+    return out
+
+
+def _fold_metrics(y, day, cust, s):
+    from sklearn.metrics import average_precision_score, roc_auc_score
+    return (float(roc_auc_score(y, s)), float(average_precision_score(y, s)),
+            hb.card_precision_at_k(day, cust, y, s, TOP_K)[0])
+
+
+def select_candidate(a, seeds, vstarts, data, feats, cand, base):
+    """The candidate's hyperparameters, chosen on the validation folds: every grid point (on
+    top of `base`) trained on each validation fold's training week and scored on its
+    evaluation week's kept rows; the point with the highest mean Average Precision over all
+    (seed, fold) pairs, and among the points within SELECT_AP_TIE of it the highest mean
+    CP@100. The number of trees is scored from one fit with the most trees (the first n trees
+    of a boosted model are the model of n trees). The book's XGBoost on the Handbook's features
+    is scored on the same folds for reference.
+
+    Returns (chosen params, table rows, reference rows, chosen point's validation scores by
+    (seed, start))."""
+    grid = dict(a.cand_grid)
+    ns = sorted(set(grid.pop("n_estimators", [base["n_estimators"]])))
+    points = []
+    t_fit = 0.0
+    for g in grid_points(grid):
+        fits = {n: {"params": dict(base, **g, n_estimators=n), "folds": [], "scores": {}}
+                for n in ns}
+        for seed in seeds:
+            d = data[seed]
+            X, present = cand[seed]
+            for ts in vstarts:
+                train, _, ev = hb.protocol_masks(d["day"], d["fraud"], d["cust"], ts)
+                if not present[train | ev].all():
+                    raise SystemExit("candidate features: seed %d, validation fold from day %d: "
+                                     "%d payments have no row"
+                                     % (seed, ts, int(((train | ev) & ~present).sum())))
+                yev, dev, cev = d["fraud"][ev], d["day"][ev], d["cust"][ev]
+                t0 = time.time()
+                est = make_estimator(a.candidate_model, dict(base, **g, n_estimators=ns[-1]))
+                est.fit(X[train], d["fraud"][train])
+                t_fit += time.time() - t0
+                for n in ns:
+                    s = predict_first(a.candidate_model, est, X[ev], n)
+                    fits[n]["folds"].append((seed, ts) + _fold_metrics(yev, dev, cev, s))
+                    fits[n]["scores"][(seed, ts)] = s
+        for n in ns:
+            f = fits[n]
+            f["auc"], f["ap"], f["cp"] = (float(np.mean([r[k] for r in f["folds"]]))
+                                          for k in (2, 3, 4))
+            f["ap_seed"] = {seed: float(np.mean([r[3] for r in f["folds"] if r[0] == seed]))
+                            for seed in seeds}
+            points.append(f)
+            log("validation: %s: AUC %.4f  AP %.4f  CP@100 %.4f"
+                % (_fmt_params(dict(g, n_estimators=n)), f["auc"], f["ap"], f["cp"]))
+    best_ap = max(f["ap"] for f in points)
+    near = [f for f in points if f["ap"] >= best_ap - SELECT_AP_TIE]
+    chosen = max(near, key=lambda f: f["cp"])  # first of equals: grid order
+    for f in points:
+        f["chosen"] = f is chosen
+        f["near"] = any(f is g for g in near)
+
+    # the reference: the book's XGBoost on the Handbook's features, same folds
+    import xgboost
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    ref = []
+    for seed in seeds:
+        d = data[seed]
+        for ts in vstarts:
+            train, _, ev = hb.protocol_masks(d["day"], d["fraud"], d["cust"], ts)
+            m = make_pipeline(StandardScaler(),
+                              xgboost.XGBClassifier(**dict(XGB_PARAMS, n_jobs=a.n_jobs)))
+            m.fit(feats[seed][train], d["fraud"][train])
+            s = m.predict_proba(feats[seed][ev])[:, 1]
+            ref.append((seed, ts) + _fold_metrics(d["fraud"][ev], d["day"][ev], d["cust"][ev],
+                                                  s))
+    log("validation: chose %s (AP %.4f, CP@100 %.4f; the book's XGBoost AP %.4f); %d fits in "
+        "%.0f s" % (_fmt_params(chosen["params"]), chosen["ap"], chosen["cp"],
+                    np.mean([r[3] for r in ref]), len(seeds) * len(vstarts)
+                    * len(grid_points(grid)), t_fit))
+    return chosen["params"], points, ref, chosen["scores"]
+
+
+def validation_threshold(scores, data, vstarts, seeds):
+    """The alert threshold, from the chosen point's validation scores: the score of the
+    (TOP_K x validation days)-th highest kept validation payment, all folds and seeds pooled —
+    alerting at or above it, the validation days alert TOP_K payments a day on average (the
+    investigators' budget that Card Precision@100 assumes)."""
+    pooled = np.concatenate([scores[(seed, ts)] for seed in seeds for ts in vstarts])
+    n_days = 7 * len(seeds) * len(vstarts)
+    k = min(TOP_K * n_days, len(pooled))
+    thr = float(np.sort(pooled)[::-1][k - 1])
+    stats = []
+    for seed in seeds:
+        d = data[seed]
+        for ts in vstarts:
+            _, _, ev = hb.protocol_masks(d["day"], d["fraud"], d["cust"], ts)
+            stats.append(dict(alert_stats(d["day"][ev], d["cust"][ev], d["fraud"][ev],
+                                          scores[(seed, ts)], thr), seed=seed, start=ts))
+    return thr, stats
+
+
+def alert_stats(day, cust, y, s, thr):
+    """Alerts at score >= thr on one week's kept rows: payments alerted and how many were
+    fraud, frauds, days, and per day the cards alerted and those with a fraud that day."""
+    al = s >= thr
+    cards = hits = 0
+    for dd in np.unique(day):
+        m = (day == dd) & al
+        cards += len(np.unique(cust[m]))
+        hits += len(np.unique(cust[m & (y == 1)]))
+    return {"days": int(len(np.unique(day))), "alerts": int(al.sum()),
+            "tp": int((al & (y == 1)).sum()), "frauds": int((y == 1).sum()),
+            "cards": cards, "card_hits": hits}
+
+
+def sum_alerts(stats):
+    t = {k: sum(s[k] for s in stats) for k in ("days", "alerts", "tp", "frauds", "cards",
+                                              "card_hits")}
+    t["per_day"] = t["alerts"] / t["days"] if t["days"] else 0.0
+    t["precision"] = t["tp"] / t["alerts"] if t["alerts"] else 0.0
+    t["recall"] = t["tp"] / t["frauds"] if t["frauds"] else 0.0
+    t["card_precision"] = t["card_hits"] / t["cards"] if t["cards"] else 0.0
+    t["cards_per_day"] = t["cards"] / t["days"] if t["days"] else 0.0
+    return t
+
+
+def export_model(a, params, names, weeks, data, cand, threshold, selection):
+    """The shipped model: the chosen configuration trained on the last test fold's training
+    week of --export-seed (the most recent week the protocol trains on), written as the
+    library saves it (fraud_xgb.json, with the feature names), a riskflow.trees.v1 manifest
+    with the validation-chosen threshold, and a parity CSV: replayed rows of the week after
+    (its delay and test days) with xgboost's prediction, the last column."""
+    import xgboost
+    if a.candidate_model != "xgboost":
+        raise SystemExit("--export-model: only the xgboost candidate is exported")
+    seed, ts = a.export_seed, weeks[-1]
+    d = data[seed]
+    X = cand[seed][0]
+    train, _, _ = hb.protocol_masks(d["day"], d["fraud"], d["cust"], ts)
+    est = make_estimator("xgboost", params)
+    est.fit(X[train], d["fraud"][train])
+    booster = est.get_booster()
+    booster.feature_names = list(names)
+    os.makedirs(a.export_model, exist_ok=True)
+    mpath = os.path.join(a.export_model, "fraud_xgb.json")
+    booster.save_model(mpath)
+    with open(mpath, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+    version = "fraud-xgb-%s-%s" % (datetime.datetime.now(datetime.timezone.utc)
+                                   .strftime("%Y%m%d"), digest[:8])
+    manifest = {"format": "riskflow.trees.v1", "name": "fraud", "version": version,
+                "model": "fraud_xgb.json", "threshold": threshold, "features": list(names)}
+    man_path = os.path.join(a.export_model, "fraud_xgb.manifest.json")
+    with open(man_path, "w", encoding="utf-8") as f:
+        json.dump(manifest, f, indent=1)
+        f.write("\n")
+    # parity rows: the 14 days after the training week (payments the model would score),
+    # a random sample and the highest-scored ones (so alerts are among them)
+    after = np.flatnonzero((d["day"] >= ts + 7) & (d["day"] < ts + 21))
+    s_after = est.predict_proba(X[after])[:, 1]
+    rng = np.random.default_rng(seed)
+    top = after[np.argsort(-s_after, kind="stable")[:a.export_rows // 4]]
+    rest = np.setdiff1d(after, top)
+    pick = np.sort(np.concatenate([top, rng.choice(rest, a.export_rows - len(top),
+                                                       replace=False)]))
+    proba = booster.predict(xgboost.DMatrix(X[pick], feature_names=list(names)))
+    assert np.array_equal(proba, est.predict_proba(X[pick])[:, 1].astype(proba.dtype))
+    par_path = os.path.join(a.export_model, "fraud_xgb_parity.csv")
+    with open(par_path, "w", encoding="utf-8") as f:
+        f.write(",".join(list(names) + ["xgb_proba"]) + "\n")
+        for row, pr in zip(X[pick].tolist(), proba.tolist()):
+            f.write(",".join(repr(v) for v in row) + "," + repr(float(pr)) + "\n")
+    info = {"seed": seed, "train": (ts, ts + 6), "n_train": int(train.sum()),
+            "f_train": int(d["fraud"][train].sum()), "version": version, "dir": a.export_model,
+            "model": mpath, "manifest": man_path, "parity": par_path, "rows": int(len(pick)),
+            "parity_days": (ts + 7, ts + 20), "alerts_in_parity": int((proba >= threshold).sum()),
+            "threshold": threshold, "n_trees": int(booster.num_boosted_rounds())}
+    log("exported %s (%s, %d trees; threshold %.6g), %s, %s (%d rows)"
+        % (mpath, version, info["n_trees"], threshold, man_path, par_path, len(pick)))
+    return info
 
 
 def _ms(vals):
@@ -476,6 +733,88 @@ def fmt_day(start_ms, d):
                                            tz=datetime.timezone.utc).strftime("%Y-%m-%d")
 
 
+def write_candidate_choices(w, a, seeds, weeks, results, ci, start_ms):
+    """The report's account of the candidate's choices: validation folds, grid, selection,
+    threshold, the threshold on the test weeks, the export."""
+    vs = ci["vstarts"]
+    w("### Choices made on validation folds (before the first test day)\n")
+    w("Every choice for the candidate — its hyperparameters and its alert threshold (the feature "
+      "file too, by whoever wrote it) — is made on %d validation folds per seed: the test "
+      "folds' layout (a training week, the 7-day delay, an evaluation week, folds 7 days "
+      "apart; known compromised cards removed the same way) moved back %d days, so that the "
+      "last validation day is day %d, the day before the first test day (%d). The test weeks "
+      "are then scored exactly as the reference models': each trained on its own training "
+      "week with the chosen parameters.\n" % (len(vs), weeks[0] - vs[0], vs[-1] + 20,
+                                               weeks[0] + 14))
+    w("| fold | training | delay | validation |")
+    w("|---:|---|---|---|")
+    for k, t in enumerate(vs):
+        w("| %d | %d–%d (%s – %s) | %d–%d | %d–%d (%s – %s) |"
+          % (k + 1, t, t + 6, fmt_day(start_ms, t), fmt_day(start_ms, t + 6), t + 7, t + 13,
+             t + 14, t + 20, fmt_day(start_ms, t + 14), fmt_day(start_ms, t + 20)))
+    w("")
+    grid = a.cand_grid
+    varying = sorted(grid)
+    w("**Hyperparameters.** Grid `%s` on top of `%s`; each point trained on every validation "
+      "fold's training week (%d seed(s) × %d folds) and scored on its validation week's kept "
+      "rows. Selected: the highest mean validation Average Precision; points within %.3f of "
+      "it count as tied and the highest mean validation CP@100 among them wins (in grid order "
+      "on equality). The number of trees is scored from one fit with the most trees (a boosted "
+      "model's first n trees are the model of n trees). Chosen: **`%s`**.\n"
+      % (json.dumps(grid, sort_keys=True), _fmt_params(ci["base"]), len(seeds), len(vs),
+         SELECT_AP_TIE, _fmt_params({k: ci["params"][k] for k in varying})))
+    w("| %s | AUC ROC | Average Precision | CP@100 | AP by seed (%s) |"
+      % (" | ".join(varying), ", ".join(map(str, seeds))))
+    w("|%s---:|---:|---:|---|" % ("---:|" * len(varying)))
+    ref = ci["vref"]
+    w("| %s | %.4f | %.4f | %.4f | %s |"
+      % (" | ".join(["*the book's XGBoost, Handbook features*"] + [""] * (len(varying) - 1)),
+         np.mean([r[2] for r in ref]), np.mean([r[3] for r in ref]),
+         np.mean([r[4] for r in ref]),
+         " / ".join("%.4f" % np.mean([r[3] for r in ref if r[0] == s]) for s in seeds)))
+    for f in ci["points"]:
+        mark = "**" if f["chosen"] else ""
+        w("| %s | %s%.4f%s | %s%.4f%s | %s%.4f%s | %s |"
+          % (" | ".join("%s%s%s" % (mark, f["params"][k], mark) for k in varying),
+             mark, f["auc"], mark, mark, f["ap"], mark, mark, f["cp"], mark,
+             " / ".join("%.4f" % f["ap_seed"][s] for s in seeds)))
+    w("")
+    vt = sum_alerts(ci["vstats"])
+    w("**Alert threshold: %.6g.** Rule: riskflowd alerts on a score at or above the threshold; "
+      "the investigators check %d cards a day (the budget Card Precision@%d measures), so the "
+      "threshold is the score at which the validation weeks alert %d payments a day on "
+      "average: the chosen configuration's scores of every validation fold's kept payments "
+      "(%d folds × 7 days, %d seed(s) pooled), sorted, the (%d × days)-th highest. On the "
+      "validation weeks it alerts %.1f payments (%.1f cards) a day, precision %.3f, recall "
+      "%.3f.\n" % (ci["threshold"], TOP_K, TOP_K, TOP_K, len(vs) * len(seeds), len(seeds),
+                   TOP_K, vt["per_day"], vt["cards_per_day"], vt["precision"], vt["recall"]))
+    cr = [r for r in results if r["model"] == "cand" and "alerts" in r]
+    if cr:
+        w("The same threshold on the test weeks (each week's model, its kept rows; precision "
+          "and recall over payments, card precision = alerted cards with a fraud that day / "
+          "alerted cards):\n")
+        w("| seed | alerts a day | precision | recall | cards alerted a day | card precision |")
+        w("|---:|---:|---:|---:|---:|---:|")
+        for seed in seeds + ["all"]:
+            t = sum_alerts([r["alerts"] for r in cr if seed == "all" or r["seed"] == seed])
+            w("| %s | %.1f | %.3f | %.3f | %.1f | %.3f |"
+              % (seed, t["per_day"], t["precision"], t["recall"], t["cards_per_day"],
+                 t["card_precision"]))
+        w("")
+    ex = ci.get("export")
+    if ex:
+        w("**Exported model** (`--export-model`): the chosen configuration trained on seed "
+          "%d's last training week (days %d–%d, %d payments, %d frauds: the most recent week "
+          "the protocol trains on), %d trees: `%s` (xgboost's `save_model`, with the feature "
+          "names), `%s` (riskflow.trees.v1, version `%s`, threshold %.6g), `%s` (%d replayed "
+          "rows of days %d–%d, a quarter of them the highest scored, %d at or above the "
+          "threshold; the features in model order, then xgboost's prediction).\n"
+          % (ex["seed"], ex["train"][0], ex["train"][1], ex["n_train"], ex["f_train"],
+             ex["n_trees"], ex["model"], ex["manifest"], ex["version"], ex["threshold"],
+             ex["parity"], ex["rows"], ex["parity_days"][0], ex["parity_days"][1],
+             ex["alerts_in_parity"]))
+
+
 def write_report(path, a, argv, specs, seeds, weeks, data, results, ceil, wstats, plot_paths,
                  timings, cand_info, start_ms):
     import sklearn
@@ -572,6 +911,23 @@ def write_report(path, a, argv, specs, seeds, weeks, data, results, ceil, wstats
               % ((seed, spec.label) + _ms([r["auc"] for r in rs]) + _ms([r["ap"] for r in rs])
                  + _ms([r["cp"] for r in rs]) + ce))
     w("")
+
+    if "cand" in by and "xgb" in by:
+        w("The candidate against the XGBoost row (the book's model and settings on the "
+          "Handbook's features), per seed: mean over the %d test weeks of each, and the "
+          "difference. Issue 7's bar: Average Precision at least +0.020 on every seed, AUC ROC "
+          "and Card Precision@100 no lower.\n" % nw)
+        w("| seed | AUC ROC: riskflow / XGBoost (diff) | Average Precision (diff) | "
+          "Card Precision@100 (diff) |")
+        w("|---:|---|---|---|")
+        for seed in seeds + ["all"]:
+            cells = []
+            for m in ("auc", "ap", "cp"):
+                c = np.mean([r[m] for r in by["cand"] if seed == "all" or r["seed"] == seed])
+                x = np.mean([r[m] for r in by["xgb"] if seed == "all" or r["seed"] == seed])
+                cells.append("%.3f / %.3f (**%+.3f**)" % (c, x, c - x))
+            w("| %s | %s |" % (seed, " | ".join(cells)))
+        w("")
 
     # ---- every pair
     w("### Every (seed, test week)\n")
@@ -704,15 +1060,17 @@ def write_report(path, a, argv, specs, seeds, weeks, data, results, ceil, wstats
           % (cand_info["label"], a.candidate_model, len(cand_info["names"]),
              ", ".join("`%s`" % p for p in a.candidate_features), cand_info["n_read"],
              cand_info["n_other"], "`, `".join(cand_info["names"])))
+        write_candidate_choices(w, a, seeds, weeks, results, cand_info, start_ms)
     else:
         w("No candidate in this run. `--candidate-features CSV --candidate-model "
           "{xgboost,lightgbm}` adds one: the CSV has a header `event_id,<feature>,...` and "
           "one row per payment (`event_id` = the simulator's `E<seed>-<index>`; a `{seed}` in "
           "the path is expanded per seed, or one file can hold several seeds); empty or `nan` "
           "cells are missing values. The candidate is trained on those features (raw: riskflowd "
-          "evaluates trees on them as they are) with the reference XGBoost's hyperparameters "
-          "(or LightGBM's equivalent: 100 trees, depth 3, 8 leaves, rate 0.3; "
-          "`--candidate-params JSON` overrides) on exactly the rows of the reference models, "
+          "evaluates trees on them as they are), its hyperparameters chosen on validation "
+          "folds before the first test day from a grid (`--candidate-grid`) on top of the "
+          "reference XGBoost's (or LightGBM's equivalent: 100 trees, depth 3, 8 leaves, rate "
+          "0.3; `--candidate-params JSON` overrides), on exactly the rows of the reference models, "
           "and added to every table and plot as `--candidate-name` (riskflow). Every payment of "
           "every training and test week must have a row. `--write-example-candidate "
           "/tmp/cand_{seed}.csv` writes such a file from the Handbook's features plus two "
@@ -725,8 +1083,9 @@ def write_report(path, a, argv, specs, seeds, weeks, data, results, ceil, wstats
       "scale, seeds 1,2,3), `--test-weeks` (4), `--out-dir` (plots, `tools/train/report`), "
       "`--report` (`tools/train/FRAUD_REPORT.md`), `--cache-dir` (simulations as .npz, "
       "`/tmp/riskflow-fraud-cache`), `--n-jobs` (2), `--quick` (1000 customers, 2000 "
-      "terminals, 90 days, seed 1, 2 test weeks, written under /tmp), the candidate options "
-      "above.")
+      "terminals, 90 days, seed 1, 2 test weeks and 2 validation folds, written under /tmp), "
+      "the candidate options above, `--validation-weeks` (4), `--candidate-grid` (JSON), "
+      "`--export-model DIR` (`--export-seed`, `--export-rows`).")
     w("")
     w("Time of this run: %s; fits %s; plots and report %.1f s; total %.1f s."
       % (", ".join("seed %d: simulation %.1f s%s, features %.1f s"
@@ -735,6 +1094,10 @@ def write_report(path, a, argv, specs, seeds, weeks, data, results, ceil, wstats
          ", ".join("%s %.1f s" % (spec.label, sum(r["t_fit"] for r in by[spec.key]))
                    for spec in specs),
          timings["plots"], timings["total"]))
+    if "validation" in timings:
+        w("The candidate's validation (grid search and threshold): %.1f s%s."
+          % (timings["validation"], "; export %.1f s" % timings["export"]
+             if "export" in timings else ""))
     w("")
     with open(path, "w", encoding="utf-8") as f:
         f.write("\n".join(out) + "\n")
@@ -766,6 +1129,19 @@ def parse_args(argv):
     ap.add_argument("--candidate-params", default="{}",
                     help="JSON object overriding the candidate's hyperparameters")
     ap.add_argument("--candidate-name", default="riskflow")
+    ap.add_argument("--candidate-grid", default=None,
+                    help="JSON {param: [values]}: the candidate's hyperparameter grid, searched "
+                    "on the validation folds (default: CANDIDATE_GRID for the model; '{}': the "
+                    "base parameters only, still scored on validation for the threshold)")
+    ap.add_argument("--validation-weeks", type=int, default=VALIDATION_WEEKS,
+                    help="validation folds before the first test day (%(default)s)")
+    ap.add_argument("--export-model", metavar="DIR",
+                    help="also train the chosen candidate on the last training week of "
+                    "--export-seed and write DIR/fraud_xgb.json, fraud_xgb.manifest.json "
+                    "(riskflow.trees.v1, the validation threshold), fraud_xgb_parity.csv")
+    ap.add_argument("--export-seed", type=int, default=None,
+                    help="the simulation the exported model is trained on (the first seed)")
+    ap.add_argument("--export-rows", type=int, default=400, help="parity rows (%(default)s)")
     ap.add_argument("--replay", metavar="FEATURES_FILE",
                     help="the candidate's rows from riskflowd itself: every seed's payments and "
                     "labels through `riskflowd --replay` with this feature file "
@@ -790,6 +1166,8 @@ def parse_args(argv):
             a.seeds = "1"
         if "--test-weeks" not in given:
             a.test_weeks = 2
+        if "--validation-weeks" not in given:
+            a.validation_weeks = 2
         if a.out_dir is None:
             a.out_dir = "/tmp/riskflow-fraud-quick/report"
         if a.report is None:
@@ -816,6 +1194,20 @@ def parse_args(argv):
         assert isinstance(a.cand_params, dict)
     except (ValueError, AssertionError):
         ap.error("--candidate-params: a JSON object")
+    if a.candidate_model:
+        try:
+            a.cand_grid = (json.loads(a.candidate_grid) if a.candidate_grid is not None
+                           else CANDIDATE_GRID[a.candidate_model])
+            assert isinstance(a.cand_grid, dict)
+            assert all(isinstance(v, list) and v for v in a.cand_grid.values())
+        except (ValueError, AssertionError):
+            ap.error("--candidate-grid: a JSON object of non-empty lists")
+    if a.export_model and not a.candidate_model:
+        ap.error("--export-model needs a candidate (--replay or --candidate-features)")
+    if a.export_seed is None:
+        a.export_seed = a.seed_list[0]
+    elif a.export_seed not in a.seed_list:
+        ap.error("--export-seed: one of --seeds")
     if a.customers < 3 or a.terminals < 2:
         ap.error("need at least 3 customers and 2 terminals")
     return a
@@ -872,14 +1264,31 @@ def main(argv=None):
         if missing:
             raise SystemExit("candidate features: no rows for seed(s) %s"
                              % ", ".join(map(str, missing)))
-        spec = candidate_spec(a.candidate_model, a.cand_params, a.n_jobs, a.candidate_name)
-        specs.append(spec)
-        cand_info = {"names": names, "n_read": n_read, "n_other": n_other,
-                     "label": a.candidate_name}
         log("candidate %r: %d features, %d rows (%d of other seeds ignored)"
             % (a.candidate_name, len(names), n_read, n_other))
+        # Every choice on validation folds that end before the first test day.
+        t0 = time.time()
+        vstarts = validation_starts(weeks, a.validation_weeks, MIN_START)
+        base = candidate_params(a.candidate_model, a.cand_params, a.n_jobs)
+        params, points, vref, vscores = select_candidate(a, seeds, vstarts, data, feats, cand,
+                                                         base)
+        a.cand_threshold, vstats = validation_threshold(vscores, data, vstarts, seeds)
+        timings["validation"] = time.time() - t0
+        log("validation: threshold %.6g (%.1f alerts a day on the validation weeks); %.0f s"
+            % (a.cand_threshold, sum_alerts(vstats)["per_day"], timings["validation"]))
+        spec = candidate_spec(a.candidate_model, params, a.candidate_name)
+        specs.append(spec)
+        cand_info = {"names": names, "n_read": n_read, "n_other": n_other,
+                     "label": a.candidate_name, "base": base, "params": params,
+                     "vstarts": vstarts, "points": points, "vref": vref, "vstats": vstats,
+                     "threshold": a.cand_threshold}
 
     results, ceil, wstats, plot = evaluate(a, specs, seeds, weeks, data, feats, cand)
+    if a.export_model:
+        t0 = time.time()
+        cand_info["export"] = export_model(a, cand_info["params"], cand_info["names"], weeks,
+                                           data, cand, a.cand_threshold, cand_info)
+        timings["export"] = time.time() - t0
 
     t0 = time.time()
     plot_paths = make_plots(a.out_dir, specs, plot, weeks, start_ms)
