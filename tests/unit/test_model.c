@@ -96,14 +96,16 @@ close_file:
     return rc;
 }
 
-static void test_parity(void) {
+/* A shipped model against the library that trained it, on its committed parity rows (the
+ * last column the library's score, named `truth`): every batch size, 1e-6. */
+static void parity(const char *model_path, const char *parity_path, const char *truth) {
     char err[512] = "";
     struct fixture fx;
-    rf_model_t *model = rf_model_load(FRAUD_MODEL_PATH, err, sizeof err);
+    rf_model_t *model = rf_model_load(model_path, err, sizeof err);
     if (!model)
         fprintf(stderr, "load: %s\n", err);
     CHECK(model != NULL);
-    CHECK_EQ_INT(fixture_load(&fx, FRAUD_PARITY_PATH), 0);
+    CHECK_EQ_INT(fixture_load(&fx, parity_path), 0);
     if (!model || !fx.v) {
         free(fx.v);
         rf_model_destroy(model);
@@ -114,7 +116,7 @@ static void test_parity(void) {
     CHECK(rf_model_version(model)[0] != '\0');
     CHECK(rf_model_threshold(model) > 0.0 && rf_model_threshold(model) < 1.0);
     CHECK_EQ_INT(fx.cols, nf + 1);
-    CHECK_EQ_STR(fx.names[fx.cols - 1], "sklearn_proba");
+    CHECK_EQ_STR(fx.names[fx.cols - 1], truth);
     for (int i = 0; i < nf && i < fx.cols; i++) {
         CHECK_EQ_STR(fx.names[i], rf_model_feature_name(model, i));
     }
@@ -152,6 +154,14 @@ static void test_parity(void) {
 done:
     free(fx.v);
     rf_model_destroy(model);
+}
+
+static void test_parity(void) {
+    parity(FRAUD_MODEL_PATH, FRAUD_PARITY_PATH, "sklearn_proba");
+    /* The exported tree model (tools/train/evaluate_fraud.py --export-model) against
+     * xgboost's predict_proba on rows replayed by riskflowd. */
+    parity("deploy/models/fraud_xgb.manifest.json", "tests/fixtures/fraud_xgb_parity.csv",
+           "xgb_proba");
 }
 
 /* A tiny model: amount, is_ecom, is_night, is_cash; contributions are easy to do by hand. */
