@@ -546,6 +546,30 @@ def run_with_restarts(svc, producer, daemon, recs, cuts, reader, step, group, to
     stop_clean(daemon)
 
 
+def run_to_outputs(daemon, reader, n, what):
+    """Start daemon, wait for n outputs on reader, stop it cleanly; on failure kill it and
+    print its log."""
+    try:
+        daemon.start()
+        wait_outputs(reader, daemon, n, what)
+        stop_clean(daemon)
+    except BaseException:
+        daemon.kill()
+        print(daemon.log_tail(80))
+        raise
+
+
+def readyz(port):
+    """(status, body) of riskflowd's /readyz on 127.0.0.1:port."""
+    import urllib.error
+    import urllib.request
+    try:
+        with urllib.request.urlopen("http://127.0.0.1:%d/readyz" % port, timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
 def stop_clean(daemon):
     """SIGTERM, and exit 0 within 30 s."""
     rc, _ = daemon.stop(timeout=30)

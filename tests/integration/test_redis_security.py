@@ -71,13 +71,7 @@ def test_acl_user_over_unix_socket(services, tmp_path):
             time.sleep(3)
             bad.assert_alive()
             assert "WRONGPASS" in bad.log_text(), bad.log_tail()
-            import urllib.request
-            import urllib.error
-            try:
-                urllib.request.urlopen("http://127.0.0.1:%d/readyz" % port, timeout=5)
-                raise AssertionError("ready with a wrong Redis password")
-            except urllib.error.HTTPError as e:
-                assert e.code == 503
+            assert rfkit.readyz(port)[0] == 503, "ready with a wrong Redis password"
         finally:
             bad.kill()
 
@@ -85,14 +79,7 @@ def test_acl_user_over_unix_socket(services, tmp_path):
             services, run, redis_socket=sock, redis_user="rf",
             redis_password_file=str(pw_file), fraud_score_where="all"), name="ok")
         scores = rfkit.TopicReader(services, run + ".scores")
-        try:
-            d.start()
-            rfkit.wait_outputs(scores, d, len(pays), "scores")
-            rfkit.stop_clean(d)
-        except BaseException:
-            d.kill()
-            print(d.log_tail(60))
-            raise
+        rfkit.run_to_outputs(d, scores, len(pays), "scores")
         assert "connected to %s (authenticated)" % sock in d.log_text()
         assert password not in d.log_text()
         red = redis_py.Redis(unix_socket_path=sock, username="rf", password=password)
