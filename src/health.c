@@ -123,10 +123,6 @@ void rf_health_start(rf_health_t *h) {
     }
 }
 
-uint64_t rf_health_redis_rtt_us(const rf_health_t *h) {
-    return h->rtt_us;
-}
-
 const struct rf_hist *rf_health_rtt_hist(const rf_health_t *h) {
     return &h->rtt;
 }

@@ -44,9 +44,6 @@ void rf_health_start(rf_health_t *h);
 /* Ready as above; why: what it waits for ("" when ready). */
 int rf_health_ready(const rf_health_t *h, const char **why);
 
-/* The last PING's round trip in microseconds (0 before any, or without Redis). */
-uint64_t rf_health_redis_rtt_us(const rf_health_t *h);
-
 /* Every PING's round trip (the /metrics histogram), and whether the last was answered (1
  * without Redis). */
 const struct rf_hist *rf_health_rtt_hist(const rf_health_t *h);
