@@ -38,7 +38,7 @@ struct fraud_conf {
 
 #define C struct fraud_conf
 static const struct rf_conf_prop props[] = {
-    RF_PROP_S("fraud.model.path", C, model_path, "deploy/models/fraud_lr.json",
+    RF_PROP_S("fraud.model.path", C, model_path, "deploy/models/fraud_xgb.manifest.json",
               "The fraud model (docs/MODELS.md): a riskflow.logistic.v1 or riskflow.trees.v1 "
               "JSON file, or an XGBoost JSON / LightGBM text model as the library saved it; "
               "its features must be declared in features.path and available for payments."),

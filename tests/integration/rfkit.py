@@ -639,16 +639,52 @@ def close(a, b, rel=1e-9, abs_=1e-12):
     return math.isclose(a, b, rel_tol=rel, abs_tol=abs_)
 
 
+def _both_orders(items):
+    """items ((payment, topic, partition, offset), each customer's in its order) in an order
+    that also keeps each (topic, partition) in offset order: a topological sort of the two
+    chains, the earliest listed first when several are free."""
+    import heapq
+    nxt, indeg = {}, [0] * len(items)
+    last_c, by_part = {}, {}
+    for i, (p, topic, part, off) in enumerate(items):
+        c = p["customer_id"]
+        if c in last_c:
+            nxt.setdefault(last_c[c], []).append(i)
+            indeg[i] += 1
+        last_c[c] = i
+        by_part.setdefault((topic, part), []).append((off, i))
+    for chain in by_part.values():
+        chain.sort()
+        for (_, a), (_, b) in zip(chain, chain[1:]):
+            nxt.setdefault(a, []).append(b)
+            indeg[b] += 1
+    free = [i for i in range(len(items)) if indeg[i] == 0]
+    heapq.heapify(free)
+    out = []
+    while free:
+        i = heapq.heappop(free)
+        out.append(items[i])
+        for j in nxt.get(i, ()):
+            indeg[j] -= 1
+            if indeg[j] == 0:
+                heapq.heappush(free, j)
+    assert len(out) == len(items), "a customer's order contradicts its partitions' offsets"
+    return out
+
+
 def replay_features(payments_in_order, job_state=None):
     """payments_in_order: [(payment, topic, partition, offset)], each customer's payments in
     the order the daemon applied them (for a customer on one partition: offset order; any
     interleaving across customers). Returns ({event_id: features dict of every feature
     available for payments}, {customer_id: EntityState}). A replay (an event its entities
-    already hold) gets no features: the daemon writes nothing for it either."""
+    already hold) gets no features: the daemon writes nothing for it either.
+    Entities other than the customer (a terminal) see payments of many customers, each input
+    partition in offset order: the payments are applied in an order that keeps both each
+    customer's order and each partition's (the daemon's own order is one such)."""
     eng = rff.Engine(DECL, job_state)
     feats = {}
     customers = set()
-    for p, topic, part, off in payments_in_order:
+    for p, topic, part, off in _both_orders(payments_in_order):
         customers.add(p["customer_id"])
         if eng.apply("riskflow.Payment", p, topic, part, off):
             feats[p["event_id"]] = eng.evaluate("riskflow.Payment", p)

@@ -347,9 +347,13 @@ def test_acceptance_two_topics_poison_features_state_offsets(services, model, da
         if got != st:
             r_bad.append((key, rfkit.state_diff(got, st)))
     keys = {k.decode() for k in red.scan_iter(match=run + ":*", count=1000)}
-    # every customer's value, and the Redis epoch marker (README "Redis durability"); no
-    # journal is left after a clean stop
-    want_keys = {rfkit.state_key(run, "customer", c) for c in ref_states} | {run + ":epoch"}
+    # every customer's value, every terminal's slices (one hash each: test_sliced.py checks
+    # their contents), and the Redis epoch marker (README "Redis durability"); no journal is
+    # left after a clean stop
+    terminals = {r.payment["terminal_id"] for r in payments}
+    want_keys = ({rfkit.state_key(run, "customer", c) for c in ref_states}
+                 | {rfkit.state_key(run, "terminal", t) for t in terminals} | {run + ":epoch"})
+    assert all(red.type(rfkit.state_key(run, "terminal", t)) == b"hash" for t in terminals)
     assert not r_bad, "Redis state differs from the reference: " + first(r_bad, 3)
     assert keys == want_keys, "Redis keys under the prefix: unexpected %s" % first(
         sorted(keys - want_keys))

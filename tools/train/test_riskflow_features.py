@@ -187,15 +187,18 @@ def test_topic_id_and_fnv64():
 
 def test_features_conf_loads():
     decl = rff.load(FEATURES_CONF, SCHEMAS)
-    assert [e.name for e in decl.entities] == ["customer", "instrument"]
-    assert decl.names[:3] == ["amount", "log_amount", "cust_count_1h"]
-    assert len(decl.names) == 54
+    assert [e.name for e in decl.entities] == ["customer", "instrument", "terminal", "payment"]
+    assert decl.names[:3] == ["amount", "cust_nb_tx_7d", "cust_avg_amount_7d"]
+    assert len(decl.names) == 72
     cust, inst = decl.kind("customer"), decl.kind("instrument")
+    term, pay = decl.kind("terminal"), decl.kind("payment")
+    assert [e.sliced for e in decl.entities] == [False, False, True, False]
+    assert (term.size, pay.size) == (968, 104)
     # pinned: the C engine is checked against this printout (python3 riskflow_features.py
     # --layout deploy/features.conf)
-    assert (cust.size, cust.hash) == (2016, 0x4672150679f00947)
+    assert (cust.size, cust.hash) == (4064, 0x908e1c68831a24aa)
     assert (inst.size, inst.hash) == (904, 0xf901b31c6821b272)
-    for lay in (cust, inst):
+    for lay in (cust, inst, term, pay):
         # slots tile the value exactly, each at its natural alignment
         off = 0
         for o, size, _ in lay.slots:
@@ -244,9 +247,9 @@ def test_cli_layout_printout():
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     out = r.stdout
-    assert "entity customer: value 2016 bytes, layout hash 0x4672150679f00947" in out
+    assert "entity customer: value 4064 bytes, layout hash 0x908e1c68831a24aa" in out
     assert "entity instrument: value 904 bytes, layout hash 0xf901b31c6821b272" in out
-    assert "    1944     16  cust_secs_since_last: time_since_last (i64 t, f64 gap)" in out
+    assert "    3992     16  cust_secs_since_last: time_since_last (i64 t, f64 gap)" in out
     assert "     444      4  group 2: Trade window=15m/15: padding" in out
     assert ("feature mkt_bid = last(bid) per instrument on Quote\n"
             "feature mkt_ask = last(ask) per instrument on Quote\n") in out
@@ -255,8 +258,8 @@ def test_cli_layout_printout():
                         "--layout", FEATURES_CONF, "--job", "credit:customer:1:16"],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    assert "    2016     16  job credit version 1 state (16 bytes)" in r.stdout
-    assert "entity customer: value 2032 bytes" in r.stdout
+    assert "    4064     16  job credit version 1 state (16 bytes)" in r.stdout
+    assert "entity customer: value 4080 bytes" in r.stdout
     assert "\njob credit 1 16\n" in r.stdout
     # a bad file: FILE:LINE: message, exit 78
     bad = write("entity customer key=customer_id\nfeature x = count per customer on Payment\n")
