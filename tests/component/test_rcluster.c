@@ -75,7 +75,7 @@ static void on_state(rf_rcluster_t *c, int status, void *arg) {
     }
 }
 
-static int begin(struct t *t, const char *seeds) {
+static int begin_timeout(struct t *t, const char *seeds, unsigned command_timeout_ms) {
     memset(t, 0, sizeof *t);
     CHECK_EQ_INT(uv_loop_init(&t->loop), 0);
     uv_timer_init(&t->loop, &t->guard);
@@ -83,7 +83,8 @@ static int begin(struct t *t, const char *seeds) {
     struct rf_rcluster_conf conf;
     memset(&conf, 0, sizeof conf);
     conf.seeds = seeds;
-    conf.node = (struct rf_redis_conf){NULL, 0, 2000, 5000, 50, 1000, NULL, NULL, NULL};
+    conf.node =
+        (struct rf_redis_conf){NULL, 0, 2000, command_timeout_ms, 50, 1000, NULL, NULL, NULL};
     char err[256] = "";
     t->c = rf_rcluster_new(&t->loop, &conf, on_state, t, err, sizeof err);
     CHECK(t->c != NULL);
@@ -95,6 +96,10 @@ static int begin(struct t *t, const char *seeds) {
     wait_for(t, 10000);
     CHECK_EQ_INT(t->ready, 1);
     return t->ready == 1 ? 0 : -1;
+}
+
+static int begin(struct t *t, const char *seeds) {
+    return begin_timeout(t, seeds, 5000);
 }
 
 static void on_closed(void *arg) {
@@ -618,5 +623,128 @@ out:
     end(&m.t);
 }
 
+/* --- closing with requests on the wire and parked ---------------------------------------- */
+
+struct closing_op {
+    int calls;
+    int status;
+};
+
+static void on_closing_op(rf_rcluster_t *c, int status, redisReply *reply, void *arg) {
+    struct closing_op *op = arg;
+    op->calls++;
+    op->status = status;
+}
+
+static void test_close_pending(void) {
+    NEED_CLUSTER();
+    static struct t t;
+    if (begin(&t, cl_seeds) < 0)
+        goto out;
+    char tag[64], keys[8][64];
+    int from;
+    unsigned slot = empty_slot(tag, sizeof tag, "closing", &from, -1);
+    int to = (from + 1) % cl_n;
+    CHECK(cl_move_begin(slot, from, to));
+    /* A transaction of new keys on a migrating slot: ASK, so it waits parked. */
+    struct txn x;
+    CHECK_EQ_INT(send_txn(&t, tag, 2, &x, keys), 0);
+    struct rf_rcluster_stats st = {0};
+    uv_timer_start(&t.guard, on_guard, 5000, 0);
+    for (int i = 0; i < 1000 && st.ask == 0; i++) {
+        uv_run(&t.loop, UV_RUN_ONCE);
+        rf_rcluster_stats(t.c, &st);
+    }
+    uv_timer_stop(&t.guard);
+    CHECK_EQ_INT(st.ask, 1);
+    CHECK_EQ_INT(x.calls, 0);
+    /* Commands on the wire to every master, then the close in the same turn. */
+    static struct closing_op ops[60];
+    memset(ops, 0, sizeof ops);
+    for (int i = 0; i < 60; i++) {
+        char key[64];
+        snprintf(key, sizeof key, "rf:test:rcluster:%d:closing:%d", (int)getpid(), i);
+        CHECK_EQ_INT(text(t.c, key_slot(key), on_closing_op, &ops[i], 2, "GET", key, NULL), 0);
+    }
+    CHECK_EQ_INT(rf_rcluster_pending(t.c), 61);
+    rf_rcluster_close(t.c, on_closed, &t);
+    /* Every callback has run, once, with RF_E_CLOSED, before the close returned. */
+    CHECK_EQ_INT(x.calls, 1);
+    CHECK_EQ_INT(x.status, RF_E_CLOSED);
+    int bad = 0;
+    for (int i = 0; i < 60; i++)
+        bad += ops[i].calls != 1 || ops[i].status != RF_E_CLOSED;
+    CHECK_EQ_INT(bad, 0);
+    CHECK_EQ_INT(rf_rcluster_command_argv(t.c, slot, 1, (const char *[]){"PING"}, NULL,
+                                          on_closing_op, &ops[0]),
+                 RF_E_CLOSED);
+    CHECK_EQ_INT(t.closed, 0); /* handles are still closing */
+    /* The migration is called off: the slot stays with its owner. */
+    CHECK(cl_ok_cmd(to, "CLUSTER SETSLOT %u STABLE", slot));
+    CHECK(cl_ok_cmd(from, "CLUSTER SETSLOT %u STABLE", slot));
+    CHECK_EQ_INT(cl_count(from, slot), 0);
+    CHECK_EQ_INT(cl_count(to, slot), 0);
+    CHECK(cl_wait_healthy(10000));
+    uv_close((uv_handle_t *)&t.guard, NULL);
+    uv_run(&t.loop, UV_RUN_DEFAULT);
+    CHECK_EQ_INT(t.closed, 1);
+    loop_check_close(&t.loop);
+    return;
+out:
+    end(&t);
+}
+
+/* --- a master that stops answering: not ready, then ready again ---------------------------- */
+
+static void on_tick(uv_timer_t *timer) {
+    /* Only wakes the loop, so UV_RUN_ONCE returns to check a condition on time. */
+}
+
+static void test_master_paused(void) {
+    NEED_CLUSTER();
+    static struct t t;
+    if (begin_timeout(&t, cl_seeds, 300) < 0)
+        goto out;
+    char key[64];
+    int owner = -1;
+    for (int i = 0; owner != 0; i++) {
+        snprintf(key, sizeof key, "rf:test:rcluster:%d:paused:%d", (int)getpid(), i);
+        owner = cl_owner(key_slot(key));
+    }
+    /* Master 0 stops serving clients for 1.5 s (its cluster bus goes on). */
+    CHECK(cl_ok_cmd(0, "CLIENT PAUSE 1500 ALL"));
+    static struct closing_op get1, get2;
+    memset(&get1, 0, sizeof get1);
+    memset(&get2, 0, sizeof get2);
+    CHECK_EQ_INT(text(t.c, key_slot(key), on_closing_op, &get1, 2, "GET", key, NULL), 0);
+    uv_timer_start(&t.guard, on_guard, 10000, 0);
+    uv_timer_t tick;
+    uv_timer_init(&t.loop, &tick);
+    uv_timer_start(&tick, on_tick, 50, 50);
+    uint64_t t0 = uv_now(&t.loop);
+    /* Until the pause is over and the client is ready again. */
+    while (uv_is_active((uv_handle_t *)&t.guard) &&
+           (get1.calls == 0 || t.downs == 0 || !rf_rcluster_ready(t.c) ||
+            uv_now(&t.loop) - t0 < 1600))
+        uv_run(&t.loop, UV_RUN_ONCE);
+    CHECK_EQ_INT(get1.calls, 1);
+    CHECK_EQ_INT(get1.status, RF_E_TIMEOUT);
+    CHECK(t.downs >= 1);
+    CHECK(t.ready >= 2);
+    CHECK(rf_rcluster_ready(t.c));
+    /* And it serves again. */
+    CHECK_EQ_INT(text(t.c, key_slot(key), on_closing_op, &get2, 2, "GET", key, NULL), 0);
+    while (uv_is_active((uv_handle_t *)&t.guard) && get2.calls == 0)
+        uv_run(&t.loop, UV_RUN_ONCE);
+    uv_timer_stop(&t.guard);
+    uv_close((uv_handle_t *)&tick, NULL);
+    CHECK_EQ_INT(get2.calls, 1);
+    CHECK_EQ_INT(get2.status, 0);
+    CHECK(cl_wait_healthy(10000));
+out:
+    end(&t);
+}
+
 RF_TEST_MAIN(RF_TEST(test_keyslot_matches_server), RF_TEST(test_spread), RF_TEST(test_multi),
-             RF_TEST(test_moved), RF_TEST(test_migration))
+             RF_TEST(test_moved), RF_TEST(test_migration), RF_TEST(test_close_pending),
+             RF_TEST(test_master_paused))
