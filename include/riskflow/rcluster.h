@@ -26,6 +26,10 @@
  * Re-sends wait (for the backoff, or for a new node to connect) at most command_timeout_ms
  * beyond their due time, then fail with RF_E_TIMEOUT.
  *
+ * Order: commands to one slot leave in call order, but a redirected or retried one is sent
+ * again later, so a command queued after it may run before it. A caller that needs a write
+ * to land before a read (or another write) of the same key waits for its callback.
+ *
  * Readiness: state_cb(0) once the map covers all 16384 slots and every node that owns a slot
  * is connected; state_cb(< 0) when that stops being true (a node lost: a refresh follows, in
  * case of a failover) and for each failed connection attempt before it (the client keeps
