@@ -1,20 +1,24 @@
 #!/usr/bin/env bash
-# Real test services for riskflow: a single-node KRaft Kafka 3.9.1 broker and a
-# redis-server, both on loopback ports, state in .run/ (gitignored).
+# Real test services for riskflow: a single-node KRaft Kafka 3.9.1 broker, a redis-server and
+# a 3-master Redis Cluster (tools/redis_cluster.sh), all on loopback ports, state in .run/
+# (gitignored).
 #
-#   tools/services.sh start                    fresh data dirs, start both, wait until they answer
+#   tools/services.sh start                    fresh data dirs, start all three, wait until they answer
 #   tools/services.sh stop                     SIGTERM, wait, SIGKILL fallback
-#   tools/services.sh status                   exit 0 only if both run and answer
+#   tools/services.sh status                   exit 0 only if all three run and answer
 #   tools/services.sh create-topic NAME PARTITIONS
 #
-# Ports (env): RF_KAFKA_PORT=19092, RF_KAFKA_CONTROLLER_PORT=19093, RF_REDIS_PORT=16379.
-# `start` writes .run/services.env (RF_KAFKA_BOOTSTRAP, RF_REDIS_HOST, RF_REDIS_PORT) to source.
+# Ports (env): RF_KAFKA_PORT=19092, RF_KAFKA_CONTROLLER_PORT=19093, RF_REDIS_PORT=16379,
+# RF_REDIS_CLUSTER_PORTS=7101,7102,7103 (read by tools/redis_cluster.sh).
+# `start` writes .run/services.env (RF_KAFKA_BOOTSTRAP, RF_REDIS_HOST, RF_REDIS_PORT,
+# RF_REDIS_CLUSTER) to source.
 # Needs what tools/deps.sh installs (java, kcat, redis-server, tools/kafka/libs).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 RUN="$ROOT/.run"
 LIBS="$ROOT/tools/kafka/libs"
+CLUSTER="$ROOT/tools/redis_cluster.sh"
 LOG4J="$ROOT/tools/kafka/log4j.properties"
 
 KAFKA_PORT="${RF_KAFKA_PORT:-19092}"
@@ -43,6 +47,8 @@ if [[ "${1:-}" != start && -f "$PORTS_FILE" ]]; then
 fi
 
 JAVA="${JAVA:-java}"
+# shellcheck source=tools/service_lib.sh
+source "$ROOT/tools/service_lib.sh"
 
 STARTING=0
 say() { printf 'services: %s\n' "$*" >&2; }
@@ -51,56 +57,15 @@ die() {
   if (( STARTING )); then   # never leave half a set running
     stop_one kafka "$KAFKA_PID"
     stop_one redis "$REDIS_PID"
+    bash "$CLUSTER" stop || true
   fi
   exit 1
-}
-
-# A pid from a pid file, if that process still runs.
-live_pid() {
-  local f="$1" pid
-  [[ -s "$f" ]] || return 1
-  pid="$(cat "$f")"
-  [[ "$pid" =~ ^[0-9]+$ ]] || return 1
-  kill -0 "$pid" 2>/dev/null || return 1
-  printf '%s\n' "$pid"
-}
-
-# True if something accepts TCP connections on 127.0.0.1:$1.
-port_busy() {
-  (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null
 }
 
 kafka_java() {
   # shellcheck disable=SC2086
   "$JAVA" ${RF_KAFKA_JAVA_OPTS:-} -Djava.awt.headless=true \
     -Dlog4j.configuration="file:$LOG4J" -cp "$LIBS/*" "$@"
-}
-
-stop_one() {
-  local name="$1" pidfile="$2" pid waited=0
-  if pid="$(live_pid "$pidfile")"; then
-    kill -TERM "$pid" 2>/dev/null || true
-    while kill -0 "$pid" 2>/dev/null && (( waited < 300 )); do   # 30 s
-      sleep 0.1; waited=$((waited + 1))
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-      say "$name (pid $pid) ignored SIGTERM for 30 s; sending SIGKILL"
-      kill -KILL "$pid" 2>/dev/null || true
-      waited=0
-      while kill -0 "$pid" 2>/dev/null && (( waited < 100 )); do sleep 0.1; waited=$((waited + 1)); done
-    fi
-    say "$name stopped (pid $pid)"
-  fi
-  rm -f "$pidfile"
-}
-
-tail_log() {
-  local f="$1"
-  if [[ -f "$f" ]]; then
-    say "---- last 60 lines of $f ----"
-    tail -n 60 "$f" >&2 || true
-    say "---- end of $f ----"
-  fi
 }
 
 kafka_answers() {
@@ -238,6 +203,7 @@ cmd_start() {
   # A previous run's services (ours, by pid file) go first; the data is never reused.
   stop_one kafka "$KAFKA_PID"
   stop_one redis "$REDIS_PID"
+  bash "$CLUSTER" stop
   rm -f "$ENV_FILE" "$PORTS_FILE" "$KAFKA_LOG" "$REDIS_LOG"
   STARTING=1
   local p
@@ -246,6 +212,9 @@ cmd_start() {
   done
   printf 'KAFKA_PORT=%s\nCONTROLLER_PORT=%s\nREDIS_PORT=%s\n' \
     "$KAFKA_PORT" "$CONTROLLER_PORT" "$REDIS_PORT" >"$PORTS_FILE"
+  # The cluster first: it checks its own ports (and their bus ports) and is up in seconds, so a
+  # busy port fails the start before the broker spends its minute.
+  bash "$CLUSTER" start || die "the Redis Cluster did not start"
   start_redis
   start_kafka
   wait_ready || die "services did not start"
@@ -258,6 +227,7 @@ export RF_KAFKA_SASL_PASSWORD=$SASL_PASSWORD
 export RF_KAFKA_CA=$RUN/kafka/tls/ca.pem
 export RF_REDIS_HOST=$HOST
 export RF_REDIS_PORT=$REDIS_PORT
+export RF_REDIS_CLUSTER=$(bash "$CLUSTER" env)
 EOF
   say "ready; source $ENV_FILE"
 }
@@ -265,6 +235,7 @@ EOF
 cmd_stop() {
   stop_one kafka "$KAFKA_PID"
   stop_one redis "$REDIS_PID"
+  bash "$CLUSTER" stop
   rm -f "$ENV_FILE" "$PORTS_FILE"
 }
 
@@ -278,6 +249,7 @@ cmd_status() {
     if redis_answers; then echo "redis: running (pid $pid) on $HOST:$REDIS_PORT"
     else echo "redis: process $pid runs but $HOST:$REDIS_PORT does not answer"; rc=1; fi
   else echo "redis: stopped"; rc=1; fi
+  bash "$CLUSTER" status || rc=1
   return "$rc"
 }
 

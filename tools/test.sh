@@ -3,8 +3,8 @@
 #   1. tools/deps.sh                        install what is missing (apt, Kafka jars, .venv)
 #   2. build/       -DRF_WERROR=ON          the daemon and all tests, warnings are errors
 #   3. build-asan/  -DRF_SANITIZE=ON -DRF_WERROR=ON   ASan + UBSan
-#   4. tools/services.sh start              real Kafka 3.9.1 (KRaft) + real redis-server;
-#                                           stopped again on exit, whatever happens
+#   4. tools/services.sh start              real Kafka 3.9.1 (KRaft) + real redis-server +
+#                                           a 3-master Redis Cluster; stopped again on exit
 #   5. ctest in build/, all labels          unit, component, integration
 #   6. ctest in build-asan/, all labels: the daemon itself runs under ASan+UBSan+LSan in the
 #      integration tests, which require its exit code 0 (a leak or UB report fails them)

@@ -21,6 +21,7 @@
 #include <hiredis/hiredis.h>
 #include <uv.h>
 
+#include "loop_check.h"
 #include "redis_server.h"
 #include "rf_test.h"
 #include "riskflow/err.h"
@@ -74,11 +75,6 @@ static void conf_init(struct rf_redis_conf *conf) {
     conf->reconnect_max_ms = 1000;
 }
 
-static void walk_close(uv_handle_t *h, void *arg) {
-    if (!uv_is_closing(h))
-        uv_close(h, NULL);
-}
-
 static int begin(struct t *t, const char *name, const struct rf_redis_conf *conf,
                  rf_redis_state_cb state_cb, unsigned guard_ms) {
     snprintf(t->prefix, sizeof t->prefix, "rf:test:redis:%d:%s:", (int)getpid(), name);
@@ -101,13 +97,7 @@ static int begin(struct t *t, const char *name, const struct rf_redis_conf *conf
 static void end(struct t *t) {
     uv_run(&t->loop, UV_RUN_DEFAULT);
     CHECK_EQ_INT(t->closed, 1);
-    int rc = uv_loop_close(&t->loop);
-    CHECK_EQ_INT(rc, 0); /* UV_EBUSY: a handle was left open */
-    if (rc != 0) {
-        uv_walk(&t->loop, walk_close, NULL);
-        uv_run(&t->loop, UV_RUN_DEFAULT);
-        uv_loop_close(&t->loop);
-    }
+    loop_check_close(&t->loop);
 }
 
 /* Text arguments only (binary ones go through rf_redis_command_argv directly). */

@@ -40,6 +40,7 @@
 #include <hiredis/hiredis.h>
 #include <uv.h>
 
+#include "loop_check.h"
 #include "redis_server.h"
 #include "rf_test.h"
 #include "riskflow/journal.h"
@@ -755,11 +756,6 @@ static int begin(struct t *t, const char *name, struct rf_store_conf *conf, int 
     return 0;
 }
 
-static void walk_close(uv_handle_t *h, void *arg) {
-    if (!uv_is_closing(h))
-        uv_close(h, NULL);
-}
-
 /* Delete the case's keys, close the store (unless the case did), check the loop closes clean. */
 static void end(struct t *t) {
     mon_close(&t->mon);
@@ -780,13 +776,7 @@ static void end(struct t *t) {
     uv_close((uv_handle_t *)&t->nap, NULL);
     uv_run(&t->loop, UV_RUN_DEFAULT);
     CHECK_EQ_INT(t->closed, 1);
-    int rc = uv_loop_close(&t->loop);
-    CHECK_EQ_INT(rc, 0); /* UV_EBUSY: a handle was left open */
-    if (rc != 0) {
-        uv_walk(&t->loop, walk_close, NULL);
-        uv_run(&t->loop, UV_RUN_DEFAULT);
-        uv_loop_close(&t->loop);
-    }
+    loop_check_close(&t->loop);
 }
 
 static int lookup(struct t *t, int kind, const char *id, uint32_t *ref) {
