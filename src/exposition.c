@@ -180,6 +180,10 @@ void rf_expo_render(const struct rf_expo_src *src, struct rf_http_body *o) {
     hist(o, "riskflow_redis_rtt_seconds", "", rf_health_rtt_hist(src->health));
     family(o, "riskflow_redis_up", "gauge", "1 when the last PING was answered (or no Redis).");
     rf_http_printf(o, "riskflow_redis_up %d\n", rf_health_redis_up(src->health));
+    family(o, "riskflow_systemd_notify_dropped_total", "counter",
+           "systemd notifications (READY, WATCHDOG, STATUS, ...) that could not be sent.");
+    rf_http_printf(o, "riskflow_systemd_notify_dropped_total %" PRIu64 "\n",
+                   rf_health_notify_dropped(src->health));
     const char *why;
     family(o, "riskflow_ready", "gauge",
            "1 when partitions are assigned, Redis answers and the models are loaded (/readyz).");

@@ -131,6 +131,10 @@ int rf_health_redis_up(const rf_health_t *h) {
     return !h->has_redis || h->redis_ok;
 }
 
+uint64_t rf_health_notify_dropped(const rf_health_t *h) {
+    return rf_notify_dropped(h->notify);
+}
+
 uint64_t rf_health_watchdog_usec(const rf_health_t *h) {
     return rf_notify_watchdog_usec(h->notify);
 }

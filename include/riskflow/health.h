@@ -49,6 +49,10 @@ int rf_health_ready(const rf_health_t *h, const char **why);
 const struct rf_hist *rf_health_rtt_hist(const rf_health_t *h);
 int rf_health_redis_up(const rf_health_t *h);
 
+/* systemd notifications that could not be sent (the socket full or gone): a watchdog ping
+ * among them can get the service killed, so SREs see the count. */
+uint64_t rf_health_notify_dropped(const rf_health_t *h);
+
 /* The watchdog interval systemd asked for, in microseconds (0: none). */
 uint64_t rf_health_watchdog_usec(const rf_health_t *h);
 

@@ -21,6 +21,7 @@ typedef struct rf_offsets_s rf_offsets_t;
 struct rf_part {
     char topic[256];
     uint32_t topic_id; /* the caller's: the replay guard's source id of the topic */
+    char slice[24];    /* the caller's: the partition's field in sliced kinds' hashes */
     int32_t partition;
     const void *seen;  /* the consumer's topic handle last seen, to skip strcmp */
     void *handle;      /* the engine's own per-partition data (its topic handle) */

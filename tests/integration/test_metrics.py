@@ -153,6 +153,7 @@ def test_metrics_endpoint(services, tmp_path):
         assert value(s, "riskflow_consumer_lag", topic=run + ".feed", partition=str(p)) == 0
     assert value(s, "riskflow_partitions_assigned") == 2
     assert value(s, "riskflow_ready") == 1 and value(s, "riskflow_redis_up") == 1
+    assert value(s, "riskflow_systemd_notify_dropped_total") == 0
     assert value(s, "riskflow_redis_rtt_seconds_count") >= 1
     with open(rfkit.MODEL_PATH) as f:
         version = json.load(f)["version"]
@@ -174,15 +175,18 @@ def test_metrics_endpoint(services, tmp_path):
     assert wanted and wanted <= base, sorted(wanted - base)
 
 
-def test_not_ready_without_redis(services, tmp_path):
+def test_not_ready_without_redis(services, tmp_path, monkeypatch):
     run = rfkit.unique("rf-metrics-nr")
     rfkit.create_topics(services, {run + ".feed": 1})
     port = rfkit.free_port()
     conf = rfkit.fraud_conf(services, run, metrics_listen="127.0.0.1:%d" % port,
                             redis_port=rfkit.free_port(), redis_connect_timeout_ms=200)
     d = rfkit.Daemon(tmp_path, conf, name="nr")
+    # A NOTIFY_SOCKET nobody listens on: every notification is dropped, and counted.
+    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "nobody.sock"))
     try:
         d.start()
+        monkeypatch.delenv("NOTIFY_SOCKET")
         first_answer(d, port, "/readyz")
         time.sleep(1)
         st, body, _ = get(port, "/readyz")
@@ -191,5 +195,6 @@ def test_not_ready_without_redis(services, tmp_path):
         st, text, _ = get(port, "/metrics")
         s = samples(text)
         assert value(s, "riskflow_ready") == 0 and value(s, "riskflow_redis_up") == 0
+        assert value(s, "riskflow_systemd_notify_dropped_total") >= 1
     finally:
         d.kill()
