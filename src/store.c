@@ -1224,6 +1224,22 @@ static void flush_start(rf_store_t *store) {
     }
     if (ensure_argv(store, 8 * n + 4 * n_logs + 2) != 0)
         abort();
+    /* The whole transaction's bytes, reserved at once (RESP framing: under 96 bytes a
+     * command besides its arguments). */
+    size_t need = 64;
+    for (int k = 0; k < n; k++) {
+        uint32_t ref = (uint32_t)store->flushing.v[k];
+        const struct entry *e = ref_entry(store, ref);
+        need += 96 + 2u * e->key_len + e->field_len + ref_table(store, ref)->vsize;
+    }
+    for (int i = 0; i < store->gen_n; i++) {
+        const struct gen *g = gen_at(store, i);
+        if (g->id > covers)
+            break;
+        for (int k = 0; k < g->n_logs; k++)
+            need += 96 + g->logs[k].key_len + g->logs[k].score_len + g->logs[k].val_len;
+    }
+    (void)rf_redis_reserve(store->redis, need);
     static const char *const multi[] = {"MULTI"}, *const exec[] = {"EXEC"};
     static const size_t len5[] = {5}, len4[] = {4};
     if (flush_cmd(store, 1, (const char **)multi, len5) != 0)

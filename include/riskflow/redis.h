@@ -64,6 +64,12 @@ int rf_redis_command_argv(rf_redis_t *r, int argc, const char **argv, const size
 /* Commands queued and not yet answered. */
 size_t rf_redis_pending(const rf_redis_t *r);
 
+/* Room for `bytes` more of commands in the output buffer, before queuing a large pipeline:
+ * past 1 MB hiredis grows it 1 MB at a time, copying it each time, so a 10 MB flush was copied
+ * 55 MB over. Kept until the buffer is written out. 0, RF_E_CONN (not connected) or
+ * RF_E_NOMEM; either way later commands still queue (the buffer then grows as before). */
+int rf_redis_reserve(rf_redis_t *r, size_t bytes);
+
 /* Text of the last connection failure or loss, for the caller's log ("" if none yet).
  * Borrowed: valid until the next loop callback of r. */
 const char *rf_redis_errstr(const rf_redis_t *r);

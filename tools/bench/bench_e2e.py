@@ -148,7 +148,7 @@ def run_once(daemon, bootstrap, redis_port, topic, n, run_id, paced=None, out=No
         "fraud.alerts.topic": (out or topic) + ".alerts", "output.dlq.topic": (out or topic) + ".dlq",
         "redis.port": str(redis_port), "redis.key.prefix": "bench-" + run_id,
         "schemas.dir": os.path.join(ROOT, "schemas"),
-        "fraud.model.path": os.path.join(ROOT, "deploy", "models", "fraud_lr.json"),
+        "fraud.model.path": os.path.join(ROOT, "deploy", "models", "fraud_xgb.manifest.json"),
         "features.path": os.path.join(ROOT, "deploy", "features.conf"),
         "stats.interval.ms": "200", "log.level": "info",
     }

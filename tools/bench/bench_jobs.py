@@ -105,7 +105,7 @@ def run_once(daemon, bootstrap, redis_port, jobs, topics, n, run_id, out):
         "redis.port": str(redis_port), "redis.key.prefix": "bench-" + run_id,
         "schemas.dir": os.path.join(ROOT, "schemas"),
         "features.path": os.path.join(ROOT, "deploy", "features.conf"),
-        "fraud.model.path": os.path.join(ROOT, "deploy", "models", "fraud_lr.json"),
+        "fraud.model.path": os.path.join(ROOT, "deploy", "models", "fraud_xgb.manifest.json"),
         "credit.model.path": os.path.join(ROOT, "deploy", "models", "credit_scorecard.json"),
         "market.model.path": os.path.join(ROOT, "deploy", "models", "market_gru.safetensors"),
         "stats.interval.ms": "200", "stats.job.time": "on", "log.level": "info",
