@@ -87,6 +87,11 @@ static const struct rf_conf_prop props[] = {
          "`stop` exits (69 at start, 1 while running) with an error naming both epochs, so "
          "that an operator decides; `continue` adopts what Redis holds now and goes on (every "
          "entity that lost its state starts empty)."),
+    STR("redis.cluster.nodes", redis_cluster_nodes, "none",
+        "A Redis Cluster instead of one server: some of its masters as host:port,host:port "
+        "(the rest are found with CLUSTER SLOTS); redis.host and redis.port are then unused. "
+        "Commands go by hash slot, MOVED and ASK followed; a flush is written slot by slot "
+        "(README \"Redis Cluster\"). none: one server."),
     STR("redis.socket", redis_socket, "none",
         "A Unix socket path to reach Redis by, instead of redis.host:redis.port (no TCP: "
         "nothing on the network to sniff). none: TCP."),

@@ -250,7 +250,9 @@ static void on_flushed(rf_store_t *store, uint64_t gen, void *arg) {
 static void on_store_state(rf_store_t *store, int status, void *arg) {
     struct daemon *d = arg;
     char where[300];
-    if (strcmp(d->conf->redis_socket, "none") != 0)
+    if (strcmp(d->conf->redis_cluster_nodes, "none") != 0)
+        snprintf(where, sizeof where, "the cluster of %s", d->conf->redis_cluster_nodes);
+    else if (strcmp(d->conf->redis_socket, "none") != 0)
         snprintf(where, sizeof where, "%s", d->conf->redis_socket);
     else
         snprintf(where, sizeof where, "%s:%d", d->conf->redis_host, d->conf->redis_port);
@@ -602,6 +604,14 @@ static void log_stats(struct daemon *d) {
             off += (size_t)snprintf(reasons + off, sizeof reasons - off, " dlq.%s=%" PRIu64,
                                     rf_err_reason(-r), m->dlq_by_reason[r]);
     jobs_text(m, jobs, sizeof jobs);
+    char cluster[128] = "";
+    if (d->store && rf_store_partial_flushes(d->store)) {
+        uint64_t moved, ask;
+        rf_store_redirects(d->store, &moved, &ask);
+        snprintf(cluster, sizeof cluster,
+                 " replays_repaired=%" PRIu64 " redis_moved=%" PRIu64 " redis_ask=%" PRIu64,
+                 m->replays_repaired, moved, ask);
+    }
     /* What the allocator holds, all arenas: in use, and free but not returned (trim_memory). */
     size_t heap_used = 0, heap_free = 0;
 #ifdef __GLIBC__
@@ -610,10 +620,10 @@ static void log_stats(struct daemon *d) {
     heap_free = mi.fordblks;
 #endif
     RF_INFO("STATS", "in=%" PRIu64 " scored=%" PRIu64 "%s dlq=%" PRIu64 "%s replays=%" PRIu64
-            " replayed_outputs=%" PRIu64 " inflight=%d cache=%d p50=%" PRIu64 "us p99=%" PRIu64 "us store_errors=%" PRIu64
+            "%s replayed_outputs=%" PRIu64 " inflight=%d cache=%d p50=%" PRIu64 "us p99=%" PRIu64 "us store_errors=%" PRIu64
             " mismatch=%" PRIu64 " produce_retries=%" PRIu64 " txn_commits=%" PRIu64
             " txn_aborts=%" PRIu64 " trim_us=%" PRIu64 " heap_used_kb=%zu heap_free_kb=%zu",
-            m->events_in, m->scored, jobs, m->dead_lettered, reasons, m->replays,
+            m->events_in, m->scored, jobs, m->dead_lettered, reasons, m->replays, cluster,
             m->replayed_outputs, rf_engine_inflight(d->engine), rf_store_size(d->store),
             rf_hist_quantile(&m->latency, 0.5), rf_hist_quantile(&m->latency, 0.99),
             m->store_errors, m->store_mismatch, m->produce_retries, m->txn_commits,
@@ -952,6 +962,8 @@ static int start(struct daemon *d, char *errstr, size_t size) {
         .foreign_stop = strcmp(conf->store_on_foreign, "stop") == 0,
         .slice_refresh_ms = (unsigned)conf->store_slice_refresh_ms,
         .redis_socket = strcmp(conf->redis_socket, "none") ? conf->redis_socket : NULL,
+        .redis_cluster = strcmp(conf->redis_cluster_nodes, "none") ? conf->redis_cluster_nodes
+                                                                  : NULL,
         .redis_user = strcmp(conf->redis_user, "none") ? conf->redis_user : NULL,
     };
     unsigned char password[512];

@@ -1073,6 +1073,10 @@ int rf_decl_sliced(const rf_decl_t *d, int kind) {
     return d->kinds[kind].sliced;
 }
 
+int rf_decl_written_last(const rf_decl_t *d, int kind) {
+    return d->kinds[kind].n_prevs > 0 || d->kinds[kind].n_jobs > 0;
+}
+
 int rf_decl_key_field(const rf_decl_t *d, int kind, const struct rf_rtype *t) {
     if (!t || t->index < 0)
         return -1;

@@ -267,6 +267,8 @@ void rf_job_emit(rf_job_host_t *host, int32_t handle, int jobs_index, int kind,
                  size_t len) {
     rf_engine_t *e = host->e;
     struct evt *ev = &e->pool[handle];
+    if (ev->replay)
+        return; /* its first outputs come from the journal (repair) */
     if (e->stage_n == e->stage_cap) {
         int cap = e->stage_cap ? e->stage_cap * 2 : 256;
         struct stage *st = realloc(e->stage, sizeof *st * (size_t)cap);
@@ -644,6 +646,78 @@ static int batch_loaded(rf_engine_t *e) {
     return rf_store_fetch_log(e->store) == 0;
 }
 
+/* An event through its jobs' hooks and the features: the `before` hooks, the features
+ * applied (to every entity, or with `missing` to those that do not hold the event yet), the
+ * sliced entities read with their other slices, the `after` hooks. */
+static void run_event(rf_engine_t *e, int32_t slot, struct evt *ev, uint8_t **ents,
+                      const struct rf_src *src, const struct rf_part *pt, int missing) {
+    struct rf_job_event jev = {slot, &ev->rec, ents, pt->topic, pt->partition, ev->offset};
+    uint32_t takers = e->takers[ev->rec.type->index];
+    for (int j = 0; j < e->n_jobs; j++)
+        if ((takers & (1u << j)) && e->jobs[j].ops->before)
+            run_hook(e, j, e->jobs[j].ops->before, &jev);
+    uint32_t mask = ~0u;
+    if (missing)
+        mask = rf_feat_apply_missing(e->d.decl, &ev->rec, ents, src);
+    else
+        rf_feat_apply(e->d.decl, &ev->rec, ents, src);
+    for (int k = 0; k < e->n_kinds; k++)
+        if (ev->refs[k] != NO_REF && (mask & (1u << k)))
+            rf_store_mark_dirty(e->store, ev->refs[k]);
+    /* A sliced entity reads as its slice plus the other slices (copied, so the slice
+     * itself stays this partition's alone). */
+    for (uint32_t sl = e->sliced; sl; sl &= sl - 1) {
+        int k = __builtin_ctz(sl);
+        const uint8_t *others = ents[k] ? rf_store_others(e->store, ev->refs[k]) : NULL;
+        if (!others)
+            continue;
+        memcpy(e->view[k], ents[k], rf_decl_value_size(e->d.decl, k));
+        rf_feat_merge(e->d.decl, k, e->view[k], others);
+        ents[k] = e->view[k];
+    }
+    for (int j = 0; j < e->n_jobs; j++)
+        if ((takers & (1u << j)) && e->jobs[j].ops->after)
+            run_hook(e, j, e->jobs[j].ops->after, &jev);
+}
+
+/* A replay in a cluster: a flush cut short may have written the event into some of its
+ * entities only (store.h). Its outputs come from the journal, written before any value; the
+ * entities that miss it get it now. The kinds with previous values or job state are written
+ * last: when every one of them the event touches misses it, the jobs' hooks run again too
+ * (their state never saw it; what they emit for a replay is dropped, rf_job_emit), and when
+ * they hold it, so does every other entity. Two such kinds cut apart by a crash get the
+ * features only. */
+static void repair(rf_engine_t *e, int32_t slot, struct evt *ev) {
+    uint8_t *ents[RF_KINDS_MAX];
+    struct rf_src src;
+    const struct rf_part *pt = event_view(e, ev, ents, &src);
+    uint32_t late = 0, held = 0;
+    for (int k = 0; k < e->n_kinds; k++) {
+        if (!ents[k])
+            continue;
+        uint8_t *one[RF_KINDS_MAX] = {0};
+        one[k] = ents[k];
+        if (rf_feat_is_replay(e->d.decl, &ev->rec, one, &src))
+            held |= 1u << k;
+        if (rf_decl_written_last(e->d.decl, k))
+            late |= 1u << k;
+    }
+    uint32_t touched = 0;
+    for (int k = 0; k < e->n_kinds; k++)
+        touched |= ents[k] ? 1u << k : 0;
+    if (held == touched)
+        return;
+    e->d.metrics->replays_repaired++;
+    if ((late & held) == 0) {
+        run_event(e, slot, ev, ents, &src, pt, 1);
+        return;
+    }
+    uint32_t mask = rf_feat_apply_missing(e->d.decl, &ev->rec, ents, &src);
+    for (int k = 0; k < e->n_kinds; k++)
+        if (mask & (1u << k))
+            rf_store_mark_dirty(e->store, ev->refs[k]);
+}
+
 static void batch_finish(rf_engine_t *e) {
     struct rf_metrics *m = e->d.metrics;
     int any = 0;
@@ -659,6 +733,8 @@ static void batch_finish(rf_engine_t *e) {
          * the same transaction. Nothing to apply; its first outputs go out again. */
         if (ev->replay) {
             m->replays++;
+            if (rf_store_partial_flushes(e->store))
+                repair(e, slot, ev);
             replay_outputs(e, slot, ev->jreq);
             continue;
         }
@@ -674,29 +750,7 @@ static void batch_finish(rf_engine_t *e) {
                         pt->partition, ev->offset, rf_strerror(RF_E_TOO_LATE));
             continue;
         }
-        struct rf_job_event jev = {slot, &ev->rec, ents, pt->topic, pt->partition, ev->offset};
-        uint32_t takers = e->takers[ev->rec.type->index];
-        for (int j = 0; j < e->n_jobs; j++)
-            if ((takers & (1u << j)) && e->jobs[j].ops->before)
-                run_hook(e, j, e->jobs[j].ops->before, &jev);
-        rf_feat_apply(e->d.decl, &ev->rec, ents, &src);
-        for (int k = 0; k < e->n_kinds; k++)
-            if (ev->refs[k] != NO_REF)
-                rf_store_mark_dirty(e->store, ev->refs[k]);
-        /* A sliced entity reads as its slice plus the other slices (copied, so the slice
-         * itself stays this partition's alone). */
-        for (uint32_t sl = e->sliced; sl; sl &= sl - 1) {
-            int k = __builtin_ctz(sl);
-            const uint8_t *others = ents[k] ? rf_store_others(e->store, ev->refs[k]) : NULL;
-            if (!others)
-                continue;
-            memcpy(e->view[k], ents[k], rf_decl_value_size(e->d.decl, k));
-            rf_feat_merge(e->d.decl, k, e->view[k], others);
-            ents[k] = e->view[k];
-        }
-        for (int j = 0; j < e->n_jobs; j++)
-            if ((takers & (1u << j)) && e->jobs[j].ops->after)
-                run_hook(e, j, e->jobs[j].ops->after, &jev);
+        run_event(e, slot, ev, ents, &src, pt, 0);
     }
     for (int j = 0; j < e->n_jobs; j++)
         run_hook(e, j, NULL, NULL);

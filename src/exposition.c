@@ -123,6 +123,9 @@ void rf_expo_render(const struct rf_expo_src *src, struct rf_http_body *o) {
     } counters[] = {
 #define CTR(n, f, h) {n, h, offsetof(struct rf_metrics, f)}
         CTR("riskflow_replays_total", replays, "Redelivered events their entities already held."),
+        CTR("riskflow_replays_repaired_total", replays_repaired,
+            "Replays some of whose entities missed them (a cluster flush cut short), applied "
+            "to those."),
         CTR("riskflow_replayed_outputs_total", replayed_outputs,
             "First outputs produced again from the replay journal."),
         CTR("riskflow_produce_retries_total", produce_retries,
@@ -176,6 +179,14 @@ void rf_expo_render(const struct rf_expo_src *src, struct rf_http_body *o) {
     family(o, "riskflow_cache_entries", "gauge", "Entity states in the local cache.");
     rf_http_printf(o, "riskflow_cache_entries %d\n", rf_store_size(src->store));
 
+    uint64_t moved, ask;
+    rf_store_redirects(src->store, &moved, &ask);
+    family(o, "riskflow_redis_redirects_total", "counter",
+           "Redis Cluster redirects followed: moved (a slot's owner changed), ask (a slot "
+           "migrating).");
+    rf_http_printf(o, "riskflow_redis_redirects_total{kind=\"moved\"} %" PRIu64 "\n"
+                      "riskflow_redis_redirects_total{kind=\"ask\"} %" PRIu64 "\n",
+                   moved, ask);
     family(o, "riskflow_redis_rtt_seconds", "histogram", "Redis PING round trips (every second).");
     hist(o, "riskflow_redis_rtt_seconds", "", rf_health_rtt_hist(src->health));
     family(o, "riskflow_redis_up", "gauge", "1 when the last PING was answered (or no Redis).");

@@ -604,15 +604,17 @@ static void touch_source(uint8_t *v, const struct rf_src *src) {
     st_u16(v, RF_VOFF_NSOURCES, (uint16_t)n);
 }
 
+/* Whether value v already holds src's event (FEATURES.md §3). */
+static int holds(const uint8_t *v, const struct rf_src *src) {
+    int i = find_source(v, src);
+    return i >= 0 && src->offset <= ld_i64(v, RF_VOFF_SOURCES + 16 * (uint32_t)i + 8);
+}
+
 int rf_feat_is_replay(const rf_decl_t *d, const struct rf_rec *r, uint8_t *const ents[],
                       const struct rf_src *src) {
-    for (int k = 0; k < d->n_kinds; k++) {
-        if (!ents[k])
-            continue;
-        int i = find_source(ents[k], src);
-        if (i >= 0 && src->offset <= ld_i64(ents[k], RF_VOFF_SOURCES + 16 * (uint32_t)i + 8))
+    for (int k = 0; k < d->n_kinds; k++)
+        if (ents[k] && holds(ents[k], src))
             return 1;
-    }
     return 0;
 }
 
@@ -627,8 +629,10 @@ int rf_feat_too_late(const rf_decl_t *d, const struct rf_rec *r, uint8_t *const 
     return 0;
 }
 
-void rf_feat_apply(const rf_decl_t *d, const struct rf_rec *r, uint8_t *const ents[],
-                   const struct rf_src *src) {
+/* Apply r to the entities in `to` (a subset of ents): previous values are read from all of
+ * ents, as they were before the event. */
+static void apply_to(const rf_decl_t *d, const struct rf_rec *r, uint8_t *const ents[],
+                     uint8_t *const to[], const struct rf_src *src) {
     int64_t t = rf_rec_time(r);
     struct prevsnap snap, *pre = NULL;
     if (d->has_delta) {
@@ -644,7 +648,7 @@ void rf_feat_apply(const rf_decl_t *d, const struct rf_rec *r, uint8_t *const en
         }
     }
     for (int ki = 0; ki < d->n_kinds; ki++) {
-        uint8_t *v = ents[ki];
+        uint8_t *v = to[ki];
         if (!v)
             continue;
         const struct kind *k = &d->kinds[ki];
@@ -670,6 +674,26 @@ void rf_feat_apply(const rf_decl_t *d, const struct rf_rec *r, uint8_t *const en
         }
         touch_source(v, src);
     }
+}
+
+void rf_feat_apply(const rf_decl_t *d, const struct rf_rec *r, uint8_t *const ents[],
+                   const struct rf_src *src) {
+    apply_to(d, r, ents, ents, src);
+}
+
+uint32_t rf_feat_apply_missing(const rf_decl_t *d, const struct rf_rec *r, uint8_t *const ents[],
+                               const struct rf_src *src) {
+    uint8_t *to[RF_KINDS_MAX] = {0};
+    uint32_t mask = 0;
+    for (int k = 0; k < d->n_kinds; k++) {
+        if (!ents[k] || holds(ents[k], src))
+            continue;
+        to[k] = ents[k];
+        mask |= 1u << k;
+    }
+    if (mask)
+        apply_to(d, r, ents, to, src);
+    return mask;
 }
 
 /* ---- evaluation ---- */

@@ -18,6 +18,7 @@
 
 #include "riskflow/err.h"
 #include "riskflow/feat.h"
+#include "riskflow/rcluster.h"
 #include "riskflow/redis.h"
 
 #define KEY_MAX 192 /* prefix (32) : kind (47) :{ id (63) } */
@@ -39,6 +40,7 @@ struct entry {
     uint8_t status;
     uint8_t dirty; /* changed since the last closed generation */
     uint8_t refresh;    /* sliced: queued to read the other slices again */
+    uint16_t slot;      /* the key's hash slot in a cluster (0 with one server) */
     uint8_t has_others; /* sliced: the value is followed by the sum of the other slices */
     uint64_t others_ms; /* sliced: loop time the other slices were read */
     uint32_t pins;
@@ -61,6 +63,7 @@ struct ivec {
 struct table {
     int kind;
     int sliced;        /* the kind is sliced (Redis backend): values are fields of one hash */
+    int late;          /* previous values or job state: written last in a cluster */
     uint32_t vsize;
     char ttl[24];      /* the kind's ttl=DUR in ms, as SET's PX argument; "" for none */
     size_t ttl_len;
@@ -123,13 +126,13 @@ struct rf_store_s {
     /* The fetch in flight: one MGET (+ EXISTS, + TYPEs) for plain kinds, one HGETALL per
      * slice of a sliced kind. */
     struct ivec fetching;
-    struct ivec fetch_plain;  /* the refs the MGET reads, in its order */
+    struct ivec fetch_plain;  /* the refs the MGETs read, in their order, by slot in a cluster */
+    struct ivec fetch_group;  /* where each MGET's refs start in fetch_plain, then its end */
     struct ivec fetch_sliced; /* the refs the HGETALLs read, in their order */
-    int fetch_hidx;           /* HGETALL replies seen */
     struct ivec fetch_nils; /* refs MGET read as nil */
     int fetch_busy;
     int fetch_retry;
-    int fetch_waiting, fetch_failed, fetch_phase, fetch_exist, fetch_typed;
+    int fetch_waiting, fetch_failed, fetch_phase, fetch_exist;
     int foreign_stop; /* store.on.foreign=stop */
     uint64_t slice_refresh_ms;
 
@@ -144,6 +147,7 @@ struct rf_store_s {
     struct ivec flushing;
     uint64_t flush_covers;
     int flush_logs; /* journal chunks (ZADDs) in the flush */
+    int flush_step; /* a cluster's flush: 0 journal, 1 values, 2 the late kinds' values */
     int flush_extra; /* PEXPIREs of sliced kinds' hashes in the flush */
     uint64_t flush_seq;
     int flush_busy;
@@ -159,7 +163,7 @@ struct rf_store_s {
     size_t log_n, log_cap;
     size_t *log_at; /* chunk k: log_bytes + log_at[k], log_at[k + 1] - log_at[k] bytes */
     int *log_from;  /* chunk k came from request log_from[k] */
-    int log_chunks, log_at_cap, log_replies;
+    int log_chunks, log_at_cap;
 
     /* The epoch marker read (and maybe written) in flight. */
     int epoch_busy, epoch_waiting, epoch_failed, epoch_created, epoch_retry;
@@ -173,12 +177,19 @@ struct rf_store_s {
     rf_store_ping_cb ping_cb;
     void *ping_arg;
 
+    uint64_t *sort_buf; /* fetch_plain by slot: (slot << 32 | ref), grown to the largest */
+    int sort_cap;
+
     /* hiredis argv for MGET / SET, grown to the largest seen. */
     const char **argv;
     size_t *argvlen;
     int argv_cap;
 
-    rf_redis_t *redis;
+    rf_redis_t *redis;       /* one Redis server, or */
+    rf_rcluster_t *cluster;  /* a Redis Cluster (redis.cluster.nodes) */
+    struct req *req_free;    /* command contexts not in use (chunks that never move) */
+    struct req **req_chunks;
+    int n_req_chunks;
     uv_timer_t retry_timer;
     unsigned retry_ms;
     int closing;
@@ -186,6 +197,8 @@ struct rf_store_s {
     void (*close_cb)(void *);
     void *close_arg;
 };
+
+static unsigned key_slot(const rf_store_t *store, const char *key, size_t len);
 
 static int ivec_push(struct ivec *iv, int32_t x) {
     if (iv->n == iv->cap) {
@@ -389,6 +402,7 @@ int rf_store_lookup_slice(rf_store_t *store, int kind, const char *id, size_t id
     memcpy(e->key, key, n + 2 + flen);
     e->key_len = (uint16_t)n;
     e->field_len = (uint8_t)flen;
+    e->slot = (uint16_t)key_slot(store, key, n);
     e->refresh = 0;
     e->has_others = 0;
     e->others_ms = 0;
@@ -465,9 +479,89 @@ static int ensure_argv(rf_store_t *store, int n) {
     return 0;
 }
 
+/* ---- commands: to the one server, or to the slot's node of a cluster ---- */
+
+/* A command's reply goes to fn with idx (which key of a fetch, which journal read): in a
+ * cluster replies from different nodes arrive in any order, so no handler counts them. */
+typedef void (*reply_fn)(rf_store_t *store, int status, redisReply *reply, int idx);
+
+struct req {
+    rf_store_t *store;
+    reply_fn fn;
+    int idx;
+    struct req *next; /* the free list */
+};
+
+#define REQ_CHUNK 256
+
+static struct req *req_get(rf_store_t *store) {
+    if (!store->req_free) {
+        struct req **c = realloc(store->req_chunks, sizeof *c * (size_t)(store->n_req_chunks + 1));
+        if (!c)
+            return NULL;
+        store->req_chunks = c;
+        struct req *q = calloc(REQ_CHUNK, sizeof *q);
+        if (!q)
+            return NULL;
+        c[store->n_req_chunks++] = q;
+        for (int i = 0; i < REQ_CHUNK; i++) {
+            q[i].next = store->req_free;
+            store->req_free = &q[i];
+        }
+    }
+    struct req *q = store->req_free;
+    store->req_free = q->next;
+    return q;
+}
+
+static void req_put(rf_store_t *store, struct req *q) {
+    q->next = store->req_free;
+    store->req_free = q;
+}
+
+static void req_done(struct req *q, int status, redisReply *reply) {
+    rf_store_t *store = q->store;
+    reply_fn fn = q->fn;
+    int idx = q->idx;
+    req_put(store, q);
+    fn(store, status, reply, idx);
+}
+
+static void on_server_reply(rf_redis_t *r, int status, redisReply *reply, void *arg) {
+    (void)r;
+    req_done(arg, status, reply);
+}
+
+static void on_cluster_reply(rf_rcluster_t *c, int status, redisReply *reply, void *arg) {
+    (void)c;
+    req_done(arg, status, reply);
+}
+
+/* The slot of a key (0 with one server, where it does not matter). */
+static unsigned key_slot(const rf_store_t *store, const char *key, size_t len) {
+    return store->cluster ? rf_rcluster_slot(key, len) : 0;
+}
+
+/* Queue a command for `slot` (key_slot of its key; any slot for a keyless one). 0, or the
+ * client's error and fn is never called. */
+static int send_cmd(rf_store_t *store, unsigned slot, int argc, const char **argv,
+                    const size_t *lens, reply_fn fn, int idx) {
+    struct req *q = req_get(store);
+    if (!q)
+        return RF_E_NOMEM;
+    *q = (struct req){store, fn, idx, NULL};
+    int rc = store->cluster
+                 ? rf_rcluster_command_argv(store->cluster, slot, argc, argv, lens,
+                                            on_cluster_reply, q)
+                 : rf_redis_command_argv(store->redis, argc, argv, lens, on_server_reply, q);
+    if (rc != 0)
+        req_put(store, q);
+    return rc;
+}
+
 static void schedule_retry(rf_store_t *store);
 static void on_timer_closed(uv_handle_t *h);
-static void on_type(rf_redis_t *r, int status, redisReply *reply, void *arg);
+static void on_type(rf_store_t *store, int status, redisReply *reply, int idx);
 
 /* ---- fetch ---- */
 
@@ -509,7 +603,8 @@ static void fetch_step(rf_store_t *store) {
             struct entry *e = ref_entry(store, (uint32_t)store->fetch_nils.v[i]);
             const char *argv[] = {"TYPE", e->key};
             size_t lens[] = {4, e->key_len};
-            if (rf_redis_command_argv(store->redis, 2, argv, lens, on_type, store) != 0) {
+            if (send_cmd(store, key_slot(store, e->key, e->key_len), 2, argv, lens, on_type,
+                         i) != 0) {
                 store->fetch_failed = 1;
                 break;
             }
@@ -525,23 +620,20 @@ static void fetch_step(rf_store_t *store) {
     fetch_done(store, 0);
 }
 
-static void on_mget(rf_redis_t *r, int status, redisReply *reply, void *arg) {
-    rf_store_t *store = arg;
-    (void)r;
+static void on_mget(rf_store_t *store, int status, redisReply *reply, int idx) {
     if (store->closing)
         return; /* rf_store_close reports the fetch as closed */
-    if (status != 0 || reply->type != REDIS_REPLY_ARRAY ||
-        reply->elements != (size_t)store->fetch_plain.n) {
+    int from = store->fetch_group.v[idx], to = store->fetch_group.v[idx + 1];
+    if (status != 0 || reply->type != REDIS_REPLY_ARRAY || reply->elements != (size_t)(to - from)) {
         store->fetch_failed = 1;
         fetch_step(store);
         return;
     }
-    store->fetch_nils.n = 0;
-    for (int k = 0; k < store->fetch_plain.n; k++) {
+    for (int k = from; k < to; k++) {
         uint32_t ref = (uint32_t)store->fetch_plain.v[k];
         int kind = (int)(ref >> 28);
         struct entry *e = ref_entry(store, ref);
-        redisReply *el = reply->element[k];
+        redisReply *el = reply->element[k - from];
         if (el->type == REDIS_REPLY_STRING &&
             rf_feat_check_value(store->decl, kind, (const uint8_t *)el->str, el->len) == 0) {
             memcpy(e->value, el->str, el->len);
@@ -560,24 +652,21 @@ static void on_mget(rf_redis_t *r, int status, redisReply *reply, void *arg) {
     fetch_step(store);
 }
 
-static void on_exists(rf_redis_t *r, int status, redisReply *reply, void *arg) {
-    rf_store_t *store = arg;
-    (void)r;
+static void on_exists(rf_store_t *store, int status, redisReply *reply, int idx) {
     if (store->closing)
         return;
+    (void)idx;
     if (status != 0 || reply->type != REDIS_REPLY_INTEGER)
         store->fetch_failed = 1;
     else
-        store->fetch_exist = (int)reply->integer;
+        store->fetch_exist += (int)reply->integer;
     fetch_step(store);
 }
 
-static void on_type(rf_redis_t *r, int status, redisReply *reply, void *arg) {
-    rf_store_t *store = arg;
-    (void)r;
+static void on_type(rf_store_t *store, int status, redisReply *reply, int idx) {
     if (store->closing)
         return;
-    int i = store->fetch_typed++;
+    int i = idx;
     if (status != 0 || reply->type != REDIS_REPLY_STATUS) {
         store->fetch_failed = 1;
     } else if (strcmp(reply->str, "none") != 0 && i < store->fetch_nils.n) {
@@ -592,12 +681,10 @@ static void on_type(rf_redis_t *r, int status, redisReply *reply, void *arg) {
  * and that is us), the other fields add up to the others (rf_feat_merge). A field that is not
  * a value of the layout is skipped, counted as a mismatch; one at the own field, or a key of
  * another Redis type, makes the entry foreign. */
-static void on_hgetall(rf_redis_t *r, int status, redisReply *reply, void *arg) {
-    rf_store_t *store = arg;
-    (void)r;
+static void on_hgetall(rf_store_t *store, int status, redisReply *reply, int idx) {
     if (store->closing)
         return;
-    int i = store->fetch_hidx++;
+    int i = idx;
     if (status != 0 || i >= store->fetch_sliced.n ||
         (reply->type != REDIS_REPLY_ARRAY && reply->type != REDIS_REPLY_ERROR) ||
         (reply->type == REDIS_REPLY_ERROR && strncmp(reply->str, "WRONGTYPE", 9) != 0)) {
@@ -655,6 +742,45 @@ static void on_hgetall(rf_redis_t *r, int status, redisReply *reply, void *arg) 
     fetch_step(store);
 }
 
+static int cmp_u64(const void *a, const void *b) {
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* fetch_plain ordered by slot, so each slot's keys are one MGET. */
+static int refs_by_slot(rf_store_t *store) {
+    int n = store->fetch_plain.n;
+    if (n > store->sort_cap) {
+        uint64_t *b = realloc(store->sort_buf, sizeof *b * (size_t)n * 2);
+        if (!b)
+            return RF_E_NOMEM;
+        store->sort_buf = b;
+        store->sort_cap = n * 2;
+    }
+    for (int k = 0; k < n; k++) {
+        uint32_t ref = (uint32_t)store->fetch_plain.v[k];
+        store->sort_buf[k] = (uint64_t)ref_entry(store, ref)->slot << 32 | ref;
+    }
+    qsort(store->sort_buf, (size_t)n, sizeof *store->sort_buf, cmp_u64);
+    for (int k = 0; k < n; k++)
+        store->fetch_plain.v[k] = (int32_t)(uint32_t)store->sort_buf[k];
+    return 0;
+}
+
+/* After a fetch command was queued (rc 0: one more reply to wait for) or refused: 1 to go on;
+ * 0 to stop, *out what fetch_send returns — the error when nothing is out yet (the caller
+ * retries the whole fetch), else 0 (the replies of those sent settle it, as a retry). */
+static int fetch_sent(rf_store_t *store, int rc, int *out) {
+    if (rc == 0) {
+        store->fetch_waiting++;
+        return 1;
+    }
+    *out = store->fetch_waiting == 0 ? rc : 0;
+    if (store->fetch_waiting)
+        store->fetch_failed = 1;
+    return 0;
+}
+
 static int fetch_send(rf_store_t *store) {
     store->fetch_plain.n = 0;
     store->fetch_sliced.n = 0;
@@ -672,48 +798,54 @@ static int fetch_send(rf_store_t *store) {
     store->fetch_waiting = 0;
     store->fetch_phase = 0;
     store->fetch_exist = 0;
-    store->fetch_typed = 0;
-    store->fetch_hidx = 0;
     store->fetch_nils.n = 0; /* a fetch of slices alone has no MGET to reset them */
     for (int k = 0; k < store->fetch_sliced.n; k++) {
         struct entry *e = ref_entry(store, (uint32_t)store->fetch_sliced.v[k]);
         const char *argv[] = {"HGETALL", e->key};
         size_t lens[] = {7, e->key_len};
-        int rc = rf_redis_command_argv(store->redis, 2, argv, lens, on_hgetall, store);
-        if (rc != 0) {
-            if (store->fetch_waiting == 0)
-                return rc;
-            store->fetch_failed = 1; /* the replies of those sent settle it: a retry */
-            return 0;
-        }
-        store->fetch_waiting++;
+        int rc = send_cmd(store, key_slot(store, e->key, e->key_len), 2, argv, lens,
+                          on_hgetall, k);
+        if (!fetch_sent(store, rc, &rc))
+            return rc;
     }
     if (n == 0)
         return 0;
-    store->argv[0] = "MGET";
-    store->argvlen[0] = 4;
+    /* One MGET (and EXISTS) per slot: a cluster runs a multi-key command only inside one. */
+    if (store->cluster && refs_by_slot(store) != 0)
+        return RF_E_NOMEM;
+    store->fetch_group.n = 0;
     for (int k = 0; k < n; k++) {
         struct entry *e = ref_entry(store, (uint32_t)store->fetch_plain.v[k]);
+        if ((k == 0 || e->slot != ref_entry(store, (uint32_t)store->fetch_plain.v[k - 1])->slot) &&
+            ivec_push(&store->fetch_group, k) != 0)
+            return RF_E_NOMEM;
         store->argv[k + 1] = e->key;
         store->argvlen[k + 1] = e->key_len;
     }
-    int rc = rf_redis_command_argv(store->redis, n + 1, store->argv, store->argvlen, on_mget,
-                                   store);
-    if (rc != 0) {
-        if (store->fetch_waiting == 0)
+    if (ivec_push(&store->fetch_group, n) != 0)
+        return RF_E_NOMEM;
+    for (int g = 0; g + 1 < store->fetch_group.n; g++) {
+        int from = store->fetch_group.v[g], cnt = store->fetch_group.v[g + 1] - from;
+        const char **argv = store->argv + from; /* argv[from] is free: the key before */
+        size_t *lens = store->argvlen + from;
+        const char *k0 = argv[1];
+        size_t l0 = lens[1];
+        unsigned slot = key_slot(store, k0, l0);
+        const char *saved = argv[0];
+        size_t saved_len = lens[0];
+        argv[0] = "MGET";
+        lens[0] = 4;
+        int rc = send_cmd(store, slot, cnt + 1, argv, lens, on_mget, g);
+        int go = fetch_sent(store, rc, &rc);
+        if (go && store->foreign_stop) {
+            argv[0] = "EXISTS";
+            lens[0] = 6;
+            go = fetch_sent(store, send_cmd(store, slot, cnt + 1, argv, lens, on_exists, g), &rc);
+        }
+        argv[0] = saved;
+        lens[0] = saved_len;
+        if (!go)
             return rc;
-        store->fetch_failed = 1;
-        return 0;
-    }
-    store->fetch_waiting++;
-    if (store->foreign_stop) {
-        store->argv[0] = "EXISTS";
-        store->argvlen[0] = 6;
-        if (rf_redis_command_argv(store->redis, n + 1, store->argv, store->argvlen, on_exists,
-                                  store) != 0)
-            store->fetch_failed = 1; /* the MGET's reply settles it: a retry */
-        else
-            store->fetch_waiting++;
     }
     return 0;
 }
@@ -877,25 +1009,24 @@ static void epoch_retry(rf_store_t *store) {
     schedule_retry(store);
 }
 
-static void on_epoch_reply(rf_redis_t *r, int status, redisReply *reply, void *arg) {
-    rf_store_t *store = arg;
-    (void)r;
+static void on_epoch_reply(rf_store_t *store, int status, redisReply *reply, int idx) {
     if (store->closing)
         return;
+    /* idx 0: SET NX (OK when it created the marker), 1: GET (nil: the marker is gone). The
+     * two go to one key, so to one node, in that order. */
     if (status != 0 || reply->type == REDIS_REPLY_ERROR) {
         store->epoch_failed = 1;
-    } else if (--store->epoch_waiting > 0) { /* SET NX: OK when it created the marker */
+    } else if (idx == 0) {
         store->epoch_created = reply->type == REDIS_REPLY_STATUS;
-        return;
     } else if (reply->type == REDIS_REPLY_STRING && reply->len < sizeof store->epoch_id) {
         memcpy(store->epoch_id, reply->str, reply->len);
         store->epoch_id[reply->len] = '\0';
     } else {
-        store->epoch_id[0] = '\0'; /* GET: nil, the marker is gone */
+        store->epoch_id[0] = '\0';
     }
+    if (--store->epoch_waiting > 0)
+        return;
     if (store->epoch_failed) {
-        if (store->epoch_waiting > 0 && --store->epoch_waiting > 0)
-            return;
         epoch_retry(store);
         return;
     }
@@ -915,7 +1046,8 @@ static void epoch_send(rf_store_t *store) {
     if (store->epoch_fresh[0]) {
         const char *argv[] = {"SET", key, store->epoch_fresh, "NX"};
         size_t lens[] = {3, (size_t)klen, strlen(store->epoch_fresh), 2};
-        if (rf_redis_command_argv(store->redis, 4, argv, lens, on_epoch_reply, store) != 0) {
+        if (send_cmd(store, key_slot(store, key, (size_t)klen), 4, argv, lens, on_epoch_reply,
+                     0) != 0) {
             epoch_retry(store);
             return;
         }
@@ -923,7 +1055,8 @@ static void epoch_send(rf_store_t *store) {
     }
     const char *argv[] = {"GET", key};
     size_t lens[] = {3, (size_t)klen};
-    if (rf_redis_command_argv(store->redis, 2, argv, lens, on_epoch_reply, store) != 0) {
+    if (send_cmd(store, key_slot(store, key, (size_t)klen), 2, argv, lens, on_epoch_reply,
+                 1) != 0) {
         store->epoch_failed = 1; /* the SET's reply, if it went out, settles it */
         if (store->epoch_waiting == 0)
             epoch_retry(store);
@@ -950,6 +1083,18 @@ int rf_store_epoch(rf_store_t *store, const char *fresh, rf_store_epoch_cb cb, v
 }
 
 /* ---- the journal: reads and pruning ---- */
+
+void rf_store_redirects(const rf_store_t *store, uint64_t *moved, uint64_t *ask) {
+    struct rf_rcluster_stats st = {0};
+    if (store->cluster)
+        rf_rcluster_stats(store->cluster, &st);
+    *moved = st.moved;
+    *ask = st.ask;
+}
+
+int rf_store_partial_flushes(const rf_store_t *store) {
+    return store->cluster != NULL;
+}
 
 int rf_store_has_log(const rf_store_t *store) {
     return store->backend == RF_STORE_REDIS;
@@ -1015,12 +1160,10 @@ static void log_keep(rf_store_t *store, int from, const char *p, size_t len) {
     store->log_at[++store->log_chunks] = store->log_n;
 }
 
-static void on_log_reply(rf_redis_t *r, int status, redisReply *reply, void *arg) {
-    rf_store_t *store = arg;
-    (void)r;
+static void on_log_reply(rf_store_t *store, int status, redisReply *reply, int idx) {
     if (store->closing)
         return;
-    int from = store->log_replies++; /* replies come in the order the reads went out */
+    int from = idx; /* the read's request */
     if (status != 0 || reply->type != REDIS_REPLY_ARRAY) {
         store->log_failed = 1;
     } else {
@@ -1043,13 +1186,13 @@ static void log_send(rf_store_t *store) {
     store->log_failed = 0;
     store->log_waiting = 0;
     store->log_chunks = 0;
-    store->log_replies = 0;
     store->log_n = 0;
     for (int i = 0; i < store->logq_n; i++) {
         struct log_req *q = &store->logq[i];
         const char *argv[] = {"ZRANGEBYSCORE", q->key, q->lo, "+inf", "LIMIT", "0", q->count};
         size_t lens[] = {13, q->key_len, strlen(q->lo), 4, 5, 1, strlen(q->count)};
-        if (rf_redis_command_argv(store->redis, 7, argv, lens, on_log_reply, store) != 0) {
+        if (send_cmd(store, key_slot(store, q->key, q->key_len), 7, argv, lens, on_log_reply,
+                     i) != 0) {
             store->log_failed = 1;
             break;
         }
@@ -1084,9 +1227,8 @@ const uint8_t *rf_store_log_chunk(const rf_store_t *store, int k, size_t *len, i
     return store->log_bytes + store->log_at[k];
 }
 
-static void on_prune_reply(rf_redis_t *r, int status, redisReply *reply, void *arg) {
-    rf_store_t *store = arg;
-    (void)r;
+static void on_prune_reply(rf_store_t *store, int status, redisReply *reply, int idx) {
+    (void)idx;
     if (status != 0 || reply->type == REDIS_REPLY_ERROR)
         store->metrics->store_errors++; /* the next commit prunes again */
 }
@@ -1101,7 +1243,7 @@ void rf_store_prune_log(rf_store_t *store, const char *topic, int32_t partition,
     int mlen = snprintf(max, sizeof max, "(%lld", (long long)below);
     const char *argv[] = {"ZREMRANGEBYSCORE", key, "-inf", max};
     size_t lens[] = {16, klen, 4, (size_t)mlen};
-    if (rf_redis_command_argv(store->redis, 4, argv, lens, on_prune_reply, store) != 0)
+    if (send_cmd(store, key_slot(store, key, klen), 4, argv, lens, on_prune_reply, 0) != 0)
         store->metrics->store_errors++;
 }
 
@@ -1166,8 +1308,8 @@ static void flush_finish(rf_store_t *store) {
         flush_start(store);
 }
 
-static void on_flush_reply(rf_redis_t *r, int status, redisReply *reply, void *arg) {
-    rf_store_t *store = arg;
+static void on_flush_reply(rf_store_t *store, int status, redisReply *reply, int idx) {
+    (void)idx;
     if (status != 0 || reply->type == REDIS_REPLY_ERROR)
         store->flush_failed = 1;
     /* The last reply is EXEC's: an array with one reply per SET and ZADD (nil when
@@ -1181,11 +1323,125 @@ static void on_flush_reply(rf_redis_t *r, int status, redisReply *reply, void *a
         flush_finish(store);
 }
 
+static void flush_cluster(rf_store_t *store);
+
+/* A cluster's flush command acknowledged: the step goes on once all of its are. */
+static void on_cluster_flush(rf_store_t *store, int status, redisReply *reply, int idx) {
+    (void)idx;
+    if (status != 0 || reply->type == REDIS_REPLY_ERROR)
+        store->flush_failed = 1;
+    if (--store->flush_waiting > 0 || store->closing)
+        return;
+    if (!store->flush_failed)
+        store->flush_step++;
+    flush_cluster(store);
+}
+
+/* One command of the flush: inside the transaction (one server), or to the key's slot. */
 static int flush_cmd(rf_store_t *store, int argc, const char **argv, const size_t *lens) {
-    if (rf_redis_command_argv(store->redis, argc, argv, lens, on_flush_reply, store) != 0)
+    int rc = store->cluster ? send_cmd(store, key_slot(store, argv[1], lens[1]), argc, argv, lens,
+                                       on_cluster_flush, 0)
+                            : send_cmd(store, 0, argc, argv, lens, on_flush_reply, 0);
+    if (rc != 0)
         return -1;
     store->flush_waiting++;
     return 0;
+}
+
+/* The k-th entity of the flush: its newest released snapshot, SET (PX its ttl), or for a
+ * slice HSET of its field and PEXPIRE of the hash. 0, or -1 when a command could not go. */
+static int flush_value(rf_store_t *store, int k) {
+    uint32_t ref = (uint32_t)store->flushing.v[k];
+    struct entry *e = ref_entry(store, ref);
+    const char **argv = store->argv + 8 * k;
+    size_t *lens = store->argvlen + 8 * k;
+    const struct table *t = ref_table(store, ref);
+    if (t->sliced) {
+        /* This slice's field of the entity's hash; the ttl is the hash's. */
+        argv[0] = "HSET";
+        lens[0] = 4;
+        argv[1] = e->key;
+        lens[1] = e->key_len;
+        argv[2] = e->key + e->key_len + 1;
+        lens[2] = e->field_len;
+        argv[3] = (const char *)e->flush_snap;
+        lens[3] = t->vsize;
+        argv[4] = "PEXPIRE";
+        lens[4] = 7;
+        argv[5] = e->key;
+        lens[5] = e->key_len;
+        argv[6] = t->ttl;
+        lens[6] = t->ttl_len;
+        if (flush_cmd(store, 4, argv, lens) != 0 ||
+            (t->ttl_len && flush_cmd(store, 3, argv + 4, lens + 4) != 0))
+            return -1;
+        store->flush_extra += t->ttl_len != 0;
+        return 0;
+    }
+    argv[0] = "SET";
+    lens[0] = 3;
+    argv[1] = e->key;
+    lens[1] = e->key_len;
+    argv[2] = (const char *)e->flush_snap;
+    lens[2] = t->vsize;
+    /* ttl=DUR: the value lives that long after its last write (labelled payments). */
+    argv[3] = "PX";
+    lens[3] = 2;
+    argv[4] = t->ttl;
+    lens[4] = t->ttl_len;
+    return flush_cmd(store, t->ttl_len ? 5 : 3, argv, lens);
+}
+
+/* The journal chunks of the generations the flush covers, one ZADD each. */
+static int flush_logs(rf_store_t *store) {
+    const char **argv = store->argv + 8 * store->flushing.n;
+    size_t *lens = store->argvlen + 8 * store->flushing.n;
+    for (int i = 0; i < store->gen_n; i++) {
+        struct gen *g = gen_at(store, i);
+        if (g->id > store->flush_covers)
+            break;
+        for (int k = 0; k < g->n_logs; k++, argv += 4, lens += 4) {
+            const struct log_rec *r = &g->logs[k];
+            argv[0] = "ZADD";
+            lens[0] = 4;
+            argv[1] = (const char *)g->bytes + r->key_off;
+            lens[1] = r->key_len;
+            argv[2] = (const char *)g->bytes + r->score_off;
+            lens[2] = r->score_len;
+            argv[3] = (const char *)g->bytes + r->val_off;
+            lens[3] = r->val_len;
+            if (flush_cmd(store, 4, argv, lens) != 0)
+                return -1;
+        }
+    }
+    return 0;
+}
+
+/* A cluster runs a transaction only inside one slot, so its flush is three steps, each sent
+ * once the one before is acknowledged: the journal chunks, then the values, then the values
+ * of the kinds whose previous values delta() reads. A crash between two steps leaves some
+ * entities holding an event and others not; the engine then applies it to those that do not
+ * (README "Redis Cluster"): its outputs are in the journal, written first, and a late kind
+ * holds it only if every other entity does, so the previous values it gives are right. */
+static void flush_cluster(rf_store_t *store) {
+    while (!store->flush_failed && store->flush_step <= 2) {
+        int rc = 0;
+        if (store->flush_step == 0) {
+            rc = flush_logs(store);
+        } else {
+            for (int k = 0; k < store->flushing.n && rc == 0; k++)
+                if (ref_table(store, (uint32_t)store->flushing.v[k])->late ==
+                    (store->flush_step == 2))
+                    rc = flush_value(store, k);
+        }
+        if (rc != 0)
+            store->flush_failed = 1;
+        if (store->flush_waiting > 0)
+            return; /* on_cluster_flush goes on */
+        if (!store->flush_failed)
+            store->flush_step++;
+    }
+    flush_finish(store);
 }
 
 /* Write every released generation: per entity its newest released snapshot. */
@@ -1224,6 +1480,11 @@ static void flush_start(rf_store_t *store) {
     }
     if (ensure_argv(store, 8 * n + 4 * n_logs + 2) != 0)
         abort();
+    if (store->cluster) {
+        store->flush_step = 0;
+        flush_cluster(store);
+        return;
+    }
     /* The whole transaction's bytes, reserved at once (RESP framing: under 96 bytes a
      * command besides its arguments). */
     size_t need = 64;
@@ -1239,81 +1500,19 @@ static void flush_start(rf_store_t *store) {
         for (int k = 0; k < g->n_logs; k++)
             need += 96 + g->logs[k].key_len + g->logs[k].score_len + g->logs[k].val_len;
     }
-    (void)rf_redis_reserve(store->redis, need);
+    if (store->redis)
+        (void)rf_redis_reserve(store->redis, need);
     static const char *const multi[] = {"MULTI"}, *const exec[] = {"EXEC"};
     static const size_t len5[] = {5}, len4[] = {4};
     if (flush_cmd(store, 1, (const char **)multi, len5) != 0)
         goto sent;
-    for (int k = 0; k < n; k++) {
-        uint32_t ref = (uint32_t)store->flushing.v[k];
-        struct entry *e = ref_entry(store, ref);
-        const char **argv = store->argv + 8 * k;
-        size_t *lens = store->argvlen + 8 * k;
-        const struct table *t = ref_table(store, ref);
-        if (t->sliced) {
-            /* This slice's field of the entity's hash; the ttl is the hash's. */
-            argv[0] = "HSET";
-            lens[0] = 4;
-            argv[1] = e->key;
-            lens[1] = e->key_len;
-            argv[2] = e->key + e->key_len + 1;
-            lens[2] = e->field_len;
-            argv[3] = (const char *)e->flush_snap;
-            lens[3] = t->vsize;
-            argv[4] = "PEXPIRE";
-            lens[4] = 7;
-            argv[5] = e->key;
-            lens[5] = e->key_len;
-            argv[6] = t->ttl;
-            lens[6] = t->ttl_len;
-            if (flush_cmd(store, 4, argv, lens) != 0 ||
-                (t->ttl_len && flush_cmd(store, 3, argv + 4, lens + 4) != 0)) {
-                store->flush_failed = 1;
-                break;
-            }
-            store->flush_extra += t->ttl_len != 0;
-            continue;
-        }
-        argv[0] = "SET";
-        lens[0] = 3;
-        argv[1] = e->key;
-        lens[1] = e->key_len;
-        argv[2] = (const char *)e->flush_snap;
-        lens[2] = t->vsize;
-        /* ttl=DUR: the value lives that long after its last write (labelled payments). */
-        argv[3] = "PX";
-        lens[3] = 2;
-        argv[4] = t->ttl;
-        lens[4] = t->ttl_len;
-        if (flush_cmd(store, t->ttl_len ? 5 : 3, argv, lens) != 0) {
+    for (int k = 0; k < n && !store->flush_failed; k++)
+        if (flush_value(store, k) != 0)
             store->flush_failed = 1;
-            break;
-        }
-    }
     /* The journal chunks of the same generations, in the same transaction: a state in Redis
      * always comes with the outputs of the events it holds. */
-    const char **argv = store->argv + 8 * n;
-    size_t *lens = store->argvlen + 8 * n;
-    for (int i = 0; i < store->gen_n && !store->flush_failed; i++) {
-        struct gen *g = gen_at(store, i);
-        if (g->id > covers)
-            break;
-        for (int k = 0; k < g->n_logs; k++, argv += 4, lens += 4) {
-            const struct log_rec *r = &g->logs[k];
-            argv[0] = "ZADD";
-            lens[0] = 4;
-            argv[1] = (const char *)g->bytes + r->key_off;
-            lens[1] = r->key_len;
-            argv[2] = (const char *)g->bytes + r->score_off;
-            lens[2] = r->score_len;
-            argv[3] = (const char *)g->bytes + r->val_off;
-            lens[3] = r->val_len;
-            if (flush_cmd(store, 4, argv, lens) != 0) {
-                store->flush_failed = 1;
-                break;
-            }
-        }
-    }
+    if (!store->flush_failed && flush_logs(store) != 0)
+        store->flush_failed = 1;
     /* A SET that could not be queued after MULTI was: DISCARD, so no half of this flush is
      * ever written and the connection leaves the transaction. */
     static const char *const discard[] = {"DISCARD"};
@@ -1347,9 +1546,8 @@ void rf_store_release(rf_store_t *store, uint64_t gen) {
 
 /* ---- health ---- */
 
-static void on_ping(rf_redis_t *r, int status, redisReply *reply, void *arg) {
-    rf_store_t *store = arg;
-    (void)r;
+static void on_ping(rf_store_t *store, int status, redisReply *reply, int idx) {
+    (void)idx;
     store->ping_busy = 0;
     if (store->closing)
         return;
@@ -1359,7 +1557,7 @@ static void on_ping(rf_redis_t *r, int status, redisReply *reply, void *arg) {
 }
 
 int rf_store_ping(rf_store_t *store, rf_store_ping_cb cb, void *arg) {
-    if (!store->redis)
+    if (!store->redis && !store->cluster)
         return 1;
     if (store->closing)
         return RF_E_CLOSED;
@@ -1370,7 +1568,7 @@ int rf_store_ping(rf_store_t *store, rf_store_ping_cb cb, void *arg) {
     store->ping_cb = cb;
     store->ping_arg = arg;
     store->ping_t0 = uv_hrtime();
-    int rc = rf_redis_command_argv(store->redis, 1, (const char **)argv, lens, on_ping, store);
+    int rc = send_cmd(store, 0, 1, (const char **)argv, lens, on_ping, 0);
     if (rc == 0)
         store->ping_busy = 1;
     return rc;
@@ -1413,6 +1611,13 @@ static void schedule_retry(rf_store_t *store) {
                                                                 : store->retry_ms * 2;
 }
 
+static void on_cluster_state(rf_rcluster_t *c, int status, void *arg) {
+    (void)c;
+    rf_store_t *store = arg;
+    if (store->cbs.state)
+        store->cbs.state(store, status, store->cbs.arg);
+}
+
 static void on_redis_state(rf_redis_t *r, int status, void *arg) {
     rf_store_t *store = arg;
     if (store->cbs.state)
@@ -1430,11 +1635,15 @@ int rf_store_foreign(const rf_store_t *store, uint32_t ref) {
 }
 
 int rf_store_pending(const rf_store_t *store) {
-    return store->redis ? (int)rf_redis_pending(store->redis) : 0;
+    return store->redis     ? (int)rf_redis_pending(store->redis)
+           : store->cluster ? (int)rf_rcluster_pending(store->cluster)
+                            : 0;
 }
 
 const char *rf_store_errstr(const rf_store_t *store) {
-    return store->redis ? rf_redis_errstr(store->redis) : "";
+    return store->redis     ? rf_redis_errstr(store->redis)
+           : store->cluster ? rf_rcluster_errstr(store->cluster)
+                            : "";
 }
 
 int rf_store_size(const rf_store_t *store) {
@@ -1491,6 +1700,7 @@ rf_store_t *rf_store_new(uv_loop_t *loop, const struct rf_store_conf *conf, cons
             t->ttl_len = (size_t)snprintf(t->ttl, sizeof t->ttl, "%lld",
                                           (long long)rf_decl_ttl_ms(decl, k));
         t->sliced = conf->backend == RF_STORE_REDIS && rf_decl_sliced(decl, k);
+        t->late = rf_decl_written_last(decl, k);
         /* A slice keeps the sum of the other slices after its value. */
         t->stride = (sizeof(struct entry) + t->vsize * (t->sliced ? 2u : 1u) + 7) & ~(size_t)7;
         t->free_head = -1;
@@ -1510,8 +1720,17 @@ rf_store_t *rf_store_new(uv_loop_t *loop, const struct rf_store_conf *conf, cons
             .user = conf->redis_user,
             .password = conf->redis_password,
         };
-        store->redis = rf_redis_new(loop, &rc, on_redis_state, store, errstr, errstr_size);
-        if (!store->redis) {
+        if (conf->redis_cluster && *conf->redis_cluster) {
+            struct rf_rcluster_conf cc = {.seeds = conf->redis_cluster, .node = rc};
+            if (conf->redis_socket)
+                snprintf(errstr, errstr_size, "redis.socket: a cluster is reached over TCP");
+            else
+                store->cluster = rf_rcluster_new(loop, &cc, on_cluster_state, store, errstr,
+                                                 errstr_size);
+        } else {
+            store->redis = rf_redis_new(loop, &rc, on_redis_state, store, errstr, errstr_size);
+        }
+        if (!store->redis && !store->cluster) {
             /* The timer is a live handle now: free through its close callback, as always. */
             store->closing = 1;
             store->closing_left = 1;
@@ -1548,7 +1767,12 @@ static void free_store(rf_store_t *store) {
     free(store->fetch_plain.v);
     free(store->fetch_sliced.v);
     free(store->fetch_nils.v);
+    free(store->fetch_group.v);
     free(store->flushing.v);
+    free(store->sort_buf);
+    for (int c = 0; c < store->n_req_chunks; c++)
+        free(store->req_chunks[c]);
+    free(store->req_chunks);
     free(store->argv);
     free(store->argvlen);
     free(store);
@@ -1582,8 +1806,10 @@ void rf_store_close(rf_store_t *store, void (*close_cb)(void *), void *arg) {
         store->epoch_busy = 0;
         store->epoch_cb(store, RF_E_CLOSED, NULL, 0, store->epoch_arg);
     }
-    store->closing_left = store->redis ? 2 : 1;
+    store->closing_left = store->redis || store->cluster ? 2 : 1;
     uv_close((uv_handle_t *)&store->retry_timer, on_timer_closed);
     if (store->redis)
         rf_redis_close(store->redis, on_redis_closed, store);
+    if (store->cluster)
+        rf_rcluster_close(store->cluster, on_redis_closed, store);
 }

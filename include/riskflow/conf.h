@@ -78,6 +78,7 @@ struct rf_conf {
     char *redis_host;
     int redis_port;
     char *redis_socket;        /* Unix socket path, or "none" */
+    char *redis_cluster_nodes; /* seeds "host:port,...", or "none" */
     char *redis_user;          /* ACL user, or "none" */
     char *redis_password_file; /* file or credential:NAME, or "none" */
     int redis_connect_timeout_ms;

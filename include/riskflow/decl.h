@@ -168,6 +168,10 @@ int64_t rf_decl_ttl_ms(const rf_decl_t *d, int kind);
  * entity's features read the sum of the slices. Only what adds up across slices is kept on it
  * (the parser refuses time_since_last, previous values and job state). */
 int rf_decl_sliced(const rf_decl_t *d, int kind);
+/* 1 for a kind that keeps previous values (change(), delta() read them) or job state: in a
+ * Redis Cluster its values are written after the others (store.h), so when one of its
+ * entities holds an event every other entity of the event does too. */
+int rf_decl_written_last(const rf_decl_t *d, int kind);
 /* The key field of `kind` in record type t, or -1 when t does not touch the kind. */
 int rf_decl_key_field(const rf_decl_t *d, int kind, const struct rf_rtype *t);
 /* Offset of a job's state in a value of its kind. */

@@ -66,6 +66,13 @@ int rf_feat_too_late(const rf_decl_t *d, const struct rf_rec *r, uint8_t *const 
 void rf_feat_apply(const rf_decl_t *d, const struct rf_rec *r, uint8_t *const ents[],
                    const struct rf_src *src);
 
+/* A replay some of whose entities do not hold it yet (a Redis Cluster's flush writes slot by
+ * slot, so a crash can leave an event in some entities only): apply it to those, previous
+ * values read from all of ents as they are. Returns the kinds applied to (bit k), 0 when
+ * every entity holds it. */
+uint32_t rf_feat_apply_missing(const rf_decl_t *d, const struct rf_rec *r, uint8_t *const ents[],
+                               const struct rf_src *src);
+
 /*
  * Add slice src of a sliced kind (decl.h rf_decl_sliced) into dst, both values of `kind`:
  * afterwards dst is the value one entity would hold had it been fed both slices' events — per

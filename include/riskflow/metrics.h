@@ -61,6 +61,7 @@ struct rf_metrics {
     uint64_t dead_lettered;    /* DLQ records acknowledged */
     uint64_t dlq_by_reason[RF_DLQ_REASONS];
     uint64_t replays;          /* events already applied and written (redelivery) */
+    uint64_t replays_repaired; /* replays some of whose entities did not hold them (cluster) */
     uint64_t replayed_outputs; /* their first outputs, produced again from the journal */
     uint64_t redis_data_lost;  /* times the Redis epoch was not the commits' (README) */
     uint64_t print_dropped;    /* printed outputs dropped: stdout did not keep up (at exit) */

@@ -65,6 +65,12 @@ struct rf_store_conf {
     const char *redis_host;
     int redis_port;
     const char *redis_socket;   /* NULL: TCP */
+    const char *redis_cluster;  /* "host:port,...": the seeds of a Redis Cluster, used instead
+                                 * of redis_host/port (NULL or "": one server). In a cluster
+                                 * a flush is three steps, each acknowledged before the next:
+                                 * the journal chunks, the values, then the values of kinds
+                                 * that keep previous values or job state
+                                 * (rf_decl_written_last; a transaction spans one slot only). */
     const char *redis_user;     /* NULL: the default user */
     const char *redis_password; /* NULL: no AUTH (copied by the client) */
     unsigned connect_timeout_ms;
@@ -165,6 +171,13 @@ int rf_store_add_log(rf_store_t *store, const char *topic, int32_t partition, in
 
 /* 1 when the store keeps a journal (Redis), 0 for memory. */
 int rf_store_has_log(const rf_store_t *store);
+
+/* 1 when a flush can be cut short with some of its values written and others not (a Redis
+ * Cluster: written slot by slot), so a replay may be held by some of its entities only. */
+int rf_store_partial_flushes(const rf_store_t *store);
+
+/* A cluster's redirects followed so far (MOVED, ASK); 0 and 0 with one server. */
+void rf_store_redirects(const rf_store_t *store, uint64_t *moved, uint64_t *ask);
 
 /* Ask for the journal chunks of (topic, partition) that may hold offsets lo..hi (the next
  * rf_store_fetch_log reads them). RF_E_BUSY while a read is in flight. */

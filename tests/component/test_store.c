@@ -41,6 +41,7 @@
 #include <uv.h>
 
 #include "loop_check.h"
+#include "cluster_server.h"
 #include "redis_server.h"
 #include "rf_test.h"
 #include "riskflow/journal.h"
@@ -50,6 +51,7 @@
 #include "riskflow/err.h"
 #include "riskflow/feat.h"
 #include "riskflow/metrics.h"
+#include "riskflow/rcluster.h"
 #include "riskflow/store.h"
 
 #define T0_MS 1700000000000LL /* event times of the test events start here */
@@ -3346,6 +3348,145 @@ static void test_sliced(void) {
     rf_decl_destroy(d);
 }
 
+/* --- 20. A Redis Cluster (redis.cluster.nodes) -------------------------------------------
+ * The same store over the 3-master cluster of RF_REDIS_CLUSTER: values of 300 entities,
+ * spread over the masters, written (three steps: journal, values, late kinds) and each found
+ * on the master that owns its slot; read back with one MGET per slot; a journal chunk
+ * written and read; then a slot moved while the store writes and reads it (ASK during the
+ * migration, MOVED after), nothing lost. */
+
+#define CL_N 300
+
+/* GET of key on the master owning its slot: 1 when it holds exactly want. */
+static int cl_holds(const char *key, const uint8_t *want, size_t len) {
+    int owner = cl_owner(rf_rcluster_slot(key, strlen(key)));
+    redisReply *r = owner >= 0 ? cl_cmd(owner, "GET %s", key) : NULL;
+    int ok = r && r->type == REDIS_REPLY_STRING && r->len == len && memcmp(r->str, want, len) == 0;
+    if (!ok)
+        fprintf(stderr, "  %s on master %d: %s\n", key, owner,
+                r && r->type == REDIS_REPLY_STRING ? "other bytes" : "missing");
+    if (r)
+        freeReplyObject(r);
+    return ok;
+}
+
+/* The key of customer c<i> (key_of, with the id formatted here). */
+static void cl_key(char *key, const char *prefix, int i) {
+    snprintf(key, KEYBUF, "%s:customer:{c%04d}", prefix, i);
+}
+
+static void cl_delete_prefix(const char *prefix) {
+    for (int i = 0; i < cl_n; i++)
+        keys_under(cl_nodes[i].ctx, prefix, 1);
+}
+
+static void test_cluster(void) {
+    NEED_CLUSTER();
+    NEED_DECL();
+    static struct t t;
+    memset(&t, 0, sizeof t);
+    struct rf_store_conf conf;
+    conf_init(&conf, RF_STORE_REDIS, 4 * CL_N);
+    conf.redis_cluster = cl_seeds;
+    if (begin(&t, "cluster", &conf, 0) < 0)
+        return;
+    WAIT_UNTIL(&t, t.ups >= 1, 10000);
+    CHECK(rf_store_partial_flushes(t.store));
+    static char ids[CL_N][16];
+    static const char *idp[CL_N];
+    static uint32_t refs[CL_N];
+    static val_t want[CL_N];
+    for (int i = 0; i < CL_N; i++) {
+        snprintf(ids[i], sizeof ids[i], "c%04d", i);
+        idp[i] = ids[i];
+    }
+    load(&t, K_CUST, idp, CL_N, refs);
+    unsigned masters_hit = 0;
+    for (int i = 0; i < CL_N; i++) {
+        event(K_CUST, value(&t, refs[i]), NULL, 10 + i);
+        memcpy(want[i].b, value(&t, refs[i]), vsize(K_CUST));
+        rf_store_mark_dirty(t.store, refs[i]);
+    }
+    /* A journal chunk in the same generation: written first, in its own slot. */
+    static struct rf_jbuf j;
+    memset(&j, 0, sizeof j);
+    size_t clen = make_chunk(&j, 100, 5);
+    uint64_t g = rf_store_close_gen(t.store);
+    CHECK_EQ_INT(rf_store_add_log(t.store, "t.p", 3, 104, j.b, clen), 0);
+    rf_store_release(t.store, g);
+    WAIT_UNTIL(&t, t.flushed_last >= g, 10000);
+    char key[KEYBUF];
+    int bad = 0;
+    for (int i = 0; i < CL_N; i++) {
+        cl_key(key, t.prefix, i);
+        bad += !cl_holds(key, want[i].b, vsize(K_CUST));
+        int owner = cl_owner(rf_rcluster_slot(key, strlen(key)));
+        if (owner >= 0)
+            masters_hit |= 1u << owner;
+    }
+    CHECK_EQ_INT(bad, 0);
+    CHECK(masters_hit == (1u << cl_n) - 1); /* every master holds some */
+    int found = 0;
+    CHECK(read_log(&t, 102, 102, 102, &found) >= 1);
+    CHECK(found);
+
+    /* Read back: dropped from the cache, fetched again, one MGET per slot over the masters. */
+    for (int i = 0; i < CL_N; i++)
+        rf_store_unpin(t.store, refs[i]);
+    rf_store_drop_clean(t.store);
+    CHECK_EQ_INT(rf_store_size(t.store), 0);
+    load(&t, K_CUST, idp, CL_N, refs);
+    bad = 0;
+    for (int i = 0; i < CL_N; i++)
+        bad += !same(K_CUST, value(&t, refs[i]), want[i].b);
+    CHECK_EQ_INT(bad, 0);
+
+    /* A slot moved between masters while the store writes and reads it. */
+    cl_key(key, t.prefix, 0);
+    unsigned slot = rf_rcluster_slot(key, strlen(key));
+    int from = cl_owner(slot), to = (from + 1) % cl_n;
+    CHECK(from >= 0 && cl_move_begin(slot, from, to));
+    int migrated = 0, m;
+    while ((m = cl_move_some(slot, from, to, 64)) > 0)
+        migrated += m;
+    CHECK(migrated >= 1 && cl_count(from, slot) == 0); /* ids[0]'s key is on the target now */
+    for (int round = 0; round < 3; round++) {
+        for (int i = 0; i < CL_N; i += 7) {
+            event(K_CUST, value(&t, refs[i]), NULL, 1000 + round * CL_N + i);
+            memcpy(want[i].b, value(&t, refs[i]), vsize(K_CUST));
+            rf_store_mark_dirty(t.store, refs[i]);
+        }
+        commit(&t);
+    }
+    uint64_t moved, ask;
+    rf_store_redirects(t.store, &moved, &ask);
+    CHECK(ask >= 3); /* each round's SET of ids[0]: the source no longer has it */
+    CHECK(cl_move_end(slot, to));
+    CHECK(cl_wait_healthy(10000));
+    bad = 0;
+    for (int i = 0; i < CL_N; i++) {
+        cl_key(key, t.prefix, i);
+        bad += !cl_holds(key, want[i].b, vsize(K_CUST));
+    }
+    CHECK_EQ_INT(bad, 0);
+    for (int i = 0; i < CL_N; i++)
+        rf_store_unpin(t.store, refs[i]);
+    rf_store_drop_clean(t.store);
+    load(&t, K_CUST, idp, CL_N, refs); /* the moved slot's MGET: MOVED, then its new owner */
+    uint64_t moved2, ask2;
+    rf_store_redirects(t.store, &moved2, &ask2);
+    CHECK(moved2 > moved);
+    bad = 0;
+    for (int i = 0; i < CL_N; i++)
+        bad += !same(K_CUST, value(&t, refs[i]), want[i].b);
+    CHECK_EQ_INT(bad, 0);
+    for (int i = 0; i < CL_N; i++)
+        rf_store_unpin(t.store, refs[i]);
+    rf_jbuf_free(&j);
+    cl_delete_prefix(t.prefix);
+    end(&t);
+}
+
 RF_TEST_MAIN(RF_TEST(test_miss_fetch_load), RF_TEST(test_lookup_while_loading),
              RF_TEST(test_two_kinds_one_mget), RF_TEST(test_write_back_coalesced),
              RF_TEST(test_generations), RF_TEST(test_gating), RF_TEST(test_snapshots),
@@ -3355,4 +3496,4 @@ RF_TEST_MAIN(RF_TEST(test_miss_fetch_load), RF_TEST(test_lookup_while_loading),
              RF_TEST(test_memory_backend), RF_TEST(test_close_fetch_on_wire),
              RF_TEST(test_close_fetch_retrying), RF_TEST(test_release_in_flushed_cb),
              RF_TEST(test_close_in_callbacks), RF_TEST(test_limits), RF_TEST(test_journal),
-             RF_TEST(test_sliced))
+             RF_TEST(test_sliced), RF_TEST(test_cluster))

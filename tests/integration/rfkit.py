@@ -701,9 +701,10 @@ def unpack_state(raw, kind="customer", job_state=None):
     return rff.Engine(DECL, job_state).kind(kind).unpack(raw)
 
 
-def states_differ(svc, prefix, states, kind="customer", job_state=None):
-    """[(entity id, what differs)] for every expected EntityState whose Redis value is not it."""
-    red = svc.redis()
+def states_differ(svc, prefix, states, kind="customer", job_state=None, red=None):
+    """[(entity id, what differs)] for every expected EntityState whose Redis value is not it
+    (red: a client of the Redis to read, e.g. a cluster's; default the services' one)."""
+    red = red or svc.redis()
     bad = []
     for eid, st in states.items():
         raw = red.get(state_key(prefix, kind, eid))

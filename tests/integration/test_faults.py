@@ -126,19 +126,20 @@ def by_event(msgs, schema_id, schema):
     return raw, dec
 
 
-def check_against_reference(svc, run, recs, scores, model):
-    """Scores and features equal the reference's; Redis values equal a fault-free run's."""
+def check_against_reference(svc, run, recs, scores, model, red=None):
+    """Scores and features equal the reference's; Redis values equal a fault-free run's (read
+    from red, default the services' Redis)."""
     order = sorted((r for r in recs if r.payment), key=lambda r: (r.partition, r.offset))
     feats, states = rfkit.replay_features([(r.payment, r.topic, r.partition, r.offset)
                                            for r in order])
     feat_bad, score_bad = rfkit.compare_scores(scores, feats, model)
     assert not feat_bad, "features differ from the reference: " + first(feat_bad, 3)
     assert not score_bad, "scores differ from the reference: " + first(score_bad, 3)
-    bad = rfkit.states_differ(svc, run, states)
+    bad = rfkit.states_differ(svc, run, states, red=red)
     assert not bad, "Redis values differ from a fault-free run's: " + first(bad, 3)
 
 
-def check_at_least_once(svc, run, recs, poison, out, model):
+def check_at_least_once(svc, run, recs, poison, out, model, red=None):
     """The fault runs' verdict on what independent readers got back: every payment scored,
     every duplicate score and alert identical to its first copy, features and scores equal to
     the reference, the final Redis values equal to a fault-free run's, the dead letters
@@ -152,7 +153,7 @@ def check_at_least_once(svc, run, recs, poison, out, model):
     araw, _ = by_event(out["alerts"], rfkit.ALERT_ID, rfkit.ALERT_SCHEMA)
     bad = [e for e, v in araw.items() if any(x != v[0] for x in v[1:])]
     assert not bad, "duplicate alerts that differ: " + first(bad)
-    check_against_reference(svc, run, recs, dec, model)
+    check_against_reference(svc, run, recs, dec, model, red)
     rfkit.check_poison(out["dlq"], poison)
     return len(ids), sum(len(v) - 1 for v in raw.values())
 

@@ -1038,6 +1038,53 @@ static void test_labels_by_hand(void) {
     rf_decl_destroy(d);
 }
 
+/* A replay held by some of its entities only (a cluster flush cut short, store.h): applied
+ * to the others, it leaves every value as one full application does. The labelled payment
+ * keeps the previous verdict delta() reads, so it is written last: the cut to repair is the
+ * terminal holding the label and the payment not. */
+static void test_apply_missing(void) {
+    char err[512];
+    rf_decl_t *d = decl_text(
+        "entity terminal key=terminal_id\n"
+        "entity payment key=payment_id\n"
+        "feature fr = sum(delta(is_fraud,payment)) per terminal on FraudLabel window=2h/2 "
+        "time=payment_time\n"
+        "feature n = count per terminal on FraudLabel window=2h/2\n",
+        err, sizeof err);
+    CHECK(d != NULL);
+    if (!d) {
+        fprintf(stderr, "%s\n", err);
+        return;
+    }
+    CHECK(!rf_decl_written_last(d, 0) && rf_decl_written_last(d, 1));
+    uint32_t ts = rf_decl_value_size(d, 0), ps = rf_decl_value_size(d, 1);
+    static uint64_t term[RF_VALUE_MAX / 8], pay[RF_VALUE_MAX / 8];
+    static uint64_t full_t[RF_VALUE_MAX / 8], full_p[RF_VALUE_MAX / 8];
+    rf_feat_init_value(d, 0, (uint8_t *)term);
+    rf_feat_init_value(d, 1, (uint8_t *)pay);
+    struct labelrec lr;
+    uint8_t *ev[RF_KINDS_MAX] = {(uint8_t *)term, (uint8_t *)pay};
+    /* p0 labelled fraud, then genuine (the second label's delta is -1). */
+    make_label(&lr, "p0", T0, 1, T0 + 1000);
+    struct rf_src s1 = {rf_feat_topic_id("t"), 0, 1}, s2 = {rf_feat_topic_id("t"), 0, 2};
+    rf_feat_apply(d, &lr.r, ev, &s1);
+    make_label(&lr, "p0", T0, 0, T0 + 2000);
+    memcpy(full_t, term, ts);
+    memcpy(full_p, pay, ps);
+    uint8_t *fv[RF_KINDS_MAX] = {(uint8_t *)full_t, (uint8_t *)full_p};
+    rf_feat_apply(d, &lr.r, fv, &s2);
+    /* The cut: the terminal holds the second label, the payment does not. */
+    memcpy(term, full_t, ts);
+    CHECK(rf_feat_is_replay(d, &lr.r, ev, &s2));
+    CHECK_EQ_INT((int)rf_feat_apply_missing(d, &lr.r, ev, &s2), 2);
+    CHECK(memcmp(term, full_t, ts) == 0 && memcmp(pay, full_p, ps) == 0);
+    /* Held by both: nothing to apply. */
+    CHECK_EQ_INT((int)rf_feat_apply_missing(d, &lr.r, ev, &s2), 0);
+    CHECK(memcmp(term, full_t, ts) == 0 && memcmp(pay, full_p, ps) == 0);
+    CHECK(rf_feat_eval_one(d, rf_decl_find(d, "fr"), &lr.r, ev) == 0); /* +1 then -1 */
+    rf_decl_destroy(d);
+}
+
 /* weekday(): 0 Monday .. 6 Sunday, UTC; T0 (2026-11-30) is a Monday. */
 static void test_weekday(void) {
     char err[512];
@@ -1086,6 +1133,7 @@ static void test_all(void) {
     test_change_and_replays();
     test_labels_by_hand();
     test_weekday();
+    test_apply_missing();
     test_brute_force();
     test_slices();
     test_plans();
