@@ -646,6 +646,20 @@ static int batch_loaded(rf_engine_t *e) {
     return rf_store_fetch_log(e->store) == 0;
 }
 
+/* Apply ev to its entities (all of them, or with `missing` those that do not hold it yet) and
+ * mark the ones it changed dirty. */
+static void apply_marked(rf_engine_t *e, struct evt *ev, uint8_t **ents, const struct rf_src *src,
+                         int missing) {
+    uint32_t mask = ~0u;
+    if (missing)
+        mask = rf_feat_apply_missing(e->d.decl, &ev->rec, ents, src);
+    else
+        rf_feat_apply(e->d.decl, &ev->rec, ents, src);
+    for (int k = 0; k < e->n_kinds; k++)
+        if (ev->refs[k] != NO_REF && (mask & (1u << k)))
+            rf_store_mark_dirty(e->store, ev->refs[k]);
+}
+
 /* An event through its jobs' hooks and the features: the `before` hooks, the features
  * applied (to every entity, or with `missing` to those that do not hold the event yet), the
  * sliced entities read with their other slices, the `after` hooks. */
@@ -656,14 +670,7 @@ static void run_event(rf_engine_t *e, int32_t slot, struct evt *ev, uint8_t **en
     for (int j = 0; j < e->n_jobs; j++)
         if ((takers & (1u << j)) && e->jobs[j].ops->before)
             run_hook(e, j, e->jobs[j].ops->before, &jev);
-    uint32_t mask = ~0u;
-    if (missing)
-        mask = rf_feat_apply_missing(e->d.decl, &ev->rec, ents, src);
-    else
-        rf_feat_apply(e->d.decl, &ev->rec, ents, src);
-    for (int k = 0; k < e->n_kinds; k++)
-        if (ev->refs[k] != NO_REF && (mask & (1u << k)))
-            rf_store_mark_dirty(e->store, ev->refs[k]);
+    apply_marked(e, ev, ents, src, missing);
     /* A sliced entity reads as its slice plus the other slices (copied, so the slice
      * itself stays this partition's alone). */
     for (uint32_t sl = e->sliced; sl; sl &= sl - 1) {
@@ -691,31 +698,23 @@ static void repair(rf_engine_t *e, int32_t slot, struct evt *ev) {
     uint8_t *ents[RF_KINDS_MAX];
     struct rf_src src;
     const struct rf_part *pt = event_view(e, ev, ents, &src);
-    uint32_t late = 0, held = 0;
+    uint32_t touched = 0, late = 0, held = 0;
     for (int k = 0; k < e->n_kinds; k++) {
         if (!ents[k])
             continue;
         uint8_t *one[RF_KINDS_MAX] = {0};
         one[k] = ents[k];
-        if (rf_feat_is_replay(e->d.decl, &ev->rec, one, &src))
-            held |= 1u << k;
-        if (rf_decl_written_last(e->d.decl, k))
-            late |= 1u << k;
+        touched |= 1u << k;
+        held |= rf_feat_is_replay(e->d.decl, &ev->rec, one, &src) ? 1u << k : 0;
+        late |= rf_decl_written_last(e->d.decl, k) ? 1u << k : 0;
     }
-    uint32_t touched = 0;
-    for (int k = 0; k < e->n_kinds; k++)
-        touched |= ents[k] ? 1u << k : 0;
     if (held == touched)
         return;
     e->d.metrics->replays_repaired++;
-    if ((late & held) == 0) {
+    if ((late & held) == 0)
         run_event(e, slot, ev, ents, &src, pt, 1);
-        return;
-    }
-    uint32_t mask = rf_feat_apply_missing(e->d.decl, &ev->rec, ents, &src);
-    for (int k = 0; k < e->n_kinds; k++)
-        if (mask & (1u << k))
-            rf_store_mark_dirty(e->store, ev->refs[k]);
+    else
+        apply_marked(e, ev, ents, &src, 1);
 }
 
 static void batch_finish(rf_engine_t *e) {
