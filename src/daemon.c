@@ -58,6 +58,7 @@ struct daemon {
     rf_txn_t *txn;     /* exactly-once: subscribing waits for its init too */
     int epoch_pending, txn_pending;
     int subscribed;
+    uint64_t join_wait_until_ns; /* a stop waiting for the first assignment (on_stop_check) */
     rf_demo_t *demo;
     rf_health_t *health; /* readiness, systemd's notifications and watchdog */
     rf_http_t *http;     /* metrics.listen: /metrics, /healthz, /readyz */
@@ -439,6 +440,24 @@ static void on_settle(uv_timer_t *t) {
     close_all(d);
 }
 
+/* Whether a stop must wait before it closes the consumer: librdkafka 2.0 (Debian 12's)
+ * aborts in rd_kafka_destroy when a cooperative-sticky member is closed after its JoinGroup
+ * chose the protocol and before its first assignment set the assignor's state
+ * (librdkafka#4312, fixed in 2.3). A SIGTERM that early (systemctl stop right after start)
+ * waits for the assignment, which follows within a round trip, for at most 10 s, serving the
+ * consumer queue as the final commit does (what it hands over is never stored). */
+static int joining(struct daemon *d) {
+    if (!d->rk || !d->subscribed || rf_engine_assignments(d->engine) > 0 ||
+        strcmp(rd_kafka_rebalance_protocol(d->rk), "NONE") == 0)
+        return 0;
+    uint64_t now = uv_hrtime();
+    if (!d->join_wait_until_ns) {
+        d->join_wait_until_ns = now + 10000000000ULL;
+        RF_INFO("DAEMON", "stopping once the group has assigned this member (it has joined)");
+    }
+    return now < d->join_wait_until_ns;
+}
+
 static void on_stop_check(uv_timer_t *t) {
     struct daemon *d = t->data;
     if (rf_engine_failed(d->engine)) {
@@ -450,8 +469,11 @@ static void on_stop_check(uv_timer_t *t) {
      * produced would hold its event, and the shutdown, forever): stop now. What completed is
      * committed; the rest is redelivered, and the journal answers its replays. */
     if (d->stopping && (rf_engine_inflight(d->engine) == 0 || d->timed_out ||
-                        rf_engine_failed(d->engine)))
+                        rf_engine_failed(d->engine))) {
+        while (!d->timed_out && joining(d))
+            serve_consumer_ms(d, 50); /* the assignment comes through our rebalance callback */
         finish(d);
+    }
 }
 
 static void on_deadline(uv_timer_t *t) {

@@ -92,6 +92,7 @@ struct jgen {
 };
 
 struct rf_engine_s {
+    uint64_t assignments; /* assignment callbacks so far (0 partitions included) */
     struct rf_engine_deps d;
     rf_store_t *store;
     rf_outputs_t *out;
@@ -1442,6 +1443,7 @@ void rf_engine_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     revoke_settle(e);
 
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        e->assignments++;
         for (int i = 0; i < parts->cnt; i++) {
             int part = part_of(e, NULL, parts->elems[i].topic, parts->elems[i].partition);
             rf_offsets_assign(e->offs, part);
@@ -1642,6 +1644,10 @@ void rf_engine_set_store(rf_engine_t *e, rf_store_t *store) {
 void rf_engine_stop(rf_engine_t *e) {
     e->stopping = 1;
     uv_idle_stop(&e->kick);
+}
+
+uint64_t rf_engine_assignments(const rf_engine_t *e) {
+    return e->assignments;
 }
 
 int rf_engine_assigned(const rf_engine_t *e) {

@@ -155,6 +155,8 @@ int rf_engine_may_commit(const rf_engine_t *e);
 void rf_engine_stop(rf_engine_t *e);
 
 int rf_engine_assigned(const rf_engine_t *e);
+/* Assignment callbacks so far, one of 0 partitions included (the member has joined). */
+uint64_t rf_engine_assignments(const rf_engine_t *e);
 /* Events in flight, revocations whose commit and unassign are still to come, and a
  * transaction being ended. */
 int rf_engine_inflight(const rf_engine_t *e);
