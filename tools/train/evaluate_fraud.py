@@ -733,6 +733,18 @@ def fmt_day(start_ms, d):
                                            tz=datetime.timezone.utc).strftime("%Y-%m-%d")
 
 
+def write_fold_table(w, name, starts, start_ms):
+    """One row per fold of the protocol's layout: a training week from each start, the 7-day
+    label delay, then the week it is scored on."""
+    w("| %s | training | delay | %s |" % (name, "validation" if name == "fold" else "test"))
+    w("|---:|---|---|---|")
+    for k, t in enumerate(starts):
+        w("| %d | %d–%d (%s – %s) | %d–%d | %d–%d (%s – %s) |"
+          % (k + 1, t, t + 6, fmt_day(start_ms, t), fmt_day(start_ms, t + 6), t + 7, t + 13,
+             t + 14, t + 20, fmt_day(start_ms, t + 14), fmt_day(start_ms, t + 20)))
+    w("")
+
+
 def write_candidate_choices(w, a, seeds, weeks, results, ci, start_ms):
     """The report's account of the candidate's choices: validation folds, grid, selection,
     threshold, the threshold on the test weeks, the export."""
@@ -746,13 +758,7 @@ def write_candidate_choices(w, a, seeds, weeks, results, ci, start_ms):
       "are then scored exactly as the reference models': each trained on its own training "
       "week with the chosen parameters.\n" % (len(vs), weeks[0] - vs[0], vs[-1] + 20,
                                                weeks[0] + 14))
-    w("| fold | training | delay | validation |")
-    w("|---:|---|---|---|")
-    for k, t in enumerate(vs):
-        w("| %d | %d–%d (%s – %s) | %d–%d | %d–%d (%s – %s) |"
-          % (k + 1, t, t + 6, fmt_day(start_ms, t), fmt_day(start_ms, t + 6), t + 7, t + 13,
-             t + 14, t + 20, fmt_day(start_ms, t + 14), fmt_day(start_ms, t + 20)))
-    w("")
+    write_fold_table(w, "fold", vs, start_ms)
     grid = a.cand_grid
     varying = sorted(grid)
     w("**Hyperparameters.** Grid `%s` on top of `%s`; each point trained on every validation "
@@ -982,13 +988,7 @@ def write_report(path, a, argv, specs, seeds, weeks, data, results, ceil, wstats
       "2018-07-25, day 115 of its data — and the weeks follow one another 7 days apart, like "
       "its prequential folds; the 30-day windows (37 days for the terminal's, behind its 7-day "
       "delay) are full from day 37 on.\n" % weeks[0])
-    w("| week | training | delay | test |")
-    w("|---:|---|---|---|")
-    for k, t in enumerate(weeks):
-        w("| %d | %d–%d (%s – %s) | %d–%d | %d–%d (%s – %s) |"
-          % (k + 1, t, t + 6, fmt_day(start_ms, t), fmt_day(start_ms, t + 6), t + 7, t + 13,
-             t + 14, t + 20, fmt_day(start_ms, t + 14), fmt_day(start_ms, t + 20)))
-    w("")
+    write_fold_table(w, "week", weeks, start_ms)
     w("| seed | week | training rows (frauds) | test rows (frauds) | kept test rows (frauds) "
       "| cards removed | kept frauds by scenario 1/2/3 |")
     w("|---:|---:|---:|---:|---:|---:|---|")
